@@ -1,0 +1,515 @@
+//! The admission service: decode → classify → plan → key → lookup (timed, fail-open) → choose
+//! → rewrite → respond. Every failure after the uid is known becomes "allowed, unchanged,
+//! with a warning"; stepcache never denies a pod.
+//!
+//! Owns: `Admitter`, `Outcome`, `Explain`. Imports layers 0–2, `k8s`, `metrics`.
+
+pub mod decode;
+pub mod respond;
+
+use crate::argo::template::{classify, Classification, StepPod};
+use crate::k8s::events::{EventPoster, StepEvent};
+use crate::k8s::taskresult::TaskResultWriter;
+use crate::key::{derive_key, diff_material, KeyMaterial, Scope};
+use crate::mark::{MarkClaims, Signer};
+use crate::metrics::Metrics;
+use crate::policy::{choose, plan, AdminPolicy, Candidate, Choice, MissCause, Plan, StepSettings};
+use crate::rewrite::{self, HitInfo, MarkInfo, RewriteConfig};
+use crate::store::{Entry, Store, StoreError};
+use crate::types::{CacheKey, Namespace};
+use decode::{Decoded, Subject};
+use jiff::Timestamp;
+use json_patch::PatchOperation;
+use k8s_openapi::api::core::v1::Pod;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Decision labels (metric values and `--explain` decisions).
+pub mod decision {
+    /// Served from cache.
+    pub const HIT: &str = "hit";
+    /// Runs and is recorded.
+    pub const MISS: &str = "miss";
+    /// Would have been a hit; shadow mode let it run.
+    pub const SHADOW_HIT: &str = "shadow-hit";
+    /// Not an Argo pod, or not a pod CREATE.
+    pub const SKIPPED_NOT_ARGO: &str = "skipped-not-argo";
+    /// An Argo pod that is not cacheable (resource, agent, daemon, ...).
+    pub const SKIPPED: &str = "skipped";
+    /// The author opted out.
+    pub const OPTED_OUT: &str = "opted-out";
+    /// Invalid annotations or unreadable object.
+    pub const INVALID: &str = "invalid";
+    /// Store or API failure: allowed unchanged.
+    pub const ERROR: &str = "error";
+    /// The no-op baseline mode.
+    pub const NOOP: &str = "noop";
+}
+
+/// Everything `review --explain` prints about one decision.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Explain {
+    /// `hit`, `miss`, `skip` (coarse decision).
+    pub decision: String,
+    /// Fine decision (metric label).
+    pub detail: String,
+    /// Why.
+    pub reason: String,
+    /// The key, when one was derived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Detected Argo layout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    /// Staleness used (seconds, -1 unbounded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staleness: Option<i64>,
+    /// Entry served on a hit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry_id: Option<i64>,
+    /// True when the hit recorded an adopting copy.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
+    /// The JSON patch, decoded.
+    pub patch: Vec<PatchOperation>,
+    /// Objects the decision creates (the WorkflowTaskResult of a hit).
+    pub creates: Vec<Value>,
+    /// On a miss: the nearest earlier entry of the same template and how it differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nearest: Option<Nearest>,
+    /// Warnings returned to the API server.
+    pub warnings: Vec<String>,
+}
+
+/// Explanation of a miss against the nearest earlier entry.
+#[derive(Clone, Debug, Serialize)]
+pub struct Nearest {
+    /// Entry compared against.
+    pub entry_id: i64,
+    /// Workflow it came from.
+    pub workflow: String,
+    /// State of that entry (`live`, `stale`, `expired`, `invalidated`).
+    pub state: String,
+    /// Key-material differences, one per line.
+    pub differences: Vec<String>,
+}
+
+/// The response plus its explanation.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// AdmissionReview response JSON.
+    pub review: Value,
+    /// Explanation.
+    pub explain: Explain,
+}
+
+/// Side-effect clients; absent when stepcache runs without a cluster (`review`, local serve).
+#[derive(Clone, Default)]
+pub struct Cluster {
+    /// Writes WorkflowTaskResults for hits.
+    pub task_results: Option<TaskResultWriter>,
+    /// Posts provenance Events.
+    pub events: Option<EventPoster>,
+    /// Decide as if side effects succeeded without performing them (`stepcache review`).
+    pub offline: bool,
+}
+
+/// Configuration of the decision.
+#[derive(Clone, Debug, Default)]
+pub struct AdmitConfig {
+    /// Admin policy.
+    pub admin: AdminPolicy,
+    /// Cache scope.
+    pub scope: Scope,
+    /// Hit pod shape.
+    pub rewrite: RewriteConfig,
+    /// Look up the nearest earlier entry to explain misses.
+    pub explain_misses: bool,
+    /// Serve the no-op baseline (always allow, no decision) for benchmarks.
+    pub noop: bool,
+    /// Perform side effects (adopting copies, hit counts, events) in the background instead of inline.
+    pub background_side_effects: bool,
+}
+
+/// The admission service.
+#[derive(Clone)]
+pub struct Admitter {
+    /// Decision configuration.
+    pub config: Arc<AdmitConfig>,
+    /// Execution store.
+    pub store: Store,
+    /// Mark signer.
+    pub signer: Signer,
+    /// Cluster side-effect clients.
+    pub cluster: Cluster,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+struct Ctx<'a> {
+    decoded: &'a Decoded,
+    warnings: Vec<String>,
+}
+
+impl Admitter {
+    /// Answers a decoded review. Never fails: every error becomes an allowed response.
+    pub async fn admit(&self, decoded: &Decoded, now: Timestamp) -> Outcome {
+        let started = Instant::now();
+        let mut ctx = Ctx { decoded, warnings: Vec::new() };
+        let explain = if self.config.noop {
+            Explain { decision: "skip".into(), detail: decision::NOOP.into(), reason: "no-op baseline mode".into(), ..Default::default() }
+        } else {
+            match &decoded.subject {
+                Subject::Ignored(reason) => skip(decision::SKIPPED_NOT_ARGO, reason.clone()),
+                Subject::Unreadable(w) => {
+                    ctx.warnings.push(w.clone());
+                    skip(decision::INVALID, w.clone())
+                }
+                Subject::PodCreate(pod) => self.admit_pod(&mut ctx, pod, now).await,
+            }
+        };
+        let mut explain = explain;
+        explain.warnings.extend(ctx.warnings);
+        self.metrics.decision(&explain.detail);
+        self.metrics.admission_duration.observe(started.elapsed().as_secs_f64());
+        tracing::info!(
+            uid = %decoded.uid,
+            namespace = decoded.namespace.as_deref().unwrap_or(""),
+            pod = decoded.name.as_deref().unwrap_or(""),
+            key = explain.key.as_deref().unwrap_or(""),
+            decision = %explain.detail,
+            reason = %explain.reason,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "admission"
+        );
+        let review = respond::allow(&decoded.uid, &explain.patch, &explain.warnings);
+        Outcome { review, explain }
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &str,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let t = Instant::now();
+        let r = fut.await;
+        self.metrics.store_call(op, t.elapsed().as_secs_f64(), r.as_ref().err().map(StoreError::kind));
+        r
+    }
+
+    async fn admit_pod(&self, ctx: &mut Ctx<'_>, pod: &Pod, now: Timestamp) -> Explain {
+        let mut pod = pod.clone();
+        if pod.metadata.namespace.is_none() {
+            pod.metadata.namespace = ctx.decoded.namespace.clone();
+        }
+        if pod.metadata.name.is_none() {
+            pod.metadata.name = ctx.decoded.name.clone();
+        }
+        let labels_map = pod.metadata.labels.clone().unwrap_or_default();
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+        let asked = author_asked(&annotations);
+        let step = match classify(&pod) {
+            Classification::NotArgo => {
+                return skip(decision::SKIPPED_NOT_ARGO, "not created by the Argo controller".into())
+            }
+            Classification::Skip(reason) => {
+                let malformed = matches!(reason, crate::argo::template::SkipReason::Malformed(_));
+                if asked || malformed {
+                    ctx.warnings.push(format!("stepcache: step not cached: {reason}"));
+                }
+                let detail = if malformed { decision::INVALID } else { decision::SKIPPED };
+                return skip(detail, reason.to_string());
+            }
+            Classification::Step(step) => step,
+        };
+        if !self.config.admin.covers(&step.namespace) {
+            return skip(decision::SKIPPED, format!("namespace {} is not covered by this installation", step.namespace));
+        }
+        let settings = match plan(&labels_map, &annotations, &self.config.admin) {
+            Plan::OptedOut { by } => return skip(decision::OPTED_OUT, format!("opted out by label {by}")),
+            Plan::Invalid { warnings } => {
+                let reason = warnings.join("; ");
+                ctx.warnings.extend(warnings.into_iter().map(|w| format!("stepcache: {w}")));
+                return skip(decision::INVALID, reason);
+            }
+            Plan::Lookup(s) => s,
+        };
+        ctx.warnings.extend(settings.warnings.iter().map(|w| format!("stepcache: {w}")));
+        let km = match derive_key(&pod, &step, &settings.seed, self.config.scope) {
+            Ok(k) => k,
+            Err(e) => {
+                ctx.warnings.push(format!("stepcache: step not cached: {e}"));
+                return skip(decision::INVALID, e.to_string());
+            }
+        };
+        let mut ex = Explain {
+            key: Some(km.key.to_string()),
+            layout: Some(layout_name(&step)),
+            staleness: Some(settings.staleness.to_db()),
+            ..Default::default()
+        };
+
+        let candidate = if settings.staleness.never_reuse() {
+            None
+        } else {
+            match self.timed("lookup", self.store.lookup(&km.key, settings.staleness, now)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    ctx.warnings.push(format!("stepcache: cache unavailable ({e}); step runs uncached"));
+                    ex.decision = "skip".into();
+                    ex.detail = decision::ERROR.into();
+                    ex.reason = format!("store error: {e}");
+                    return ex;
+                }
+            }
+        };
+        let declared = step.template.declared_outputs();
+        let choice = choose(
+            settings.staleness,
+            &declared,
+            candidate.as_ref().map(|e| Candidate { id: e.id, staleness: e.staleness, outputs: &e.outputs }),
+        );
+        match (choice, candidate) {
+            (Choice::Hit(_), Some(entry)) => self.hit(ctx, &pod, &step, &settings, &km, entry, false, now, ex).await,
+            (Choice::HitAdopting(_), Some(entry)) => self.hit(ctx, &pod, &step, &settings, &km, entry, true, now, ex).await,
+            (Choice::Miss(cause), _) => self.miss(ctx, &pod, &step, &settings, &km, cause.describe(), true, now, ex).await,
+            (_, None) => self.miss(ctx, &pod, &step, &settings, &km, MissCause::NoEntry.describe(), true, now, ex).await,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn hit(
+        &self,
+        ctx: &mut Ctx<'_>,
+        pod: &Pod,
+        step: &StepPod,
+        settings: &StepSettings,
+        km: &KeyMaterial,
+        entry: Entry,
+        adopt: bool,
+        now: Timestamp,
+        mut ex: Explain,
+    ) -> Explain {
+        if self.config.admin.shadow {
+            let mut ex = self
+                .miss(ctx, pod, step, settings, km, format!("shadow mode: would have served entry {}", entry.id), false, now, ex)
+                .await;
+            ex.detail = decision::SHADOW_HIT.into();
+            ex.entry_id = Some(entry.id.0);
+            return ex;
+        }
+        let task_result = rewrite::build_task_result(step, &entry.outputs);
+        if rewrite::uses_task_result(step.layout) {
+            let required = rewrite::requires_task_result(step.layout);
+            if step.workflow_uid.is_none() && required {
+                ctx.warnings.push("stepcache: hit not served: pod has no Workflow owner uid for the task result".into());
+                return self.miss(ctx, pod, step, settings, km, "hit could not be delivered: no owner uid".into(), true, now, ex).await;
+            }
+            match (&self.cluster.task_results, ctx.decoded.dry_run) {
+                (_, true) => {}
+                (Some(w), false) => {
+                    if let Err(e) = w.upsert(&task_result).await {
+                        self.metrics.task_result_errors.get_or_create(&crate::metrics::ReasonLabel { reason: e.kind().into() }).inc();
+                        if required {
+                            ctx.warnings.push(format!("stepcache: hit not served: task result not written ({e}); step runs"));
+                            let mut ex = self.miss(ctx, pod, step, settings, km, format!("hit could not be delivered: {e}"), true, now, ex).await;
+                            ex.detail = decision::ERROR.into();
+                            return ex;
+                        }
+                        tracing::warn!(error = %e, "task result not written; relying on the outputs annotation");
+                    }
+                }
+                (None, false) if required && !self.cluster.offline => {
+                    ctx.warnings.push("stepcache: hit not served: no Kubernetes API to write the task result".into());
+                    return self.miss(ctx, pod, step, settings, km, "hit could not be delivered: no Kubernetes API".into(), true, now, ex).await;
+                }
+                (None, false) => {}
+            }
+            ex.creates.push(task_result);
+        }
+        let hit = HitInfo {
+            entry_id: entry.id,
+            key: &km.key,
+            outputs: &entry.outputs,
+            source_workflow: &entry.workflow_name,
+            source_node: &entry.node_id,
+            source_finished_at: entry.finished_at.to_string(),
+        };
+        ex.patch = rewrite::build_hit_patch(pod, step, &hit, &self.config.rewrite);
+        ex.decision = "hit".into();
+        ex.detail = decision::HIT.into();
+        ex.entry_id = Some(entry.id.0);
+        ex.adopted = adopt;
+        let saved = (entry.finished_at.as_millisecond() - entry.started_at.as_millisecond()).max(0) as f64 / 1000.0;
+        ex.reason = format!(
+            "served entry {} from workflow {} (finished {}), saving {}",
+            entry.id, entry.workflow_name, entry.finished_at, human_seconds(saved)
+        );
+        self.metrics.time_saved_seconds.inc_by(saved);
+        if !ctx.decoded.dry_run {
+            self.after_hit(step, entry, adopt, settings.staleness, saved, now).await;
+        }
+        ex
+    }
+
+    /// Adopting copy, hit count and Event: off the response path when configured.
+    async fn after_hit(&self, step: &StepPod, entry: Entry, adopt: bool, staleness: crate::types::Staleness, saved: f64, now: Timestamp) {
+        let this = self.clone();
+        let ev = StepEvent {
+            namespace: step.namespace.to_string(),
+            workflow: step.workflow_name.clone(),
+            workflow_uid: step.workflow_uid.clone(),
+            reason: "StepServedFromCache".into(),
+            message: format!(
+                "step {} served from cache entry {} (workflow {}), saved {}",
+                step.node_name.as_deref().unwrap_or(&step.node_id),
+                entry.id,
+                entry.workflow_name,
+                human_seconds(saved)
+            ),
+        };
+        let work = async move {
+            if adopt {
+                if let Err(e) = this.timed("adopt", this.store.adopt(&entry, staleness, now)).await {
+                    tracing::warn!(error = %e, entry = entry.id.0, "adopting copy not recorded");
+                }
+            }
+            if let Err(e) = this.timed("note_hit", this.store.note_hit(entry.id)).await {
+                tracing::debug!(error = %e, "hit count not updated");
+            }
+            if let Some(p) = &this.cluster.events {
+                if let Err(e) = p.post(&ev, now).await {
+                    tracing::debug!(error = %e, "event not posted");
+                }
+            }
+        };
+        if self.config.background_side_effects {
+            tokio::spawn(work);
+        } else {
+            work.await;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn miss(
+        &self,
+        ctx: &mut Ctx<'_>,
+        pod: &Pod,
+        step: &StepPod,
+        settings: &StepSettings,
+        km: &KeyMaterial,
+        reason: String,
+        explain_nearest: bool,
+        now: Timestamp,
+        mut ex: Explain,
+    ) -> Explain {
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let claims = MarkClaims {
+            key: &km.key,
+            namespace: &step.namespace,
+            pod_name: &pod_name,
+            workflow_uid: step.workflow_uid.as_deref().unwrap_or(""),
+            staleness: settings.staleness,
+            seed: &settings.seed,
+        };
+        let mark = self.signer.sign(&claims);
+        let nearest = if explain_nearest && self.config.explain_misses {
+            self.nearest(&step.namespace, step.template.name(), &km.key, &km.material, settings, now).await
+        } else {
+            None
+        };
+        let full_reason = match &nearest {
+            Some(n) if n.differences.is_empty() => format!("{reason}; nearest entry {} is {}", n.entry_id, n.state),
+            Some(n) => format!("{reason}; nearest entry {} differs: {}", n.entry_id, n.differences.join(", ")),
+            None => reason.clone(),
+        };
+        let m = MarkInfo {
+            key: &km.key,
+            mark: &mark,
+            staleness_db: settings.staleness.to_db(),
+            seed: settings.seed.as_str(),
+            decision: "miss",
+            miss_reason: Some(full_reason.clone()),
+        };
+        ex.patch = rewrite::build_mark_patch(pod, &m);
+        ex.decision = "miss".into();
+        ex.detail = decision::MISS.into();
+        ex.reason = full_reason;
+        ex.nearest = nearest;
+        ex
+    }
+
+    async fn nearest(
+        &self,
+        ns: &Namespace,
+        template_name: &str,
+        key: &CacheKey,
+        material: &Value,
+        settings: &StepSettings,
+        now: Timestamp,
+    ) -> Option<Nearest> {
+        let same_key = match self.timed("latest_for_key", self.store.latest_for_key(key)).await {
+            Ok(Some(e)) => Some(e),
+            _ => None,
+        };
+        let entry = match same_key {
+            Some(e) => e,
+            None => match self.timed("nearest", self.store.nearest(ns, template_name)).await {
+                Ok(Some(e)) => e,
+                _ => return None,
+            },
+        };
+        let state = if entry.invalidated_at.is_some() {
+            "invalidated"
+        } else if entry.expires_at.is_some_and(|x| x <= now) {
+            "expired"
+        } else if let crate::types::Staleness::Seconds(s) = settings.staleness {
+            if now.as_second() - entry.finished_at.as_second() > s as i64 {
+                "stale"
+            } else {
+                "live"
+            }
+        } else {
+            "live"
+        };
+        Some(Nearest {
+            entry_id: entry.id.0,
+            workflow: entry.workflow_name.clone(),
+            state: state.into(),
+            differences: if &entry.key == key { Vec::new() } else { diff_material(&entry.material, material) },
+        })
+    }
+}
+
+fn skip(detail: &str, reason: String) -> Explain {
+    Explain { decision: "skip".into(), detail: detail.into(), reason, ..Default::default() }
+}
+
+fn layout_name(step: &StepPod) -> String {
+    serde_json::to_value(step.layout)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// True when the author set any stepcache or KFP caching annotation (so a skip deserves a warning).
+fn author_asked(annotations: &BTreeMap<String, String>) -> bool {
+    use crate::argo::labels as l;
+    [l::MAX_CACHE_STALENESS, l::CACHE_SEED, l::LATCH, l::KFP_MAX_CACHE_STALENESS]
+        .iter()
+        .any(|k| annotations.contains_key(*k))
+}
+
+/// `4m12s`-style rendering for events and reasons.
+pub fn human_seconds(s: f64) -> String {
+    let total = s.max(0.0).round() as u64;
+    let (h, m, sec) = (total / 3600, (total % 3600) / 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{sec}s"),
+        (0, _) => format!("{m}m{sec}s"),
+        _ => format!("{h}h{m}m{sec}s"),
+    }
+}

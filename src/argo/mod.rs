@@ -1,0 +1,7 @@
+//! Argo's pod contract, version by version: labels, template extraction, outputs.
+//!
+//! Pure: must not import tokio, sqlx, axum or kube::Client.
+
+pub mod labels;
+pub mod outputs;
+pub mod template;

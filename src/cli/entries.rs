@@ -1,0 +1,145 @@
+//! `stepcache entries`, `gc` and `stats`: what operators script against.
+
+use crate::config::{EntriesCommand, FilterArgs, Output};
+use crate::store::{Entry, EntryFilter, Store};
+use crate::types::{CacheKey, EntryId, Namespace};
+use anyhow::{anyhow, bail};
+
+fn filter(f: &FilterArgs, now: jiff::Timestamp) -> anyhow::Result<EntryFilter> {
+    Ok(EntryFilter {
+        id: f.id.map(EntryId),
+        namespace: f.namespace.as_deref().map(Namespace::parse).transpose()?,
+        key: f.key.as_deref().map(CacheKey::parse).transpose()?,
+        workflow: f.workflow.clone(),
+        image: f.image.clone(),
+        finished_before: f
+            .older_than
+            .map(|d| {
+                jiff::SignedDuration::try_from(d)
+                    .ok()
+                    .and_then(|d| now.checked_sub(d).ok())
+                    .ok_or_else(|| anyhow!("--older-than is out of range"))
+            })
+            .transpose()?,
+    })
+}
+
+fn state(e: &Entry, now: jiff::Timestamp) -> &'static str {
+    if e.invalidated_at.is_some() {
+        "invalidated"
+    } else if e.expires_at.is_some_and(|x| x <= now) {
+        "expired"
+    } else {
+        "live"
+    }
+}
+
+fn table(rows: &[Entry], now: jiff::Timestamp) -> String {
+    let mut lines = vec![vec![
+        "ID".to_owned(),
+        "NAMESPACE".into(),
+        "WORKFLOW".into(),
+        "TEMPLATE".into(),
+        "STALENESS".into(),
+        "FINISHED".into(),
+        "HITS".into(),
+        "STATE".into(),
+        "KEY".into(),
+    ]];
+    for e in rows {
+        lines.push(vec![
+            e.id.to_string(),
+            e.namespace.to_string(),
+            e.workflow_name.clone(),
+            e.template_name.clone(),
+            e.staleness.to_string(),
+            e.finished_at.to_string(),
+            e.hit_count.to_string(),
+            state(e, now).into(),
+            e.key.as_str().chars().take(19).collect(),
+        ]);
+    }
+    render(&lines)
+}
+
+/// Renders rows as aligned columns.
+pub fn render(lines: &[Vec<String>]) -> String {
+    let cols = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| lines.iter().filter_map(|l| l.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for l in lines {
+        let cells: Vec<String> = l
+            .iter()
+            .zip(&widths)
+            .map(|(s, w)| format!("{s:<width$}", width = *w))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs an `entries` subcommand.
+pub async fn run(store: &Store, cmd: &EntriesCommand) -> anyhow::Result<()> {
+    let now = jiff::Timestamp::now();
+    match cmd {
+        EntriesCommand::List { filter: f, limit, output } => {
+            let rows = store.list(&filter(f, now)?, *limit).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Table => print!("{}", table(&rows, now)),
+            }
+        }
+        EntriesCommand::Show { id } => match store.get(EntryId(*id)).await? {
+            Some(e) => println!("{}", serde_json::to_string_pretty(&e)?),
+            None => bail!("no entry {id}"),
+        },
+        EntriesCommand::Invalidate { filter: f, now: at } => {
+            let at = at.unwrap_or(now);
+            let n = store.invalidate(&filter(f, at)?, at).await?;
+            println!("invalidated {n} entries");
+        }
+    }
+    Ok(())
+}
+
+/// `stepcache gc`.
+pub async fn gc(store: &Store, batch: i64, now: Option<jiff::Timestamp>) -> anyhow::Result<()> {
+    let n = store.gc(now.unwrap_or_else(jiff::Timestamp::now), batch).await?;
+    println!("deleted {n} expired or invalidated entries");
+    Ok(())
+}
+
+/// `stepcache stats`.
+pub async fn stats(store: &Store, output: Output) -> anyhow::Result<()> {
+    let rows = store.stats().await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Table => {
+            let mut lines = vec![vec![
+                "NAMESPACE".to_owned(),
+                "ENTRIES".into(),
+                "RECORDED RUNS".into(),
+                "ADOPTING COPIES".into(),
+                "HITS".into(),
+                "BYTES".into(),
+                "TIME SAVED".into(),
+            ]];
+            for s in &rows {
+                lines.push(vec![
+                    s.namespace.clone().unwrap_or_else(|| "(all)".into()),
+                    s.entries.to_string(),
+                    s.originals.to_string(),
+                    s.adopting_copies.to_string(),
+                    s.hits.to_string(),
+                    s.bytes.to_string(),
+                    crate::admission::human_seconds(s.time_saved_seconds),
+                ]);
+            }
+            print!("{}", render(&lines));
+        }
+    }
+    Ok(())
+}

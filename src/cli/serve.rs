@@ -1,0 +1,208 @@
+//! `stepcache serve` and `stepcache record-controller`: wiring the webhook, metrics port,
+//! certificate reload, periodic gc and the recorder.
+
+use crate::admission::{AdmitConfig, Admitter, Cluster};
+use crate::config::{KubeMode, ServeArgs};
+use crate::k8s::events::EventPoster;
+use crate::k8s::taskresult::TaskResultWriter;
+use crate::metrics::Metrics;
+use crate::recorder::assess::RecordSettings;
+use crate::recorder::watch::{self, WatchConfig};
+use crate::recorder::Recorder;
+use crate::server::{self, AppState};
+use crate::store::{Store, StoreOptions};
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Installs the process-wide rustls crypto provider (ring) once.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Connects to the Kubernetes API according to `mode`.
+pub async fn kube_client(mode: KubeMode) -> anyhow::Result<Option<kube::Client>> {
+    match mode {
+        KubeMode::Off => Ok(None),
+        KubeMode::On => Ok(Some(kube::Client::try_default().await.context("connecting to the Kubernetes API")?)),
+        KubeMode::Auto => match tokio::time::timeout(Duration::from_secs(5), kube::Client::try_default()).await {
+            Ok(Ok(c)) => Ok(Some(c)),
+            _ => {
+                tracing::info!("no Kubernetes configuration found: running without the Kubernetes API (no task results, events or recorder)");
+                Ok(None)
+            }
+        },
+    }
+}
+
+/// Resolves the serving certificate, generating a development CA and certificate when none exists.
+pub fn resolve_certs(cert: Option<PathBuf>, key: Option<PathBuf>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok((c, k)),
+        (None, None) => {
+            let dir = PathBuf::from("certs");
+            let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+            if !(c.exists() && k.exists()) {
+                let g = crate::tls::generate(&dir, &["localhost".into(), "127.0.0.1".into(), "::1".into()])?;
+                eprintln!(
+                    "stepcache: generated a development CA and serving certificate in {}/ (CA bundle: {})",
+                    dir.display(),
+                    g.ca_cert.display()
+                );
+            }
+            Ok((c, k))
+        }
+        _ => bail!("--tls-cert and --tls-key must be given together"),
+    }
+}
+
+/// Opens the store; when it is unreachable at start, keeps serving (fail open) and retries.
+async fn store_with_retry(args: &ServeArgs) -> anyhow::Result<Store> {
+    let opts = StoreOptions { timeout: args.store.store_timeout, max_connections: args.store.store_pool };
+    let store = Store::connect(&args.store.database_url, opts)
+        .await
+        .with_context(|| format!("opening store {}", super::redact(&args.store.database_url)))?;
+    if let Err(e) = store.migrate().await {
+        tracing::error!(error = %e, "store not migrated yet; serving fail-open and retrying");
+        let s = store.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(500);
+            loop {
+                tokio::time::sleep(delay).await;
+                match s.migrate().await {
+                    Ok(()) => {
+                        tracing::info!("store migrated");
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "store migration retry failed"),
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+    Ok(store)
+}
+
+/// Runs the webhook until SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    install_crypto();
+    let metrics = Arc::new(Metrics::new());
+    let store = store_with_retry(&args).await?;
+    let signer = super::signer(&args.signing)?;
+    let client = if args.noop { None } else { kube_client(args.kube).await? };
+    let cluster = Cluster {
+        task_results: client.clone().map(|c| TaskResultWriter::new(c, Duration::from_secs(2))),
+        events: client.clone().map(|c| {
+            EventPoster::new(c, Duration::from_secs(2), std::env::var("HOSTNAME").unwrap_or_else(|_| "stepcache".into()))
+        }),
+        offline: false,
+    };
+    let admitter = Admitter {
+        config: Arc::new(AdmitConfig {
+            admin: args.policy.admin(),
+            scope: args.policy.scope,
+            rewrite: args.policy.rewrite(),
+            explain_misses: args.policy.explain_misses,
+            noop: args.noop,
+            background_side_effects: true,
+        }),
+        store: store.clone(),
+        signer: signer.clone(),
+        cluster,
+        metrics: metrics.clone(),
+    };
+    let (cert, key) = resolve_certs(args.tls_cert.clone(), args.tls_key.clone())?;
+    let tls = crate::tls::load(&cert, &key).await?;
+    tokio::spawn(crate::tls::reload_loop(tls.clone(), cert, key, args.tls_reload_interval, metrics.clone()));
+
+    if !args.metrics_listen.trim().is_empty() {
+        let addr: std::net::SocketAddr = args.metrics_listen.parse().context("--metrics-listen")?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics {addr}"))?;
+        let router = server::metrics_router(metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "metrics server stopped");
+            }
+        });
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    }
+
+    if !args.noop {
+        let gc_store = store.clone();
+        let gc_metrics = metrics.clone();
+        let every = args.gc_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                match gc_store.gc(jiff::Timestamp::now(), 1000).await {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, "gc removed expired entries"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "gc failed"),
+                }
+                if let Ok(stats) = gc_store.stats().await {
+                    if let Some(total) = stats.iter().find(|s| s.namespace.is_none()) {
+                        gc_metrics.entries.set(total.entries);
+                    }
+                }
+            }
+        });
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let (Some(c), true, false) = (client.clone(), args.recorder, args.noop) {
+        let recorder = Recorder {
+            store: store.clone(),
+            signer,
+            settings: Arc::new(RecordSettings { scope: args.policy.scope, default_expiry: args.policy.default_expiry }),
+            metrics: metrics.clone(),
+        };
+        let cfg = WatchConfig { namespaces: args.watch_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(), ..Default::default() };
+        let mut rx = stop_rx.clone();
+        tokio::spawn(watch::run(c, recorder, cfg, async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }));
+        tracing::info!("recorder running");
+    }
+
+    let app = server::router(AppState { admitter, deadline: args.request_deadline }, args.body_limit);
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    let grace = args.shutdown_grace;
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        tracing::info!("SIGTERM: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        h.graceful_shutdown(Some(grace));
+    });
+    tracing::info!(addr = %args.listen, store = %super::redact(&args.store.database_url), noop = args.noop, "stepcache webhook listening on https://{}/mutate", args.listen);
+    axum_server::bind_rustls(args.listen, tls)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .with_context(|| format!("serving on {}", args.listen))?;
+    drop(stop_rx);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs only the recorder.
+pub async fn record_controller(
+    namespaces: Vec<String>,
+    store: &crate::config::StoreArgs,
+    signing: &crate::config::SigningArgs,
+    policy: &crate::config::PolicyArgs,
+) -> anyhow::Result<()> {
+    install_crypto();
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let recorder = Recorder {
+        store: super::open_store(store).await?,
+        signer: super::signer(signing)?,
+        settings: Arc::new(RecordSettings { scope: policy.scope, default_expiry: policy.default_expiry }),
+        metrics: Arc::new(Metrics::new()),
+    };
+    let cfg = WatchConfig { namespaces: namespaces.into_iter().filter(|s| !s.is_empty()).collect(), ..Default::default() };
+    watch::run(client, recorder, cfg, server::shutdown_signal()).await;
+    Ok(())
+}

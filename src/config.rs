@@ -1,0 +1,407 @@
+//! Command-line flags (each with a `STEPCACHE_*` environment fallback), grouped by concern and
+//! validated once into typed settings.
+
+use crate::key::Scope;
+use crate::policy::AdminPolicy;
+use crate::rewrite::RewriteConfig;
+use crate::types::Staleness;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default embedded store.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://stepcache.db";
+
+/// stepcache: step-level execution caching for Argo Workflows (mutating admission webhook).
+#[derive(Debug, Parser)]
+#[command(name = "stepcache", version, about, long_about = None)]
+pub struct Cli {
+    /// Command to run.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Logging options.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Telemetry flags.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Log format.
+    #[arg(long, global = true, env = "STEPCACHE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `stepcache=debug`.
+    #[arg(long, global = true, env = "STEPCACHE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// Store flags.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Execution store: `sqlite://PATH` (embedded, created on start) or `postgres://...`.
+    #[arg(long, env = "STEPCACHE_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Bound on every store call; past it the webhook fails open.
+    #[arg(long, env = "STEPCACHE_STORE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub store_timeout: Duration,
+    /// Store connection pool size.
+    #[arg(long, env = "STEPCACHE_STORE_POOL", default_value_t = 16)]
+    pub store_pool: u32,
+}
+
+/// Mark-signing flags.
+#[derive(Debug, Clone, Args)]
+pub struct SigningArgs {
+    /// Per-install HMAC secret for pod marks (at least 16 bytes).
+    #[arg(long, env = "STEPCACHE_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+    /// File holding the HMAC secret; generated on first use when neither flag is given.
+    #[arg(long, env = "STEPCACHE_SIGNING_KEY_FILE", default_value = "certs/signing.key")]
+    pub signing_key_file: PathBuf,
+}
+
+/// Caching-policy flags (the admin's controls).
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Staleness for steps that set none (ISO-8601 `P7D` or Go `168h`); unset = unbounded.
+    #[arg(long, env = "STEPCACHE_DEFAULT_STALENESS", value_parser = parse_staleness)]
+    pub default_staleness: Option<Staleness>,
+    /// Cap on any step's staleness.
+    #[arg(long, env = "STEPCACHE_MAX_STALENESS", value_parser = parse_staleness)]
+    pub max_staleness: Option<Staleness>,
+    /// How long recorded entries are kept (distinct from staleness); unset = forever.
+    #[arg(long, env = "STEPCACHE_DEFAULT_EXPIRY", value_parser = parse_duration)]
+    pub default_expiry: Option<Duration>,
+    /// Cache scope: `namespace` (default) or `cluster` (entries shared across namespaces).
+    #[arg(long, env = "STEPCACHE_SCOPE", value_enum, default_value_t = Scope::Namespace)]
+    pub scope: Scope,
+    /// Only act on these namespaces (comma-separated; empty = all).
+    #[arg(long, env = "STEPCACHE_INCLUDE_NAMESPACES", value_delimiter = ',')]
+    pub include_namespaces: Vec<String>,
+    /// Never act on these namespaces (comma-separated).
+    #[arg(long, env = "STEPCACHE_EXCLUDE_NAMESPACES", value_delimiter = ',')]
+    pub exclude_namespaces: Vec<String>,
+    /// Shadow mode: decide and record, count would-be hits, never rewrite a pod.
+    #[arg(long, env = "STEPCACHE_SHADOW", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub shadow: bool,
+    /// Allow execution latching for steps annotated `stepcache.dev/latch: "true"`.
+    #[arg(long, env = "STEPCACHE_LATCH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub latch: bool,
+    /// Image of the no-op container of hit pods.
+    #[arg(long, env = "STEPCACHE_NOOP_IMAGE")]
+    pub noop_image: Option<String>,
+    /// Command of the no-op container (space-separated).
+    #[arg(long, env = "STEPCACHE_NOOP_COMMAND", default_value = "/stepcache noop")]
+    pub noop_command: String,
+    /// Keep `nodeSelector` and `affinity` on hit pods.
+    #[arg(long, env = "STEPCACHE_KEEP_NODE_RESTRICTIONS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub keep_node_restrictions: bool,
+    /// On a miss, compare with the nearest earlier entry and annotate the pod with why it missed.
+    #[arg(long, env = "STEPCACHE_EXPLAIN_MISSES", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub explain_misses: bool,
+}
+
+impl PolicyArgs {
+    /// The admin policy these flags describe.
+    pub fn admin(&self) -> AdminPolicy {
+        AdminPolicy {
+            default_staleness: self.default_staleness,
+            max_staleness: self.max_staleness,
+            include_namespaces: self.include_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            exclude_namespaces: self.exclude_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            shadow: self.shadow,
+            latch: self.latch,
+        }
+    }
+
+    /// The hit-pod shape these flags describe.
+    pub fn rewrite(&self) -> RewriteConfig {
+        let mut r = RewriteConfig::default();
+        if let Some(i) = &self.noop_image {
+            r.noop_image = i.clone();
+        }
+        let cmd: Vec<String> = self.noop_command.split_whitespace().map(str::to_owned).collect();
+        if !cmd.is_empty() {
+            r.noop_command = cmd;
+        }
+        r.keep_node_restrictions = self.keep_node_restrictions;
+        r
+    }
+}
+
+/// Whether to talk to the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum KubeMode {
+    /// Use it when a kubeconfig or in-cluster config is found.
+    #[default]
+    Auto,
+    /// Require it.
+    On,
+    /// Never use it (hits on Argo ≥ 3.6 then degrade to misses).
+    Off,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HTTPS listen address of the webhook.
+    #[arg(long, env = "STEPCACHE_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// Plain-HTTP listen address of `/metrics`; empty disables it.
+    #[arg(long, env = "STEPCACHE_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: String,
+    /// Serving certificate (PEM). Default: `certs/tls.crt`, generated with a development CA if absent.
+    #[arg(long, env = "STEPCACHE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving key (PEM). Default: `certs/tls.key`.
+    #[arg(long, env = "STEPCACHE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// How often the certificate files are re-read for rotation.
+    #[arg(long, env = "STEPCACHE_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// Answer every admission within this bound (keep below the webhook's timeoutSeconds).
+    #[arg(long, env = "STEPCACHE_REQUEST_DEADLINE", default_value = "4s", value_parser = parse_duration)]
+    pub request_deadline: Duration,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "STEPCACHE_BODY_LIMIT", default_value_t = crate::server::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+    /// Grace period for in-flight requests on SIGTERM.
+    #[arg(long, env = "STEPCACHE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Use the Kubernetes API (task results, events, recorder).
+    #[arg(long, env = "STEPCACHE_KUBE", value_enum, default_value_t = KubeMode::Auto)]
+    pub kube: KubeMode,
+    /// Run the recorder in this process (needs the Kubernetes API).
+    #[arg(long, env = "STEPCACHE_RECORDER", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub recorder: bool,
+    /// Namespaces the recorder watches (comma-separated; empty = all).
+    #[arg(long, env = "STEPCACHE_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+    /// How often expired entries are deleted.
+    #[arg(long, env = "STEPCACHE_GC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub gc_interval: Duration,
+    /// Benchmark baseline: same TLS/HTTP/JSON path, always "allow, no patch", no store lookups.
+    #[arg(long, env = "STEPCACHE_NOOP_BASELINE", default_value_t = false)]
+    pub noop: bool,
+    /// Store flags.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Signing flags.
+    #[command(flatten)]
+    pub signing: SigningArgs,
+    /// Policy flags.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Output format of listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Aligned table.
+    #[default]
+    Table,
+    /// JSON.
+    Json,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTPS admission webhook (and, with a cluster, the recorder).
+    Serve(Box<ServeArgs>),
+    /// Generate a CA and serving certificate; prints the base64 caBundle.
+    Certs {
+        /// Output directory (ca.crt, tls.crt, tls.key).
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// DNS names (or IPs) of the serving certificate, e.g. stepcache.stepcache.svc.
+        #[arg(long = "dns", required = true, num_args = 1..)]
+        dns: Vec<String>,
+    },
+    /// Apply the store migrations.
+    Migrate {
+        /// Store flags.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Read one AdmissionReview on stdin and print the response /mutate would return.
+    Review {
+        /// Also print a JSON explanation (decision, reason, key, layout, patch, created objects).
+        #[arg(long)]
+        explain: bool,
+        /// Decide as of this instant (RFC 3339).
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
+        /// Store flags.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Signing flags.
+        #[command(flatten)]
+        signing: SigningArgs,
+        /// Policy flags.
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Read an AdmissionReview or a Pod on stdin and print its cache key and key material.
+    Key {
+        /// Cache scope.
+        #[arg(long, env = "STEPCACHE_SCOPE", value_enum, default_value_t = Scope::Namespace)]
+        scope: Scope,
+    },
+    /// Record a succeeded, marked step pod from files and print the stored entry.
+    Record {
+        /// The pod (JSON), as the API server returns it after success.
+        #[arg(long)]
+        pod: PathBuf,
+        /// Its WorkflowTaskResult (JSON), for Argo ≥ 3.3.
+        #[arg(long)]
+        task_result: Option<PathBuf>,
+        /// Its Workflow (JSON), to read node outputs when the task result is gone.
+        #[arg(long)]
+        workflow: Option<PathBuf>,
+        /// Record as of this instant (RFC 3339).
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
+        /// Store flags.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Signing flags.
+        #[command(flatten)]
+        signing: SigningArgs,
+        /// Policy flags (scope, expiry).
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Run only the recorder (watch marked pods and task results) against the cluster.
+    RecordController {
+        /// Namespaces to watch (comma-separated; empty = all).
+        #[arg(long, env = "STEPCACHE_WATCH_NAMESPACES", value_delimiter = ',')]
+        watch_namespaces: Vec<String>,
+        /// Store flags.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Signing flags.
+        #[command(flatten)]
+        signing: SigningArgs,
+        /// Policy flags.
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// Inspect and invalidate cache entries.
+    Entries {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: EntriesCommand,
+        /// Store flags.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete expired and invalidated entries in batches.
+    Gc {
+        /// Rows per delete statement.
+        #[arg(long, default_value_t = 1000)]
+        batch: i64,
+        /// Collect as of this instant (RFC 3339).
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
+        /// Store flags.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Hits, entries, adopting copies, bytes and compute time saved, overall and per namespace.
+    Stats {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Store flags.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// The command of hit pods' no-op container: exits 0 at once.
+    Noop,
+    /// Load generator: drive /mutate over TLS and compare against the no-op baseline.
+    Bench(Box<crate::bench::BenchArgs>),
+}
+
+/// `entries` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EntriesCommand {
+    /// List entries, newest first.
+    List {
+        /// Filters.
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Most rows shown.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Show one entry as JSON.
+    Show {
+        /// Entry id.
+        id: i64,
+    },
+    /// Invalidate entries (never served again); prints how many.
+    Invalidate {
+        /// Filters (at least one).
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Invalidate as of this instant (RFC 3339).
+        #[arg(long)]
+        now: Option<jiff::Timestamp>,
+    },
+}
+
+/// Entry filters.
+#[derive(Debug, Clone, Args, Default)]
+pub struct FilterArgs {
+    /// Entry id.
+    #[arg(long)]
+    pub id: Option<i64>,
+    /// Namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Cache key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Workflow name.
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Image (tag as written, or digest that ran).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Entries older than this duration (e.g. `P30D`, `720h`).
+    #[arg(long, value_parser = parse_duration)]
+    pub older_than: Option<Duration>,
+}
+
+/// Parses ISO-8601 or Go durations for flags; whole milliseconds (`200ms`) are kept exactly.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Some(ms) = t.strip_suffix("ms") {
+        if let Ok(v) = ms.parse::<u64>() {
+            return Ok(Duration::from_millis(v));
+        }
+    }
+    crate::duration::parse_seconds(t).map(Duration::from_secs).map_err(|e| e.to_string())
+}
+
+/// Parses a staleness flag (`0` = never reuse, `unbounded` = no bound).
+pub fn parse_staleness(s: &str) -> Result<Staleness, String> {
+    if s.trim().eq_ignore_ascii_case("unbounded") {
+        return Ok(Staleness::Unbounded);
+    }
+    crate::duration::parse_seconds(s).map(Staleness::Seconds).map_err(|e| e.to_string())
+}

@@ -1,0 +1,42 @@
+//! The `stepcache` binary: parses flags and dispatches to the commands.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use stepcache::cli;
+use stepcache::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Cli::parse();
+    if matches!(args.command, Command::Noop) {
+        return Ok(());
+    }
+    stepcache::telemetry::init(&args.telemetry);
+    match args.command {
+        Command::Serve(s) => cli::serve::serve(*s).await,
+        Command::Certs { out, dns } => cli::certs(&out, &dns),
+        Command::Migrate { store } => {
+            cli::open_store(&store).await?;
+            println!("migrations applied to {}", cli::redact(&store.database_url));
+            Ok(())
+        }
+        Command::Review { explain, now, store, signing, policy } => {
+            cli::review(explain, now, &store, &signing, &policy).await
+        }
+        Command::Key { scope } => cli::key(scope),
+        Command::Record { pod, task_result, workflow, now, store, signing, policy } => {
+            cli::record(&pod, task_result.as_deref(), workflow.as_deref(), now, &store, &signing, &policy).await
+        }
+        Command::RecordController { watch_namespaces, store, signing, policy } => {
+            cli::serve::record_controller(watch_namespaces, &store, &signing, &policy).await
+        }
+        Command::Entries { command, store } => {
+            let s = cli::open_store(&store).await?;
+            cli::entries::run(&s, &command).await
+        }
+        Command::Gc { batch, now, store } => cli::entries::gc(&cli::open_store(&store).await?, batch, now).await,
+        Command::Stats { output, store } => cli::entries::stats(&cli::open_store(&store).await?, output).await,
+        Command::Noop => Ok(()),
+        Command::Bench(b) => stepcache::bench::run(*b).await,
+    }
+}

@@ -1,0 +1,155 @@
+//! Prometheus metrics: one registry, named `stepcache_<noun>_<unit>`, labels with bounded values.
+//!
+//! Owns: `Metrics` and its text encoding. Served on the plain-HTTP metrics port by `server`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Label set with one bounded value.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabel {
+    /// Admission decision.
+    pub decision: String,
+}
+
+/// Label set for store operations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    /// Store operation (`lookup`, `adopt`, `record`, ...).
+    pub op: String,
+}
+
+/// Label set for errors: operation and error kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpKindLabel {
+    /// Operation.
+    pub op: String,
+    /// Error kind (from the error type's `kind()`).
+    pub kind: String,
+}
+
+/// Label set for reasons.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Reason kind.
+    pub reason: String,
+}
+
+/// Every metric stepcache exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Admission requests by decision.
+    pub admission_requests: Family<DecisionLabel, Counter>,
+    /// Admission latency.
+    pub admission_duration: Histogram,
+    /// Store call latency by operation.
+    pub store_duration: Family<OpLabel, Histogram>,
+    /// Store errors by operation and kind.
+    pub store_errors: Family<OpKindLabel, Counter>,
+    /// Task-result writes that failed, by kind.
+    pub task_result_errors: Family<ReasonLabel, Counter>,
+    /// Executions recorded.
+    pub recorded: Counter,
+    /// Completions not recorded, by reason.
+    pub recorder_skipped: Family<ReasonLabel, Counter>,
+    /// Lag between a pod finishing and its row being committed.
+    pub recorder_lag: Histogram,
+    /// Recordings whose image digest differs from an earlier entry with the same key.
+    pub tag_drift: Counter,
+    /// Compute time saved by hits (sum of the served runs' durations).
+    pub time_saved_seconds: Counter<f64, AtomicU64>,
+    /// Entries in the store, refreshed periodically.
+    pub entries: Gauge,
+    /// Certificate reloads by result.
+    pub cert_reloads: Family<ReasonLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("stepcache");
+        let admission_requests = Family::<DecisionLabel, Counter>::default();
+        registry.register("admission_requests", "Admission requests by decision", admission_requests.clone());
+        let admission_duration = latency_histogram();
+        registry.register("admission_duration_seconds", "Admission latency", admission_duration.clone());
+        let store_duration = Family::<OpLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("store_duration_seconds", "Store call latency", store_duration.clone());
+        let store_errors = Family::<OpKindLabel, Counter>::default();
+        registry.register("store_errors", "Store call errors", store_errors.clone());
+        let task_result_errors = Family::<ReasonLabel, Counter>::default();
+        registry.register("task_result_errors", "WorkflowTaskResult writes that failed", task_result_errors.clone());
+        let recorded = Counter::default();
+        registry.register("recorder_recorded", "Executions recorded", recorded.clone());
+        let recorder_skipped = Family::<ReasonLabel, Counter>::default();
+        registry.register("recorder_skipped", "Completions not recorded, by reason", recorder_skipped.clone());
+        let recorder_lag = Histogram::new(exponential_buckets(0.01, 2.0, 16));
+        registry.register("recorder_lag_seconds", "Pod finish to committed record", recorder_lag.clone());
+        let tag_drift = Counter::default();
+        registry.register("tag_drift", "Recordings whose image digest differs for the same key", tag_drift.clone());
+        let time_saved_seconds = Counter::<f64, AtomicU64>::default();
+        registry.register("time_saved_seconds", "Compute time saved by cache hits", time_saved_seconds.clone());
+        let entries = Gauge::default();
+        registry.register("entries", "Entries in the execution store", entries.clone());
+        let cert_reloads = Family::<ReasonLabel, Counter>::default();
+        registry.register("cert_reloads", "Serving certificate reloads by result", cert_reloads.clone());
+        Metrics {
+            registry,
+            admission_requests,
+            admission_duration,
+            store_duration,
+            store_errors,
+            task_result_errors,
+            recorded,
+            recorder_skipped,
+            recorder_lag,
+            tag_drift,
+            time_saved_seconds,
+            entries,
+            cert_reloads,
+        }
+    }
+
+    /// Counts one admission decision.
+    pub fn decision(&self, decision: &str) {
+        self.admission_requests.get_or_create(&DecisionLabel { decision: decision.to_owned() }).inc();
+    }
+
+    /// Observes one store call.
+    pub fn store_call(&self, op: &str, seconds: f64, error_kind: Option<&str>) {
+        self.store_duration.get_or_create(&OpLabel { op: op.to_owned() }).observe(seconds);
+        if let Some(kind) = error_kind {
+            self.store_errors
+                .get_or_create(&OpKindLabel { op: op.to_owned(), kind: kind.to_owned() })
+                .inc();
+        }
+    }
+
+    /// Counts one recorder skip.
+    pub fn skipped(&self, reason: &str) {
+        self.recorder_skipped.get_or_create(&ReasonLabel { reason: reason.to_owned() }).inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

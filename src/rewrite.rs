@@ -1,0 +1,229 @@
+//! JSON patches that turn an admitted step pod into a marked miss pod or a no-op hit pod, and
+//! the WorkflowTaskResult that hands stored outputs to Argo ≥ 3.3.
+//!
+//! Owns: `build_hit_patch`, `build_mark_patch`, `build_task_result`, `RewriteConfig`.
+//! Pointers are built from tokens (escaping `/` and `~`); parents are created when missing.
+//! Pure: no I/O, no clock. Imports layer 0 and `argo`.
+
+use crate::argo::labels;
+use crate::argo::template::{ArgoLayout, StepPod};
+use crate::types::{CacheKey, EntryId, StepOutputs};
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{json, Value};
+
+/// How hit pods are built.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RewriteConfig {
+    /// Image of the no-op container.
+    pub noop_image: String,
+    /// Command of the no-op container (must exit 0 within a second).
+    pub noop_command: Vec<String>,
+    /// Keep `nodeSelector` and `affinity` on hit pods (some clusters require them).
+    pub keep_node_restrictions: bool,
+}
+
+impl Default for RewriteConfig {
+    fn default() -> Self {
+        RewriteConfig {
+            noop_image: format!("ghcr.io/stepcache/stepcache:{}", env!("CARGO_PKG_VERSION")),
+            noop_command: vec!["/stepcache".into(), "noop".into()],
+            keep_node_restrictions: false,
+        }
+    }
+}
+
+/// What a hit serves and where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HitInfo<'a> {
+    /// Entry served.
+    pub entry_id: EntryId,
+    /// Key of the step.
+    pub key: &'a CacheKey,
+    /// Outputs to hand to Argo.
+    pub outputs: &'a StepOutputs,
+    /// Workflow that produced the entry.
+    pub source_workflow: &'a str,
+    /// Node that produced the entry.
+    pub source_node: &'a str,
+    /// When the producing run finished (RFC 3339).
+    pub source_finished_at: String,
+}
+
+/// What a miss (or shadow-hit) pod is marked with so the recorder records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MarkInfo<'a> {
+    /// Key of the step.
+    pub key: &'a CacheKey,
+    /// HMAC mark.
+    pub mark: &'a str,
+    /// Staleness in stored form (seconds, -1 unbounded).
+    pub staleness_db: i64,
+    /// Seed.
+    pub seed: &'a str,
+    /// Value of the decision label (`miss`, `shadow-hit`).
+    pub decision: &'a str,
+    /// Why the step missed, for the author.
+    pub miss_reason: Option<String>,
+}
+
+fn ptr(tokens: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+fn add(tokens: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path: ptr(tokens), value })
+}
+
+/// Adds one key of a metadata map, creating the map when the pod has none.
+fn set_meta(ops: &mut Vec<PatchOperation>, has_map: &mut bool, map: &str, k: &str, v: &str) {
+    if !*has_map {
+        ops.push(add(&["metadata", map], json!({})));
+        *has_map = true;
+    }
+    ops.push(add(&["metadata", map, k], Value::String(v.to_owned())));
+}
+
+/// Marks a pod for recording: labels and annotations only, the pod runs as Argo built it.
+pub fn build_mark_patch(pod: &Pod, m: &MarkInfo<'_>) -> Vec<PatchOperation> {
+    let mut ops = Vec::new();
+    let mut has_labels = pod.metadata.labels.is_some();
+    let mut has_ann = pod.metadata.annotations.is_some();
+    set_meta(&mut ops, &mut has_labels, "labels", labels::DECISION_LABEL, m.decision);
+    set_meta(&mut ops, &mut has_labels, "labels", labels::RECORD_LABEL, "true");
+    set_meta(&mut ops, &mut has_ann, "annotations", labels::KEY_ANNOTATION, m.key.as_str());
+    set_meta(&mut ops, &mut has_ann, "annotations", labels::MARK_ANNOTATION, m.mark);
+    set_meta(&mut ops, &mut has_ann, "annotations", labels::STALENESS_ANNOTATION, &m.staleness_db.to_string());
+    set_meta(&mut ops, &mut has_ann, "annotations", labels::SEED_ANNOTATION, m.seed);
+    if let Some(r) = &m.miss_reason {
+        let short: String = r.chars().take(1024).collect();
+        set_meta(&mut ops, &mut has_ann, "annotations", labels::MISS_REASON, &short);
+    }
+    ops
+}
+
+/// The no-op container that replaces every container of a hit pod.
+fn noop_container(cfg: &RewriteConfig) -> Value {
+    json!({
+        "name": labels::MAIN_CONTAINER,
+        "image": cfg.noop_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": cfg.noop_command,
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "32Mi"}
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+            "runAsUser": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"}
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError"
+    })
+}
+
+/// True when the controller generation reads outputs from the pod annotation.
+pub fn uses_outputs_annotation(layout: ArgoLayout) -> bool {
+    matches!(layout, ArgoLayout::TemplateAnnotation | ArgoLayout::TemplateEnvAllContainers)
+}
+
+/// True when the controller generation may read (3.3–3.5) or only reads (3.6+) task results.
+pub fn uses_task_result(layout: ArgoLayout) -> bool {
+    matches!(layout, ArgoLayout::TemplateEnvAllContainers | ArgoLayout::TemplateEnvInitOnly)
+}
+
+/// True when a hit cannot be delivered without a task result (Argo 3.6+).
+pub fn requires_task_result(layout: ArgoLayout) -> bool {
+    layout == ArgoLayout::TemplateEnvInitOnly
+}
+
+/// Rewrites a step pod into a no-op pod that succeeds at once and hands Argo the stored outputs.
+/// Keeps name, namespace, owner references, every Argo label and annotation, the service
+/// account and restart policy; replaces containers by one `main` that exits 0; drops init
+/// containers and volumes so nothing is pulled, staged or attached.
+pub fn build_hit_patch(
+    pod: &Pod,
+    step: &StepPod,
+    hit: &HitInfo<'_>,
+    cfg: &RewriteConfig,
+) -> Vec<PatchOperation> {
+    let mut ops = vec![PatchOperation::Replace(ReplaceOperation {
+        path: ptr(&["spec", "containers"]),
+        value: Value::Array(vec![noop_container(cfg)]),
+    })];
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.init_containers.as_ref()).is_some() {
+        ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "initContainers"]) }));
+    }
+    if spec.and_then(|s| s.volumes.as_ref()).is_some() {
+        ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "volumes"]) }));
+    }
+    if !cfg.keep_node_restrictions {
+        if spec.and_then(|s| s.affinity.as_ref()).is_some() {
+            ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "affinity"]) }));
+        }
+        if spec.and_then(|s| s.node_selector.as_ref()).is_some() {
+            ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "nodeSelector"]) }));
+        }
+    }
+    if spec.and_then(|s| s.ephemeral_containers.as_ref()).is_some() {
+        ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "ephemeralContainers"]) }));
+    }
+
+    let mut has_labels = pod.metadata.labels.is_some();
+    let mut has_ann = pod.metadata.annotations.is_some();
+    let id = hit.entry_id.to_string();
+    set_meta(&mut ops, &mut has_labels, "labels", labels::DECISION_LABEL, "hit");
+    set_meta(&mut ops, &mut has_labels, "labels", labels::ENTRY_LABEL, &id);
+    if step.kfp {
+        set_meta(&mut ops, &mut has_labels, "labels", labels::KFP_REUSED_FROM_CACHE, "true");
+    }
+    set_meta(&mut ops, &mut has_ann, "annotations", labels::KEY_ANNOTATION, hit.key.as_str());
+    set_meta(&mut ops, &mut has_ann, "annotations", labels::SOURCE_WORKFLOW, hit.source_workflow);
+    set_meta(&mut ops, &mut has_ann, "annotations", labels::SOURCE_NODE, hit.source_node);
+    set_meta(&mut ops, &mut has_ann, "annotations", labels::SOURCE_FINISHED_AT, &hit.source_finished_at);
+    if uses_outputs_annotation(step.layout) {
+        let outputs = serde_json::to_string(hit.outputs).unwrap_or_else(|_| "{}".into());
+        set_meta(&mut ops, &mut has_ann, "annotations", labels::OUTPUTS_ANNOTATION, &outputs);
+    }
+    if step.layout == ArgoLayout::TemplateEnvAllContainers {
+        // 3.5.11+ honour the annotation only with this companion; earlier 3.5 read "true" as complete.
+        set_meta(&mut ops, &mut has_ann, "annotations", labels::REPORT_OUTPUTS_COMPLETED, "true");
+    }
+    ops
+}
+
+/// The WorkflowTaskResult a hit creates: named after the node id, labelled with the workflow
+/// (and the instance id only when the controller uses one) and `report-outputs-completed`,
+/// owned by the Workflow, holding the stored outputs.
+pub fn build_task_result(step: &StepPod, outputs: &StepOutputs) -> Value {
+    let mut labels_obj = serde_json::Map::new();
+    labels_obj.insert(labels::WORKFLOW_LABEL.into(), Value::String(step.workflow_name.clone()));
+    labels_obj.insert(labels::REPORT_OUTPUTS_COMPLETED.into(), Value::String("true".into()));
+    if let Some(iid) = &step.instance_id {
+        labels_obj.insert(labels::INSTANCE_ID_LABEL.into(), Value::String(iid.clone()));
+    }
+    let mut owner = json!({
+        "apiVersion": labels::ARGO_API_VERSION,
+        "kind": labels::WORKFLOW_KIND,
+        "name": step.workflow_name,
+    });
+    if let (Some(uid), Some(o)) = (&step.workflow_uid, owner.as_object_mut()) {
+        o.insert("uid".into(), Value::String(uid.clone()));
+    }
+    json!({
+        "apiVersion": labels::ARGO_API_VERSION,
+        "kind": "WorkflowTaskResult",
+        "metadata": {
+            "name": step.node_id,
+            "namespace": step.namespace.as_str(),
+            "labels": labels_obj,
+            "ownerReferences": [owner],
+        },
+        "outputs": outputs,
+    })
+}
