@@ -1,17 +1,443 @@
-//! `stepcache bench`: an open-loop load generator for `/mutate` over real TLS, reporting
-//! latency percentiles and throughput as ratios against a no-op baseline measured in the same run.
+//! `stepcache bench`: an open-loop load generator for `/mutate` over real TLS.
+//!
+//! It starts two servers from this same binary on loopback — the no-op baseline (`serve --noop`:
+//! same TLS, HTTP and JSON path, always "allow, no patch") and the real decision path against
+//! the chosen store — fills the store, then alternates short phases between them so machine
+//! noise hits both, and reports every figure as a ratio to the baseline.
 
+use crate::argo::template::{classify, Classification};
+use crate::store::{NewEntry, Store, StoreOptions};
+use crate::types::{OutputParameter, StepOutputs};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Load generator flags.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Requests per second (open loop); 0 = as fast as possible (closed loop).
+    /// Requests per second per phase (open loop: sent on schedule, latency measured from the
+    /// scheduled send time); 0 = closed loop at max throughput with `--concurrency` workers.
     #[arg(long, default_value_t = 1000)]
     pub rate: u32,
+    /// Workers in closed-loop mode; in-flight cap in open-loop mode.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Requests per server (split over the phases).
+    #[arg(long, default_value_t = 10_000)]
+    pub requests: usize,
+    /// Phases per server (baseline and subject alternate).
+    #[arg(long, default_value_t = 4)]
+    pub phases: usize,
+    /// Store of the subject server (`sqlite://...` or `postgres://...`); default: a temp SQLite file.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Synthetic entries to load before measuring.
+    #[arg(long, default_value_t = 10_000)]
+    pub fill: u64,
+    /// Traffic mix: `miss` (fresh keys), `hit` (pre-recorded keys) or `mixed` (half each).
+    #[arg(long, default_value = "mixed")]
+    pub mix: String,
+    /// Skip the store fill (reuse a filled database).
+    #[arg(long)]
+    pub no_fill: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The stepcache binary to start the servers from (default: this executable).
+    #[arg(long)]
+    pub server_binary: Option<std::path::PathBuf>,
 }
 
-/// Runs the benchmark.
-pub async fn run(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench: not built yet")
+/// Latency and throughput of one server over all its phases.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Side {
+    /// Requests sent.
+    pub requests: usize,
+    /// Non-2xx or transport errors.
+    pub errors: usize,
+    /// Responses that carried a patch.
+    pub patched: usize,
+    /// Percentiles in milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Completed requests per second of phase time.
+    pub throughput_rps: f64,
+    /// Peak resident memory of the server process, MiB.
+    pub rss_mib: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// Settings echoed.
+    pub rate: u32,
+    /// Entries in the subject store.
+    pub entries: u64,
+    /// Traffic mix.
+    pub mix: String,
+    /// The no-op baseline.
+    pub baseline: Side,
+    /// The real decision path.
+    pub subject: Side,
+    /// subject / baseline.
+    pub ratio_p50: f64,
+    /// subject / baseline.
+    pub ratio_p99: f64,
+    /// subject / baseline.
+    pub ratio_throughput: f64,
+}
+
+const FIXTURE: &str = include_str!("../tests/fixtures/argo/v3.3-container-params.admission.json");
+
+/// Builds `n` distinct admission bodies (distinct uids and keys) from a real Argo 3.3 fixture.
+pub fn bodies(n: usize, prefix: &str) -> anyhow::Result<Vec<Value>> {
+    let base: Value = serde_json::from_str(FIXTURE)?;
+    (0..n)
+        .map(|i| {
+            let mut v = base.clone();
+            let uid = format!("{prefix}-{i}");
+            *v.pointer_mut("/request/uid").ok_or_else(|| anyhow!("fixture has no uid"))? = Value::String(uid);
+            let containers = v
+                .pointer_mut("/request/object/spec/containers")
+                .and_then(Value::as_array_mut)
+                .ok_or_else(|| anyhow!("fixture has no containers"))?;
+            for c in containers.iter_mut() {
+                if c.get("name").and_then(Value::as_str) == Some("main") {
+                    if let Some(args) = c.get_mut("args").and_then(Value::as_array_mut) {
+                        args.push(Value::String(format!("--bench-variant={prefix}-{i}")));
+                    }
+                }
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// Records an entry for each body so that admitting it again is a hit.
+pub async fn record_hits(store: &Store, bodies: &[Value], now: jiff::Timestamp) -> anyhow::Result<()> {
+    for (i, b) in bodies.iter().enumerate() {
+        let pod = crate::cli::pod_from_json(&serde_json::to_vec(b)?)?;
+        let Classification::Step(step) = classify(&pod) else { bail!("fixture is not a step pod") };
+        let km = crate::key::derive_key(&pod, &step, &Default::default(), crate::key::Scope::Namespace)
+            .map_err(|e| anyhow!("{e}"))?;
+        let declared = step.template.declared_outputs();
+        let outputs = StepOutputs {
+            parameters: declared
+                .parameters
+                .iter()
+                .map(|p| OutputParameter { name: p.clone(), value: Some("42".into()), rest: Default::default() })
+                .collect(),
+            ..Default::default()
+        };
+        let finished = now.checked_sub(jiff::SignedDuration::from_secs(60)).unwrap_or(now);
+        store
+            .record(
+                &NewEntry {
+                    namespace: step.namespace.clone(),
+                    key: km.key,
+                    seed: Default::default(),
+                    staleness: crate::types::Staleness::Unbounded,
+                    outputs,
+                    material: km.material,
+                    template_name: step.template.name().to_owned(),
+                    workflow_name: step.workflow_name.clone(),
+                    workflow_uid: step.workflow_uid.clone().unwrap_or_default(),
+                    node_id: step.node_id.clone(),
+                    pod_name: format!("bench-{i}"),
+                    pod_uid: format!("bench-hit-{i}"),
+                    image_digests: Default::default(),
+                    images: Default::default(),
+                    started_at: finished.checked_sub(jiff::SignedDuration::from_secs(120)).unwrap_or(finished),
+                    finished_at: finished,
+                    expires_at: None,
+                },
+                now,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+struct Child {
+    proc: tokio::process::Child,
+    addr: String,
+}
+
+impl Child {
+    fn rss_mib(&self) -> f64 {
+        let Some(pid) = self.proc.id() else { return 0.0 };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(0.0)
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn spawn_server(exe: &Path, certs: &Path, db: &str, noop: bool, key_file: &Path) -> anyhow::Result<Child> {
+    let port = free_port()?;
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("serve")
+        .args(["--listen", &addr, "--metrics-listen", ""])
+        .arg("--tls-cert")
+        .arg(certs.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(certs.join("tls.key"))
+        .args(["--database-url", db, "--kube", "off", "--recorder", "false", "--log", "warn"])
+        .arg("--signing-key-file")
+        .arg(key_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    if noop {
+        cmd.arg("--noop");
+    }
+    let proc = cmd.spawn().context("starting server")?;
+    let child = Child { proc, addr };
+    let client = client(certs)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("https://{}/healthz", child.addr)).send().await {
+            if r.status().is_success() {
+                return Ok(child);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("server on {} did not become healthy", child.addr);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An HTTPS client that trusts the bench CA.
+pub fn client(certs: &Path) -> anyhow::Result<reqwest::Client> {
+    let ca = std::fs::read(certs.join("ca.crt"))?;
+    Ok(reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+#[derive(Default)]
+struct PhaseResult {
+    latencies: Vec<Duration>,
+    errors: usize,
+    patched: usize,
+    elapsed: Duration,
+}
+
+/// Sends `bodies` to `url`, open loop at `rate` (or closed loop when 0).
+async fn phase(client: &reqwest::Client, url: &str, bodies: Vec<Vec<u8>>, rate: u32, concurrency: usize) -> PhaseResult {
+    let start = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1) * if rate > 0 { 16 } else { 1 }));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, body) in bodies.into_iter().enumerate() {
+        let scheduled = if rate > 0 {
+            let at = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
+            tokio::time::sleep_until(at.into()).await;
+            at
+        } else {
+            Instant::now()
+        };
+        let Ok(permit) = sem.clone().acquire_owned().await else { break };
+        let client = client.clone();
+        let url = url.to_owned();
+        tasks.spawn(async move {
+            let sent = if rate > 0 { scheduled } else { Instant::now() };
+            let r = client.post(&url).header("content-type", "application/json").body(body).send().await;
+            let out = match r {
+                Ok(resp) if resp.status().is_success() => match resp.json::<Value>().await {
+                    Ok(v) => Ok(v.pointer("/response/patch").is_some()),
+                    Err(_) => Err(()),
+                },
+                _ => Err(()),
+            };
+            drop(permit);
+            (sent.elapsed(), out)
+        });
+    }
+    let mut res = PhaseResult::default();
+    while let Some(j) = tasks.join_next().await {
+        match j {
+            Ok((lat, Ok(patched))) => {
+                res.latencies.push(lat);
+                if patched {
+                    res.patched += 1;
+                }
+            }
+            _ => res.errors += 1,
+        }
+    }
+    res.elapsed = start.elapsed();
+    res
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted.get(idx.min(sorted.len() - 1)).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+}
+
+fn side(results: &[PhaseResult], rss: f64) -> Side {
+    let mut lat: Vec<Duration> = results.iter().flat_map(|r| r.latencies.iter().copied()).collect();
+    lat.sort();
+    let elapsed: f64 = results.iter().map(|r| r.elapsed.as_secs_f64()).sum();
+    Side {
+        requests: lat.len() + results.iter().map(|r| r.errors).sum::<usize>(),
+        errors: results.iter().map(|r| r.errors).sum(),
+        patched: results.iter().map(|r| r.patched).sum(),
+        p50_ms: percentile(&lat, 50.0),
+        p90_ms: percentile(&lat, 90.0),
+        p99_ms: percentile(&lat, 99.0),
+        p999_ms: percentile(&lat, 99.9),
+        throughput_rps: if elapsed > 0.0 { lat.len() as f64 / elapsed } else { 0.0 },
+        rss_mib: rss,
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        (a / b * 100.0).round() / 100.0
+    } else {
+        0.0
+    }
+}
+
+/// Runs the benchmark and returns the report (also used by the smoke test).
+pub async fn measure(args: &BenchArgs, workdir: &Path) -> anyhow::Result<Report> {
+    crate::cli::serve::install_crypto();
+    let certs = workdir.join("certs");
+    crate::tls::generate(&certs, &["127.0.0.1".into(), "localhost".into()])?;
+    let key_file = workdir.join("signing.key");
+    std::fs::write(&key_file, "bench-signing-key-0123456789abcdef")?;
+    let db = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", workdir.join("bench.db").display()));
+    let store = Store::connect(&db, StoreOptions { timeout: Duration::from_secs(600), max_connections: 4 }).await?;
+    store.migrate().await?;
+    let per_phase = (args.requests / args.phases.max(1)).max(1);
+    let hits_needed = match args.mix.as_str() {
+        "miss" => 0,
+        "hit" => per_phase,
+        "mixed" => per_phase / 2,
+        other => bail!("--mix must be miss, hit or mixed, not {other:?}"),
+    };
+    let hit_bodies = bodies(hits_needed, "hit")?;
+    if !args.no_fill {
+        if args.fill > 0 {
+            store.fill_synthetic(args.fill, "bench", true).await?;
+        }
+        record_hits(&store, &hit_bodies, jiff::Timestamp::now()).await?;
+    }
+    drop(store);
+    let exe = match &args.server_binary {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?,
+    };
+    let baseline = spawn_server(&exe, &certs, &db, true, &key_file).await?;
+    let subject = spawn_server(&exe, &certs, &db, false, &key_file).await?;
+    let client = client(&certs)?;
+    let mut base_res = Vec::new();
+    let mut subj_res = Vec::new();
+    // Warm both up (connections, statement caches) before measuring.
+    for c in [&baseline, &subject] {
+        let warm: Vec<Vec<u8>> = bodies(50, "warm")?.iter().map(|b| serde_json::to_vec(b).unwrap_or_default()).collect();
+        phase(&client, &format!("https://{}/mutate", c.addr), warm, 0, 8).await;
+    }
+    for p in 0..args.phases.max(1) {
+        let mut set: Vec<Value> = bodies(per_phase - hits_needed.min(per_phase), &format!("miss-{p}"))?;
+        set.extend(hit_bodies.iter().cloned());
+        // Interleave hits and misses.
+        set.sort_by_key(|v| v.pointer("/request/uid").and_then(Value::as_str).map(|s| s.len() % 7).unwrap_or(0));
+        let enc: Vec<Vec<u8>> = set.iter().map(|b| serde_json::to_vec(b).unwrap_or_default()).collect();
+        let order: [(&Child, &mut Vec<PhaseResult>); 2] = if p % 2 == 0 {
+            [(&baseline, &mut base_res), (&subject, &mut subj_res)]
+        } else {
+            [(&subject, &mut subj_res), (&baseline, &mut base_res)]
+        };
+        for (c, out) in order {
+            out.push(phase(&client, &format!("https://{}/mutate", c.addr), enc.clone(), args.rate, args.concurrency).await);
+        }
+    }
+    let b = side(&base_res, baseline.rss_mib());
+    let s = side(&subj_res, subject.rss_mib());
+    Ok(Report {
+        rate: args.rate,
+        entries: args.fill + hits_needed as u64,
+        mix: args.mix.clone(),
+        ratio_p50: ratio(s.p50_ms, b.p50_ms),
+        ratio_p99: ratio(s.p99_ms, b.p99_ms),
+        ratio_throughput: ratio(s.throughput_rps, b.throughput_rps),
+        baseline: b,
+        subject: s,
+    })
+}
+
+/// Renders a report as text.
+pub fn render(r: &Report) -> String {
+    let row = |name: &str, s: &Side| {
+        vec![
+            name.to_owned(),
+            s.requests.to_string(),
+            s.errors.to_string(),
+            s.patched.to_string(),
+            format!("{:.3}", s.p50_ms),
+            format!("{:.3}", s.p90_ms),
+            format!("{:.3}", s.p99_ms),
+            format!("{:.3}", s.p999_ms),
+            format!("{:.0}", s.throughput_rps),
+            format!("{:.1}", s.rss_mib),
+        ]
+    };
+    let mut out = format!("rate={} rps/phase  entries={}  mix={}\n", r.rate, r.entries, r.mix);
+    out.push_str(&crate::cli::entries::render(&[
+        ["server", "requests", "errors", "patched", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "rps", "RSS MiB"].iter().map(|s| (*s).to_owned()).collect(),
+        row("baseline (noop)", &r.baseline),
+        row("stepcache", &r.subject),
+    ]));
+    out.push_str(&format!(
+        "ratios vs baseline: p50 {:.2}x  p99 {:.2}x  throughput {:.2}x\n",
+        r.ratio_p50, r.ratio_p99, r.ratio_throughput
+    ));
+    out
+}
+
+/// Runs the benchmark from the command line.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("stepcache-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let report = measure(&args, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@
 //! Pure: no I/O, no clock. Imports layer 0 and `argo`.
 
 use crate::argo::labels;
-use crate::argo::template::{ArgoLayout, StepPod};
+use crate::argo::template::{ArgoLayout, StepPod, TemplateKind};
 use crate::types::{CacheKey, EntryId, StepOutputs};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
@@ -104,9 +104,9 @@ pub fn build_mark_patch(pod: &Pod, m: &MarkInfo<'_>) -> Vec<PatchOperation> {
 }
 
 /// The no-op container that replaces every container of a hit pod.
-fn noop_container(cfg: &RewriteConfig) -> Value {
+fn noop_container(cfg: &RewriteConfig, name: &str) -> Value {
     json!({
-        "name": labels::MAIN_CONTAINER,
+        "name": name,
         "image": cfg.noop_image,
         "imagePullPolicy": "IfNotPresent",
         "command": cfg.noop_command,
@@ -143,7 +143,8 @@ pub fn requires_task_result(layout: ArgoLayout) -> bool {
 
 /// Rewrites a step pod into a no-op pod that succeeds at once and hands Argo the stored outputs.
 /// Keeps name, namespace, owner references, every Argo label and annotation, the service
-/// account and restart policy; replaces containers by one `main` that exits 0; drops init
+/// account and restart policy; replaces containers by one `main` that exits 0 (one no-op per
+/// user container for container sets); drops init
 /// containers and volumes so nothing is pulled, staged or attached.
 pub fn build_hit_patch(
     pod: &Pod,
@@ -151,11 +152,26 @@ pub fn build_hit_patch(
     hit: &HitInfo<'_>,
     cfg: &RewriteConfig,
 ) -> Vec<PatchOperation> {
+    let spec = pod.spec.as_ref();
+    // Container sets: the controller derives child nodes `<node>.<container>` from container
+    // statuses, so keep one no-op container per user container name; otherwise one `main`.
+    let names: Vec<String> = if step.kind == TemplateKind::ContainerSet {
+        spec.map(|s| {
+            s.containers.iter().filter(|c| c.name != labels::WAIT_CONTAINER).map(|c| c.name.clone()).collect()
+        })
+        .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let containers: Vec<Value> = if names.is_empty() {
+        vec![noop_container(cfg, labels::MAIN_CONTAINER)]
+    } else {
+        names.iter().map(|n| noop_container(cfg, n)).collect()
+    };
     let mut ops = vec![PatchOperation::Replace(ReplaceOperation {
         path: ptr(&["spec", "containers"]),
-        value: Value::Array(vec![noop_container(cfg)]),
+        value: Value::Array(containers),
     })];
-    let spec = pod.spec.as_ref();
     if spec.and_then(|s| s.init_containers.as_ref()).is_some() {
         ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "initContainers"]) }));
     }

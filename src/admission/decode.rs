@@ -210,4 +210,35 @@ mod tests {
             "object":{"kind":"Secret"}}))).unwrap();
         assert!(matches!(d.subject, Subject::Unreadable(ref w) if w.contains("Secret")));
     }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| Value::from(n)),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-zA-Z]{1,10}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn decode_never_panics_on_arbitrary_objects(obj in arb_json(), op in "(CREATE|UPDATE|x)") {
+            let body = review(serde_json::json!({"uid":"u","operation":op,"kind":{"group":"","version":"v1","kind":"Pod"},"object":obj}));
+            let d = decode(&body);
+            proptest::prop_assert!(d.is_ok());
+        }
+    }
 }

@@ -47,7 +47,10 @@ pub enum NotRecorded {
     /// Not a cacheable step pod.
     #[error("not a cacheable step pod: {0}")]
     NotStep(String),
-    /// Pod has not succeeded (yet, or ever).
+    /// Pod has not finished yet.
+    #[error("pod has not finished: {0}")]
+    NotFinished(String),
+    /// Pod finished without succeeding (failed, evicted, OOM-killed, non-zero exit).
     #[error("pod did not succeed: {0}")]
     NotSucceeded(String),
     /// Outputs are not reported as complete yet.
@@ -67,6 +70,7 @@ impl NotRecorded {
             NotRecorded::ForgedMark(_) => "forged_mark",
             NotRecorded::KeyMismatch { .. } => "key_mismatch",
             NotRecorded::NotStep(_) => "not_step",
+            NotRecorded::NotFinished(_) => "not_finished",
             NotRecorded::NotSucceeded(_) => "not_succeeded",
             NotRecorded::OutputsPending => "outputs_pending",
             NotRecorded::OutputsIncomplete(_) => "outputs_incomplete",
@@ -75,7 +79,7 @@ impl NotRecorded {
 
     /// True when waiting may change the answer (so the recorder keeps the pod around).
     pub fn may_change(&self) -> bool {
-        matches!(self, NotRecorded::OutputsPending | NotRecorded::NotSucceeded(_))
+        matches!(self, NotRecorded::OutputsPending | NotRecorded::NotFinished(_))
     }
 }
 
@@ -108,8 +112,11 @@ fn ann<'a>(a: &'a BTreeMap<String, String>, k: &str) -> Result<&'a str, NotRecor
 /// Checks success the way the Argo controller does: phase Succeeded and every user
 /// container terminated with exit code 0 (the `main` one in particular).
 fn check_succeeded(pod: &Pod) -> Result<(Option<Timestamp>, Timestamp), NotRecorded> {
-    let status = pod.status.as_ref().ok_or_else(|| NotRecorded::NotSucceeded("no status".into()))?;
+    let status = pod.status.as_ref().ok_or_else(|| NotRecorded::NotFinished("no status".into()))?;
     let phase = status.phase.as_deref().unwrap_or("Unknown");
+    if phase != "Succeeded" && phase != "Failed" {
+        return Err(NotRecorded::NotFinished(format!("phase {phase}")));
+    }
     if phase != "Succeeded" {
         let reason = status.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
         return Err(NotRecorded::NotSucceeded(format!("phase {phase}{reason}")));

@@ -1,0 +1,2 @@
+#[path = "it/chart.rs"]
+mod chart;

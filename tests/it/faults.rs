@@ -1,0 +1,289 @@
+//! Fault behaviour with the real parts: a Postgres outage through a proxy we control, lost
+//! recordings, certificate rotation under load, SIGTERM with requests in flight.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use crate::harness::*;
+use crate::hitpath::recorder;
+use crate::webhook::start;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use stepcache::admission::Cluster;
+use stepcache::recorder::watch::{process, Tracker};
+use stepcache::store::{EntryFilter, Store, StoreOptions};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TCP proxy to Postgres that can be cut (connections dropped, new ones black-holed).
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    pub async fn start(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (u, c) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let u = u.clone();
+                let target = target.clone();
+                let h = tokio::spawn(async move {
+                    if !u.load(Ordering::SeqCst) {
+                        // Black hole: hold the socket, never answer.
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    }
+                    if let Ok(mut out) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                c.lock().unwrap().push(h.abort_handle());
+            }
+        });
+        Proxy { port, up, conns }
+    }
+
+    /// Cuts every connection and black-holes new ones.
+    pub fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn via_proxy(url: &str, port: u16) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (auth_host, path) = rest.split_once('/').unwrap();
+    let auth = auth_host.rsplit_once('@').map(|(a, _)| format!("{a}@")).unwrap_or_default();
+    format!("{scheme}://{auth}127.0.0.1:{port}/{path}")
+}
+
+fn pg_target() -> String {
+    let url = crate::pg::admin_url();
+    let rest = url.split_once("://").unwrap().1;
+    let host = rest.split_once('/').unwrap().0;
+    let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
+    if host.contains(':') { host.to_owned() } else { format!("{host}:5432") }
+}
+
+#[tokio::test]
+async fn a_postgres_outage_fails_open_within_the_deadline_and_service_resumes() {
+    let Some(db) = crate::pg::database().await else { return };
+    let proxy = Proxy::start(pg_target()).await;
+    let url = via_proxy(&db.url, proxy.port);
+    let store = Store::connect(&url, StoreOptions { timeout: Duration::from_millis(500), max_connections: 4 }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let deadline = Duration::from_secs(2);
+    let s = start(admitter(store, config(), Cluster::default()), dir.path(), deadline, 1 << 22).await;
+    let review = fixture("v3.6-container-params.admission.json");
+    let (st, body) = s.post(&review).await;
+    assert_eq!(st, 200);
+    assert!(body["response"]["patch"].is_string(), "healthy store: marked miss");
+
+    proxy.down();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let c = s.client.clone();
+        let url = s.url("/mutate");
+        let r = rerun(&review, &format!("out{i}")).to_string();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let resp = c.post(url).header("content-type", "application/json").body(r).send().await.unwrap();
+            (t.elapsed(), resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut worst = Duration::ZERO;
+    for t in tasks {
+        let (elapsed, status, body) = t.await.unwrap();
+        worst = worst.max(elapsed);
+        assert_eq!(status, 200);
+        assert_eq!(body["response"]["allowed"], true);
+        assert!(body["response"].get("patch").is_none(), "allowed unchanged during the outage");
+        let w = body["response"]["warnings"][0].as_str().unwrap_or_default().to_owned();
+        assert!(w.contains("cache unavailable") || w.contains("no decision within"), "{w}");
+    }
+    assert!(worst < deadline + Duration::from_millis(500), "answered within the deadline: worst {worst:?}");
+    let ready = s.client.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let m = s.metrics().await;
+    assert!(m.contains("stepcache_store_errors_total{op=\"lookup\""), "{m}");
+    assert!(m.contains("stepcache_admission_requests_total{decision=\"error\"}"), "{m}");
+
+    proxy.restore();
+    let t = Instant::now();
+    loop {
+        let (st, body) = s.post(&rerun(&review, "back")).await;
+        if st == 200 && body["response"]["patch"].is_string() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "service did not resume: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(s.client.get(s.url("/readyz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn completions_during_a_store_outage_are_recorded_exactly_once_afterwards() {
+    let Some(db) = crate::pg::database().await else { return };
+    let proxy = Proxy::start(pg_target()).await;
+    let store = Store::connect(&via_proxy(&db.url, proxy.port), StoreOptions { timeout: Duration::from_millis(500), max_connections: 4 })
+        .await
+        .unwrap();
+    let a = admitter(store.clone(), config(), Cluster { offline: true, ..Default::default() });
+    let r = recorder(store.clone());
+    let review = fixture("v3.6-container-params.admission.json");
+    let mut tracker = Tracker::default();
+    let n = 30;
+    let mut uids = Vec::new();
+    for i in 0..n {
+        let run = rerun(&review, &format!("c{i}"));
+        let (resp, _) = admit(&a, &run, ts("2026-11-01T10:00:00Z")).await;
+        let done = succeeded(&patched_pod(&run, &resp), &format!("uid-{i}"), "2026-11-01T10:00:00Z", "2026-11-01T10:01:00Z");
+        let tr = task_result_for(&done, &i.to_string());
+        if i == n / 3 {
+            proxy.down();
+        }
+        tracker.on_task_result(tr);
+        let p: Pod = serde_json::from_value(done).unwrap();
+        let uid = tracker.on_pod(p, i % 2 == 0).unwrap();
+        process(&mut tracker, &r, None, &uid, false).await;
+        uids.push(uid);
+    }
+    assert!(!tracker.is_empty(), "completions during the outage stay pending");
+    proxy.restore();
+    let t = Instant::now();
+    while !tracker.is_empty() {
+        let (live, _) = tracker.pending(Duration::from_secs(3600));
+        for uid in live {
+            process(&mut tracker, &r, None, &uid, false).await;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "pending never drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = db.store.list(&EntryFilter::default(), 1000).await.unwrap();
+    assert_eq!(rows.len(), n, "every completion recorded exactly once");
+    let mut seen: Vec<String> = rows.iter().map(|e| e.pod_uid.clone()).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), n);
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_is_served_without_restart_and_without_failed_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    stepcache::cli::serve::install_crypto();
+    let live = dir.path().join("certs");
+    stepcache::tls::generate(&live, &["127.0.0.1".into()]).unwrap();
+    let next = stepcache::tls::generate(&dir.path().join("next"), &["127.0.0.1".into()]).unwrap();
+    let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
+    let metrics = a.metrics.clone();
+    let tls = stepcache::tls::load(&live.join("tls.crt"), &live.join("tls.key")).await.unwrap();
+    tokio::spawn(stepcache::tls::reload_loop(tls.clone(), live.join("tls.crt"), live.join("tls.key"), Duration::from_millis(100), metrics.clone()));
+    let app = stepcache::server::router(stepcache::server::AppState { admitter: a, deadline: Duration::from_secs(4) }, 1 << 22);
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move { axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), tls).handle(h).serve(app.into_make_service()).await.unwrap() });
+    let s2 = handle.listening().await.unwrap();
+    let both = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(live.join("ca.crt")).unwrap()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&next.ca_cert).unwrap()).unwrap())
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let only_new = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&next.ca_cert).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let url = format!("https://{s2}/mutate");
+    assert!(only_new.get(format!("https://{s2}/healthz")).send().await.is_err(), "new CA not trusted yet");
+    let body = fixture("v3.3-container-params.admission.json").to_string();
+    let load = {
+        let (c, url, body) = (both.clone(), url.clone(), body.clone());
+        tokio::spawn(async move {
+            let mut failed = 0;
+            let mut ok = 0;
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(2) {
+                match c.post(&url).header("content-type", "application/json").body(body.clone()).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Swap files the way a Secret update lands: write aside, then rename over.
+    for f in ["tls.key", "tls.crt"] {
+        std::fs::copy(next.cert.parent().unwrap().join(f), live.join(format!("{f}.tmp"))).unwrap();
+        std::fs::rename(live.join(format!("{f}.tmp")), live.join(f)).unwrap();
+    }
+    let (ok, failed) = load.await.unwrap();
+    assert_eq!(failed, 0, "no failed requests during rotation ({ok} ok)");
+    assert!(ok > 20);
+    let r = only_new.get(format!("https://{s2}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the rotated certificate is served");
+    assert!(metrics.encode().contains("stepcache_cert_reloads_total{reason=\"ok\"}"));
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let certs = stepcache::tls::generate(&d.join("certs"), &["127.0.0.1".into()]).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let db = d.join("s.db");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepcache"))
+        .current_dir(d)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "", "--kube", "off", "--store-timeout", "3s"])
+        .args(["--database-url", &format!("sqlite://{}", db.display())])
+        .arg("--tls-cert").arg(&certs.cert).arg("--tls-key").arg(&certs.key)
+        .env("STEPCACHE_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&certs.ca_cert).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+    let t = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(t.elapsed() < Duration::from_secs(20), "server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Hold the database so the next admission is in flight while SIGTERM arrives.
+    use sqlx::Connection;
+    let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut lock).await.unwrap();
+    let req = {
+        let c = client.clone();
+        let url = format!("{base}/mutate");
+        let body = fixture("v3.6-container-params.admission.json").to_string();
+        tokio::spawn(async move { c.post(url).header("content-type", "application/json").body(body).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    let resp = req.await.unwrap().expect("in-flight request completes");
+    assert_eq!(resp.status(), 200);
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+}

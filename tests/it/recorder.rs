@@ -1,0 +1,231 @@
+//! The recorder: exactly once, only real successes with complete outputs, only valid marks,
+//! whatever order pod and task-result events arrive in.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use crate::harness::*;
+use crate::hitpath::recorder;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{json, Value};
+use stepcache::admission::Cluster;
+use stepcache::recorder::assess::{NotRecorded, OutputSources};
+use stepcache::recorder::watch::{process, Tracker};
+use stepcache::recorder::Attempt;
+use stepcache::store::{EntryFilter, Store};
+
+fn offline() -> Cluster {
+    Cluster { offline: true, ..Default::default() }
+}
+
+/// Admits the v3.6 fixture and returns the marked pod.
+async fn marked_pod(store: &Store, name: &str) -> Value {
+    let a = admitter(store.clone(), config(), offline());
+    let review = fixture(name);
+    let (resp, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "miss");
+    patched_pod(&review, &resp)
+}
+
+async fn count(store: &Store) -> usize {
+    store.list(&EntryFilter::default(), 1000).await.unwrap().len()
+}
+
+fn pod(v: &Value) -> Pod {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn a_success_is_recorded_once_even_when_events_repeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let done = succeeded(&marked, "uid-1", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let tr = task_result_for(&done, "150");
+    let r = recorder(store.clone());
+    let src = OutputSources { task_result: Some(&tr), workflow_node: None };
+    let first = r.record(&pod(&done), &src, ts("2026-11-01T10:03:00Z")).await;
+    let Attempt::Recorded(e) = first else { panic!("{first:?}") };
+    assert_eq!(e.outputs.parameters[0].value.as_deref(), Some("150"));
+    assert_eq!(e.pod_uid, "uid-1");
+    assert_eq!(e.finished_at, ts("2026-11-01T10:02:00Z"));
+    assert!(!e.image_digests.is_empty(), "image digests that ran are kept");
+    for _ in 0..3 {
+        assert!(matches!(r.record(&pod(&done), &src, ts("2026-11-01T10:04:00Z")).await, Attempt::AlreadyRecorded(_)));
+    }
+    assert_eq!(count(&store).await, 1);
+    assert!(r.metrics.encode().contains("stepcache_recorder_recorded_total 1"));
+}
+
+#[tokio::test]
+async fn failed_oom_killed_and_unfinished_pods_are_never_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let r = recorder(store.clone());
+    let tr = task_result_for(&succeeded(&marked, "u", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z"), "1");
+    let src = OutputSources { task_result: Some(&tr), workflow_node: None };
+    for bad in [failed(&marked, "u1", 1, "Error"), failed(&marked, "u2", 137, "OOMKilled")] {
+        let a = r.record(&pod(&bad), &src, ts("2026-11-01T10:03:00Z")).await;
+        assert!(matches!(a, Attempt::Skipped(NotRecorded::NotSucceeded(_))), "{a:?}");
+    }
+    let mut evicted = failed(&marked, "u3", 0, "Completed");
+    evicted["status"]["reason"] = json!("Evicted");
+    assert!(matches!(r.record(&pod(&evicted), &src, ts("2026-11-01T10:03:00Z")).await, Attempt::Skipped(NotRecorded::NotSucceeded(_))));
+    let mut running = succeeded(&marked, "u4", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    running["status"]["phase"] = json!("Running");
+    assert!(matches!(r.record(&pod(&running), &src, ts("2026-11-01T10:03:00Z")).await, Attempt::Skipped(NotRecorded::NotFinished(_))));
+    assert_eq!(count(&store).await, 0);
+}
+
+#[tokio::test]
+async fn a_forged_or_replayed_mark_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let r = recorder(store.clone());
+    // Forged: a user writes the mark annotations by hand.
+    let mut forged = succeeded(&marked, "f1", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    forged["metadata"]["annotations"]["stepcache.dev/mark"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let tr = task_result_for(&forged, "1");
+    let a = r.record(&pod(&forged), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await;
+    assert!(matches!(a, Attempt::Skipped(NotRecorded::ForgedMark(_))), "{a:?}");
+    // Replayed: a valid mark copied onto another pod of another workflow.
+    let mut replayed = succeeded(&marked, "f2", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    replayed["metadata"]["name"] = json!("someone-elses-pod");
+    let a = r.record(&pod(&replayed), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await;
+    assert!(matches!(a, Attempt::Skipped(NotRecorded::ForgedMark(_))), "{a:?}");
+    // Staleness annotation edited after admission.
+    let mut edited = succeeded(&marked, "f3", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    edited["metadata"]["annotations"]["stepcache.dev/staleness"] = json!("5");
+    let a = r.record(&pod(&edited), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await;
+    assert!(matches!(a, Attempt::Skipped(NotRecorded::ForgedMark(_))), "{a:?}");
+    assert_eq!(count(&store).await, 0);
+}
+
+#[tokio::test]
+async fn a_placeholder_task_result_waits_and_the_completed_one_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let done = succeeded(&marked, "uid-p", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let mut placeholder = task_result_for(&done, "1");
+    placeholder["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"] = json!("false");
+    placeholder["outputs"] = json!({});
+    let r = recorder(store.clone());
+    let a = r.record(&pod(&done), &OutputSources { task_result: Some(&placeholder), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await;
+    assert!(matches!(a, Attempt::Skipped(NotRecorded::OutputsPending)), "{a:?}");
+    assert!(!a.is_final(), "pending outputs keep the pod in the pending set");
+    let tr = task_result_for(&done, "9");
+    let a = r.record(&pod(&done), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await;
+    assert!(matches!(a, Attempt::Recorded(_)), "{a:?}");
+}
+
+#[tokio::test]
+async fn the_task_result_before_or_after_the_pod_phase_change_records_once() {
+    for result_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(dir.path()).await;
+        let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+        let r = recorder(store.clone());
+        let mut t = Tracker::default();
+        let mut running = succeeded(&marked, "uid-t", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+        running["status"]["phase"] = json!("Running");
+        let done = succeeded(&marked, "uid-t", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+        let tr = task_result_for(&done, "5");
+        assert!(t.on_pod(pod(&running), false).is_none(), "running pods are not assessed");
+        if result_first {
+            assert!(t.on_task_result(tr.clone()).is_empty());
+            let uid = t.on_pod(pod(&done), false).unwrap();
+            process(&mut t, &r, None, &uid, false).await;
+        } else {
+            let uid = t.on_pod(pod(&done), false).unwrap();
+            process(&mut t, &r, None, &uid, false).await;
+            assert_eq!(t.len(), 1, "waits for the task result");
+            for uid in t.on_task_result(tr.clone()) {
+                process(&mut t, &r, None, &uid, false).await;
+            }
+        }
+        assert!(t.is_empty());
+        // A duplicate event after recording changes nothing.
+        assert!(t.on_pod(pod(&done), false).is_none());
+        assert_eq!(count(&store).await, 1, "result_first={result_first}");
+    }
+}
+
+#[tokio::test]
+async fn a_pod_deleted_by_pod_gc_after_success_is_still_recorded_from_the_workflow_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let done = succeeded(&marked, "uid-g", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let tr = task_result_for(&done, "77");
+    let node = json!({"phase": "Succeeded", "outputs": tr["outputs"].clone()});
+    let a = recorder(store.clone())
+        .record(&pod(&done), &OutputSources { task_result: None, workflow_node: Some(&node) }, ts("2026-11-01T10:03:00Z"))
+        .await;
+    let Attempt::Recorded(e) = a else { panic!("{a:?}") };
+    assert_eq!(e.outputs.parameters[0].value.as_deref(), Some("77"));
+}
+
+#[tokio::test]
+async fn a_pod_deleted_before_completion_is_never_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let mut t = Tracker::default();
+    let mut running = succeeded(&marked, "uid-d", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    running["status"]["phase"] = json!("Running");
+    assert!(t.on_pod(pod(&running), true).is_none());
+    assert!(t.is_empty());
+    // A late success event for the same pod is ignored.
+    let done = succeeded(&marked, "uid-d", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    assert!(t.on_pod(pod(&done), false).is_none());
+    assert_eq!(count(&store).await, 0);
+}
+
+#[tokio::test]
+async fn a_legacy_outputs_annotation_records_on_argo_3_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "kfp-v1-staleness.admission.json").await;
+    let mut done = succeeded(&marked, "uid-k", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let outputs = task_result_for(&done, "0.93")["outputs"].clone();
+    done["metadata"]["annotations"]["workflows.argoproj.io/outputs"] = json!(outputs.to_string());
+    let a = recorder(store.clone()).record(&pod(&done), &OutputSources::default(), ts("2026-11-01T10:03:00Z")).await;
+    assert!(matches!(a, Attempt::Recorded(_)), "{a:?}");
+}
+
+async fn racing_recorders_write_one_row(store: Store) {
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let done = succeeded(&marked, "uid-race", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let tr = task_result_for(&done, "3");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let r = recorder(store.clone());
+        let (p, tr) = (pod(&done), tr.clone());
+        tasks.push(tokio::spawn(async move {
+            r.record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await
+        }));
+    }
+    let mut inserted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Attempt::Recorded(_) => inserted += 1,
+            Attempt::AlreadyRecorded(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(inserted, 1);
+    assert_eq!(count(&store).await, 1);
+}
+
+#[tokio::test]
+async fn two_recorders_racing_on_sqlite_write_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    racing_recorders_write_one_row(sqlite_store(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn two_recorders_racing_on_postgres_write_one_row() {
+    let Some(db) = crate::pg::database().await else { return };
+    racing_recorders_write_one_row(db.store.clone()).await;
+}
