@@ -1,15 +1,36 @@
 //! Cache-key derivation: canonical key material from a step pod, hashed into a versioned key.
 //!
-//! Owns: `derive_key`, `KeyMaterial`, `Scope`. Specification: `docs/cache-key.md`.
+//! Owns: `derive_key`, `KeyMaterial`, `Scope`, the canonical JSON form and `diff_material`.
+//! Specification (what is in the material, what is not, and why): `docs/cache-key.md`.
 //! Pure: no I/O, no clock. Must not import tokio, sqlx, axum or kube::Client.
+//!
+//! The key is computed from what reaches the containers (the pod spec after Argo's
+//! substitution), not from the template's parameter list, because Argo 3.6+ strips
+//! `inputs.parameters` from the carried template while ≤3.5 keeps them; keys must not depend on
+//! the controller version. Changing anything here that changes a key is a key-format bump:
+//! the golden vectors in `tests/key_vectors/` fail until they are deliberately regenerated.
 
-use crate::argo::template::StepPod;
-use crate::types::{CacheKey, CacheSeed};
-use k8s_openapi::api::core::v1::Pod;
+use crate::argo::labels;
+use crate::argo::template::{StepPod, TemplateKind};
+use crate::types::{CacheKey, CacheSeed, KEY_FORMAT};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, VolumeMount};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 /// Which pods may share entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Entries are shared only within a namespace (default).
@@ -20,17 +41,32 @@ pub enum Scope {
 }
 
 /// The canonical key material and the key derived from it.
+///
+/// The material is stored with each entry so a later miss can be explained by
+/// [`diff_material`] instead of by guessing.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct KeyMaterial {
+    /// `v1:<sha256 hex of canonical_json(material)>`.
     pub key: CacheKey,
-    pub material: serde_json::Value,
+    /// The material, already pruned (no nulls, no empty arrays/objects).
+    pub material: Value,
 }
 
 /// Errors deriving a key.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum KeyError {
+    /// Every container is Argo's (`wait`): nothing user-defined to key on.
     #[error("pod has no user container to key on")]
     NoUserContainer,
+    /// The pod has no `spec` at all.
+    #[error("pod has no spec")]
+    NoPodSpec,
+    /// A template field the key reads has the wrong type (normally caught by `classify`).
+    #[error("malformed template: {0}")]
+    Malformed(String),
+    /// A pod field could not be turned into JSON.
+    #[error("cannot encode {0} as JSON")]
+    Encode(String),
 }
 
 impl KeyError {
@@ -38,22 +74,861 @@ impl KeyError {
     pub fn kind(&self) -> &'static str {
         match self {
             KeyError::NoUserContainer => "no_user_container",
+            KeyError::NoPodSpec => "no_pod_spec",
+            KeyError::Malformed(_) => "malformed_template",
+            KeyError::Encode(_) => "encode",
         }
     }
 }
 
+/// Names of the top-level fields of the key material (also the vocabulary of `diff_material`).
+pub mod field {
+    /// Key format version (`v1`).
+    pub const FORMAT: &str = "format";
+    /// Namespace, present only for namespace scope.
+    pub const NAMESPACE: &str = "namespace";
+    /// The author's cache seed.
+    pub const SEED: &str = "seed";
+    /// User containers, sorted by name.
+    pub const CONTAINERS: &str = "containers";
+    /// User init containers, in pod order (they run sequentially).
+    pub const INIT_CONTAINERS: &str = "initContainers";
+    /// Volumes referenced by kept mounts: name → source.
+    pub const VOLUMES: &str = "volumes";
+    /// `script.source` of script templates.
+    pub const SCRIPT_SOURCE: &str = "scriptSource";
+    /// Container-set dependency graph: container name → sorted dependencies.
+    pub const CONTAINER_SET: &str = "containerSetDependencies";
+    /// `inputs.artifacts`, sorted by name.
+    pub const INPUT_ARTIFACTS: &str = "inputArtifacts";
+    /// Declared outputs (`parameters`, `artifacts`), sorted by name.
+    pub const OUTPUTS: &str = "outputs";
+}
+
 /// Derives the key of a step from the pod Argo built and the step's seed.
+///
+/// See `docs/cache-key.md` for the exact material. Errors only when the pod has nothing to key
+/// on or the template has fields of the wrong type; the caller then lets the pod run uncached.
 pub fn derive_key(
-    _pod: &Pod,
+    pod: &Pod,
     step: &StepPod,
     seed: &CacheSeed,
     scope: Scope,
 ) -> Result<KeyMaterial, KeyError> {
-    let material = serde_json::json!({
-        "format": crate::types::KEY_FORMAT,
-        "namespace": if scope == Scope::Namespace { Some(step.namespace.as_str()) } else { None },
-        "seed": seed.as_str(),
-    });
-    let digest = Sha256::digest(material.to_string().as_bytes());
-    Ok(KeyMaterial { key: CacheKey::from_digest(&digest), material })
+    let spec = pod.spec.as_ref().ok_or(KeyError::NoPodSpec)?;
+    step.template
+        .validate(step.kind)
+        .map_err(|e| KeyError::Malformed(e.to_string()))?;
+
+    let mut m = Map::new();
+    m.insert(field::FORMAT.into(), Value::String(KEY_FORMAT.into()));
+    if scope == Scope::Namespace {
+        m.insert(
+            field::NAMESPACE.into(),
+            Value::String(step.namespace.as_str().into()),
+        );
+    }
+    m.insert(field::SEED.into(), Value::String(seed.as_str().into()));
+
+    let mut user: Vec<&Container> = spec
+        .containers
+        .iter()
+        .filter(|c| c.name != labels::WAIT_CONTAINER)
+        .collect();
+    if user.is_empty() {
+        return Err(KeyError::NoUserContainer);
+    }
+    user.sort_by(|a, b| a.name.cmp(&b.name));
+    let user_init: Vec<&Container> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.name != labels::INIT_CONTAINER)
+        .collect();
+
+    let mut referenced = BTreeSet::new();
+    let containers = user
+        .iter()
+        .map(|c| container_material(c, &mut referenced))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inits = user_init
+        .iter()
+        .map(|c| container_material(c, &mut referenced))
+        .collect::<Result<Vec<_>, _>>()?;
+    m.insert(field::CONTAINERS.into(), Value::Array(containers));
+    m.insert(field::INIT_CONTAINERS.into(), Value::Array(inits));
+    m.insert(field::VOLUMES.into(), volumes_material(spec, &referenced)?);
+
+    if step.kind == TemplateKind::Script {
+        if let Some(src) = step.template.script_source() {
+            m.insert(field::SCRIPT_SOURCE.into(), Value::String(src.into()));
+        }
+    }
+    if step.kind == TemplateKind::ContainerSet {
+        let mut deps = Map::new();
+        for (name, d) in step.template.container_set_dependencies() {
+            let mut d: Vec<&str> = d;
+            d.sort_unstable();
+            d.dedup();
+            deps.insert(
+                name.into(),
+                Value::Array(d.into_iter().map(|s| Value::String(s.into())).collect()),
+            );
+        }
+        m.insert(field::CONTAINER_SET.into(), Value::Object(deps));
+    }
+
+    let mut inputs: Vec<Value> = step
+        .template
+        .input_artifacts()
+        .into_iter()
+        .map(|a| Value::Object(a.clone()))
+        .collect();
+    inputs.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    m.insert(field::INPUT_ARTIFACTS.into(), Value::Array(inputs));
+    m.insert(field::OUTPUTS.into(), outputs_material(step));
+
+    let material = prune(Value::Object(m)).unwrap_or_else(|| Value::Object(Map::new()));
+    let digest = Sha256::digest(canonical_json(&material).as_bytes());
+    Ok(KeyMaterial {
+        key: CacheKey::from_digest(&digest),
+        material,
+    })
+}
+
+fn name_of(v: &Value) -> &str {
+    v.get("name").and_then(Value::as_str).unwrap_or("")
+}
+
+fn encode<T: serde::Serialize>(what: &str, v: &T) -> Result<Value, KeyError> {
+    serde_json::to_value(v).map_err(|e| KeyError::Encode(format!("{what}: {e}")))
+}
+
+/// The command the user's process runs: the emissary wrapper
+/// (`/var/run/argo/argoexec emissary [log options] -- <command…>`) removed.
+pub fn user_command(command: &[String]) -> &[String] {
+    match command {
+        [bin, sub, rest @ ..]
+            if bin.ends_with(labels::ARGOEXEC_BINARY) && sub == labels::EMISSARY_SUBCOMMAND =>
+        {
+            rest.iter()
+                .position(|a| a == labels::EMISSARY_SEPARATOR)
+                .and_then(|i| rest.get(i + 1..))
+                .unwrap_or_default()
+        }
+        _ => command,
+    }
+}
+
+/// True for mounts Argo or the API server add: Argo's volumes, the projected token volume and
+/// the service-account mount path. They are identical for every run (or random per pod).
+fn is_infrastructure_mount(m: &VolumeMount) -> bool {
+    labels::ARGO_VOLUMES.contains(&m.name.as_str())
+        || m.name.starts_with(labels::KUBE_API_ACCESS_PREFIX)
+        || m.mount_path == labels::SERVICE_ACCOUNT_MOUNT_PATH
+}
+
+fn container_material(c: &Container, referenced: &mut BTreeSet<String>) -> Result<Value, KeyError> {
+    let mut o = Map::new();
+    o.insert("name".into(), Value::String(c.name.clone()));
+    if let Some(image) = &c.image {
+        o.insert("image".into(), Value::String(image.clone()));
+    }
+    let command = user_command(c.command.as_deref().unwrap_or_default());
+    o.insert("command".into(), strings(command));
+    o.insert(
+        "args".into(),
+        strings(c.args.as_deref().unwrap_or_default()),
+    );
+    if let Some(wd) = c.working_dir.as_ref().filter(|w| !w.is_empty()) {
+        o.insert("workingDir".into(), Value::String(wd.clone()));
+    }
+
+    let mut env: Vec<&EnvVar> = c
+        .env
+        .iter()
+        .flatten()
+        .filter(|e| !e.name.starts_with(labels::ARGO_ENV_PREFIX))
+        .collect();
+    // Stable: duplicate names keep their relative order (the last one wins in Kubernetes).
+    env.sort_by(|a, b| a.name.cmp(&b.name));
+    let env = env
+        .into_iter()
+        .map(|e| encode("env", e).map(normalize_env))
+        .collect::<Result<Vec<_>, _>>()?;
+    o.insert("env".into(), Value::Array(env));
+    // Order kept: later sources override earlier ones.
+    let env_from = c
+        .env_from
+        .iter()
+        .flatten()
+        .map(|e| encode("envFrom", e))
+        .collect::<Result<Vec<_>, _>>()?;
+    o.insert("envFrom".into(), Value::Array(env_from));
+
+    let mut mounts: Vec<&VolumeMount> = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| !is_infrastructure_mount(m))
+        .collect();
+    mounts.sort_by(|a, b| a.mount_path.cmp(&b.mount_path));
+    let mounts = mounts
+        .into_iter()
+        .map(|m| {
+            referenced.insert(m.name.clone());
+            let mut v = Map::new();
+            v.insert("name".into(), Value::String(m.name.clone()));
+            v.insert("mountPath".into(), Value::String(m.mount_path.clone()));
+            if let Some(s) = m.sub_path.as_ref().filter(|s| !s.is_empty()) {
+                v.insert("subPath".into(), Value::String(s.clone()));
+            }
+            if let Some(s) = m.sub_path_expr.as_ref().filter(|s| !s.is_empty()) {
+                v.insert("subPathExpr".into(), Value::String(s.clone()));
+            }
+            if m.read_only == Some(true) {
+                v.insert("readOnly".into(), Value::Bool(true));
+            }
+            Value::Object(v)
+        })
+        .collect();
+    o.insert("volumeMounts".into(), Value::Array(mounts));
+    Ok(Value::Object(o))
+}
+
+fn strings(items: &[String]) -> Value {
+    Value::Array(items.iter().map(|s| Value::String(s.clone())).collect())
+}
+
+/// Removes what the API server fills in by default, so a hand-written pod and the pod the API
+/// server hands to the webhook key alike: `value: ""` (same as absent), `fieldRef.apiVersion:
+/// v1`, `resourceFieldRef.divisor: "0"`.
+fn normalize_env(mut e: Value) -> Value {
+    if let Some(o) = e.as_object_mut() {
+        if o.get("value").and_then(Value::as_str) == Some("") {
+            o.remove("value");
+        }
+        if let Some(from) = o.get_mut("valueFrom").and_then(Value::as_object_mut) {
+            if let Some(f) = from.get_mut("fieldRef").and_then(Value::as_object_mut) {
+                if f.get("apiVersion").and_then(Value::as_str) == Some("v1") {
+                    f.remove("apiVersion");
+                }
+            }
+            if let Some(f) = from
+                .get_mut("resourceFieldRef")
+                .and_then(Value::as_object_mut)
+            {
+                if f.get("divisor").and_then(Value::as_str) == Some("0") {
+                    f.remove("divisor");
+                }
+            }
+        }
+    }
+    e
+}
+
+/// The default file mode the API server writes into configMap/secret/projected/downwardAPI
+/// volumes (0644).
+const DEFAULT_VOLUME_MODE: u64 = 0o644;
+
+fn volumes_material(spec: &PodSpec, referenced: &BTreeSet<String>) -> Result<Value, KeyError> {
+    let mut out = Map::new();
+    for v in spec.volumes.iter().flatten() {
+        if !referenced.contains(&v.name) || out.contains_key(&v.name) {
+            continue;
+        }
+        let mut source = encode("volume", v)?;
+        if let Some(o) = source.as_object_mut() {
+            o.remove("name");
+            for kind in ["configMap", "secret", "projected", "downwardAPI"] {
+                if let Some(s) = o.get_mut(kind).and_then(Value::as_object_mut) {
+                    if s.get("defaultMode").and_then(Value::as_u64) == Some(DEFAULT_VOLUME_MODE) {
+                        s.remove("defaultMode");
+                    }
+                }
+            }
+            if let Some(h) = o.get_mut("hostPath").and_then(Value::as_object_mut) {
+                if h.get("type").and_then(Value::as_str) == Some("") {
+                    h.remove("type");
+                }
+            }
+        }
+        out.insert(v.name.clone(), source);
+    }
+    Ok(Value::Object(out))
+}
+
+/// Declared outputs: what a served entry must provide and where the run reads it from.
+/// Locations (`archiveLocation`, per-artifact `s3`/`gcs`/... keys) are per run and excluded.
+fn outputs_material(step: &StepPod) -> Value {
+    const ARTIFACT_FIELDS: [&str; 5] = ["name", "path", "archive", "mode", "recurseMode"];
+    let mut params: Vec<Value> = step
+        .template
+        .output_parameters()
+        .into_iter()
+        .map(|p| {
+            let mut o = Map::new();
+            for f in ["name", "valueFrom"] {
+                if let Some(v) = p.get(f) {
+                    o.insert(f.into(), v.clone());
+                }
+            }
+            Value::Object(o)
+        })
+        .collect();
+    params.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    let mut arts: Vec<Value> = step
+        .template
+        .output_artifacts()
+        .into_iter()
+        .map(|a| {
+            let mut o = Map::new();
+            for f in ARTIFACT_FIELDS {
+                if let Some(v) = a.get(f) {
+                    o.insert(f.into(), v.clone());
+                }
+            }
+            if a.get("optional").and_then(Value::as_bool) == Some(true) {
+                o.insert("optional".into(), Value::Bool(true));
+            }
+            Value::Object(o)
+        })
+        .collect();
+    arts.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    let mut o = Map::new();
+    o.insert("parameters".into(), Value::Array(params));
+    o.insert("artifacts".into(), Value::Array(arts));
+    Value::Object(o)
+}
+
+/// True for values the canonical form drops: null, `[]`, `{}`.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// Drops nulls and empty arrays/objects, bottom-up (a container that only held empties is
+/// itself empty), in objects and arrays alike. `None` when nothing is left.
+pub fn prune(v: Value) -> Option<Value> {
+    let v = match v {
+        Value::Array(a) => Value::Array(a.into_iter().filter_map(prune).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
+                .collect(),
+        ),
+        other => other,
+    };
+    (!is_empty(&v)).then_some(v)
+}
+
+/// The canonical text of a JSON value: object keys sorted by UTF-8 bytes, no whitespace,
+/// nulls and empty arrays/objects dropped everywhere (as [`prune`] does), strings escaped
+/// minimally (`"`, `\`, control characters), numbers as serde_json prints them.
+/// A value that prunes away entirely gives the empty string (key material never does: it always
+/// holds `format`).
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+/// Writes `v` in canonical form; returns false (and writes nothing) when `v` prunes away.
+fn write_canonical(v: &Value, out: &mut String) -> bool {
+    let start = out.len();
+    match v {
+        Value::Null => return false,
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            let mut any = false;
+            for item in items {
+                let mark = out.len();
+                if any {
+                    out.push(',');
+                }
+                if write_canonical(item, out) {
+                    any = true;
+                } else {
+                    out.truncate(mark);
+                }
+            }
+            if !any {
+                out.truncate(start);
+                return false;
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.push('{');
+            let mut any = false;
+            for k in keys {
+                let Some(val) = map.get(k) else { continue };
+                let mark = out.len();
+                if any {
+                    out.push(',');
+                }
+                write_string(k, out);
+                out.push(':');
+                if write_canonical(val, out) {
+                    any = true;
+                } else {
+                    out.truncate(mark);
+                }
+            }
+            if !any {
+                out.truncate(start);
+                return false;
+            }
+            out.push('}');
+        }
+    }
+    true
+}
+
+fn write_string(s: &str, out: &mut String) {
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Most lines [`diff_material`] returns; the rest are summarised in one last line.
+pub const MAX_DIFF_LINES: usize = 40;
+/// Strings longer than this are shown as a window around their first difference.
+const MAX_SHOWN_CHARS: usize = 60;
+
+/// Explains why two key materials give different keys, one line per differing leaf, e.g.
+/// `containers[main].args[3]: "16" → "32"` or `containers[main].image: "x:2.3.1" → "x:2.3.2"`.
+///
+/// Lists of objects are matched by `mountPath` (volume mounts) or by `name` (containers, env,
+/// artifacts, parameters) when those are unique in both lists, otherwise by position. Missing sides
+/// show as `(absent)`; long strings show a window around the first difference. Empty when
+/// the materials are equal.
+pub fn diff_material(old: &Value, new: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    diff_at("", Some(old), Some(new), &mut lines);
+    if lines.len() > MAX_DIFF_LINES {
+        let more = lines.len() - MAX_DIFF_LINES;
+        lines.truncate(MAX_DIFF_LINES);
+        lines.push(format!("… and {more} more differences"));
+    }
+    lines
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// The identity field by which two arrays' elements can be matched, if any.
+fn identity_field(a: &[Value], b: &[Value]) -> Option<&'static str> {
+    ["mountPath", "name"].into_iter().find(|f| {
+        [a, b].iter().all(|items| {
+            let mut seen = BTreeSet::new();
+            items.iter().all(|i| {
+                i.get(*f)
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| seen.insert(id))
+            })
+        })
+    })
+}
+
+fn diff_at<'a>(path: &str, old: Option<&'a Value>, new: Option<&'a Value>, out: &mut Vec<String>) {
+    if old == new {
+        return;
+    }
+    match (old, new) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                diff_at(&join(path, k), a.get(k), b.get(k), out);
+            }
+        }
+        (Some(Value::Array(a)), Some(Value::Array(b))) => {
+            if let Some(f) = identity_field(a, b) {
+                let id = |v: &Value| v.get(f).and_then(Value::as_str).map(str::to_owned);
+                let mut ids: Vec<String> = a.iter().filter_map(id).collect();
+                for i in b.iter().filter_map(id) {
+                    if !ids.contains(&i) {
+                        ids.push(i);
+                    }
+                }
+                for i in ids {
+                    let find = |items: &'a [Value]| -> Option<&'a Value> {
+                        items.iter().find(|v| id(v).as_deref() == Some(i.as_str()))
+                    };
+                    // Removed as a whole: keep it to one line.
+                    let (x, y) = (find(a), find(b));
+                    let p = format!("{path}[{i}]");
+                    if x.is_none() || y.is_none() {
+                        out.push(line(&p, x, y));
+                    } else {
+                        diff_at(&p, x, y, out);
+                    }
+                }
+            } else {
+                for i in 0..a.len().max(b.len()) {
+                    diff_at(&format!("{path}[{i}]"), a.get(i), b.get(i), out);
+                }
+            }
+        }
+        _ => out.push(line(path, old, new)),
+    }
+}
+
+fn line(path: &str, old: Option<&Value>, new: Option<&Value>) -> String {
+    let path = if path.is_empty() { "(material)" } else { path };
+    if let (Some(Value::String(a)), Some(Value::String(b))) = (old, new) {
+        if a.chars().count() > MAX_SHOWN_CHARS || b.chars().count() > MAX_SHOWN_CHARS {
+            let at = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+            return format!(
+                "{path}: differs at character {at}: {} → {} ({} → {} characters)",
+                window(a, at),
+                window(b, at),
+                a.chars().count(),
+                b.chars().count()
+            );
+        }
+    }
+    format!("{path}: {} → {}", render(old), render(new))
+}
+
+/// Up to [`MAX_SHOWN_CHARS`] characters of `s` starting a little before `at`, quoted.
+fn window(s: &str, at: usize) -> String {
+    let from = at.saturating_sub(10);
+    let total = s.chars().count();
+    let shown: String = s.chars().skip(from).take(MAX_SHOWN_CHARS).collect();
+    let mut q = String::new();
+    write_string(&shown, &mut q);
+    let pre = if from > 0 { "…" } else { "" };
+    let post = if from + MAX_SHOWN_CHARS < total {
+        "…"
+    } else {
+        ""
+    };
+    format!("{pre}{q}{post}")
+}
+
+fn render(v: Option<&Value>) -> String {
+    let Some(v) = v else {
+        return "(absent)".into();
+    };
+    let text = if is_empty(v) {
+        v.to_string()
+    } else {
+        canonical_json(v)
+    };
+    if text.chars().count() > MAX_SHOWN_CHARS * 2 {
+        let cut: String = text.chars().take(MAX_SHOWN_CHARS * 2).collect();
+        format!("{cut}… ({} characters)", text.chars().count())
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::*;
+    use crate::argo::template::{classify, Classification};
+    use serde_json::json;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn emissary_wrapper_is_removed_up_to_the_separator() {
+        let wrapped = s(&[
+            "/var/run/argo/argoexec",
+            "emissary",
+            "--loglevel",
+            "info",
+            "--",
+            "python",
+            "--",
+            "x",
+        ]);
+        assert_eq!(user_command(&wrapped), s(&["python", "--", "x"]).as_slice());
+        let v33 = s(&["/var/run/argo/argoexec", "emissary", "--", "sh", "-c"]);
+        assert_eq!(user_command(&v33), s(&["sh", "-c"]).as_slice());
+    }
+
+    #[test]
+    fn commands_without_the_wrapper_are_kept() {
+        for cmd in [
+            s(&["python", "train.py"]),
+            s(&["argoexec", "wait"]),
+            s(&["emissary", "--", "x"]),
+            s(&[]),
+        ] {
+            assert_eq!(user_command(&cmd), cmd.as_slice());
+        }
+    }
+
+    #[test]
+    fn wrapper_without_separator_leaves_no_command() {
+        let w = s(&["/var/run/argo/argoexec", "emissary", "--loglevel", "info"]);
+        assert!(user_command(&w).is_empty());
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_and_drops_empties() {
+        let v =
+            json!({"b":[1,null,{}],"a":{"z":null,"y":[]},"c":"x\"\n\u{1}","d":false,"e":{"f":{}}});
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"b":[1],"c":"x\"\n\u0001","d":false}"#
+        );
+    }
+
+    #[test]
+    fn canonical_json_agrees_with_prune_and_is_valid_json() {
+        let v = json!({"k":[{"a":null},{"b":"é","a":1.5}],"x":{"y":{"z":[[]]}},"n":-3});
+        let pruned = prune(v.clone()).unwrap();
+        assert_eq!(canonical_json(&v), canonical_json(&pruned));
+        let back: Value = serde_json::from_str(&canonical_json(&v)).unwrap();
+        assert_eq!(back, pruned);
+        assert_eq!(prune(json!({"a":[null,{}]})), None);
+    }
+
+    #[test]
+    fn canonical_json_is_independent_of_key_insertion_order() {
+        let a: Value = serde_json::from_str(r#"{"x":1,"y":{"b":2,"a":3}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"y":{"a":3,"b":2},"x":1}"#).unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+    }
+
+    #[test]
+    fn diff_names_the_changed_arg_by_container_and_index() {
+        let old = json!({"containers":[{"name":"main","args":["--epochs","10","--lr","16"]}]});
+        let new = json!({"containers":[{"name":"main","args":["--epochs","10","--lr","32"]}]});
+        assert_eq!(
+            diff_material(&old, &new),
+            vec![r#"containers[main].args[3]: "16" → "32""#]
+        );
+    }
+
+    #[test]
+    fn diff_shows_image_changes() {
+        let old = json!({"containers":[{"name":"main","image":"x:2.3.1"}]});
+        let new = json!({"containers":[{"name":"main","image":"x:2.3.2"}]});
+        assert_eq!(
+            diff_material(&old, &new),
+            vec![r#"containers[main].image: "x:2.3.1" → "x:2.3.2""#]
+        );
+    }
+
+    #[test]
+    fn diff_matches_env_by_name_and_reports_added_and_removed_entries() {
+        let old = json!({"containers":[{"name":"main","env":[{"name":"A","value":"1"},{"name":"B","value":"2"}]}]});
+        let new = json!({"containers":[{"name":"main","env":[{"name":"B","value":"3"},{"name":"C","value":"4"}]}]});
+        assert_eq!(
+            diff_material(&old, &new),
+            vec![
+                r#"containers[main].env[A]: {"name":"A","value":"1"} → (absent)"#,
+                r#"containers[main].env[B].value: "2" → "3""#,
+                r#"containers[main].env[C]: (absent) → {"name":"C","value":"4"}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_matches_mounts_by_path_and_covers_top_level_fields() {
+        let old = json!({"seed":"","namespace":"a","containers":[{"name":"main","volumeMounts":[{"name":"v","mountPath":"/data"}]}]});
+        let new = json!({"seed":"2","containers":[{"name":"main","volumeMounts":[{"name":"w","mountPath":"/data"}]}]});
+        assert_eq!(
+            diff_material(&old, &new),
+            vec![
+                r#"containers[main].volumeMounts[/data].name: "v" → "w""#,
+                r#"namespace: "a" → (absent)"#,
+                r#"seed: "" → "2""#,
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_of_long_strings_shows_a_window_at_the_first_difference() {
+        let a = format!("{}print(1)\n", "# header\n".repeat(20));
+        let b = format!("{}print(2)\n", "# header\n".repeat(20));
+        let d = diff_material(&json!({"scriptSource": a}), &json!({"scriptSource": b}));
+        assert_eq!(d.len(), 1);
+        assert!(
+            d[0].starts_with("scriptSource: differs at character 186:"),
+            "{}",
+            d[0]
+        );
+        assert!(
+            d[0].contains("print(1)") && d[0].contains("print(2)"),
+            "{}",
+            d[0]
+        );
+        assert!(d[0].len() < 300);
+    }
+
+    #[test]
+    fn diff_of_equal_materials_is_empty_and_long_diffs_are_capped() {
+        let v = json!({"a":[1,2,3]});
+        assert!(diff_material(&v, &v).is_empty());
+        let old = json!({"containers":[{"name":"main","args":(0..100).map(|i| i.to_string()).collect::<Vec<_>>()}]});
+        let new = json!({"containers":[{"name":"main","args":(0..100).map(|i| format!("x{i}")).collect::<Vec<_>>()}]});
+        let d = diff_material(&old, &new);
+        assert_eq!(d.len(), MAX_DIFF_LINES + 1);
+        assert_eq!(d[MAX_DIFF_LINES], "… and 60 more differences");
+    }
+
+    #[test]
+    fn diff_falls_back_to_positions_when_names_repeat() {
+        let old = json!({"env":[{"name":"A","value":"1"},{"name":"A","value":"2"}]});
+        let new = json!({"env":[{"name":"A","value":"1"},{"name":"A","value":"3"}]});
+        assert_eq!(
+            diff_material(&old, &new),
+            vec![r#"env[1].value: "2" → "3""#]
+        );
+    }
+
+    fn v36_pod() -> Pod {
+        let text = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/argo/v3.6-container-params.admission.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        serde_json::from_value(v["request"]["object"].clone()).unwrap()
+    }
+
+    #[test]
+    fn v36_material_holds_exactly_what_reaches_the_container() {
+        let pod = v36_pod();
+        let Classification::Step(step) = classify(&pod) else {
+            panic!()
+        };
+        let km = derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace).unwrap();
+        assert_eq!(
+            km.material,
+            json!({
+                "format": "v1",
+                "namespace": "ml-team",
+                "seed": "",
+                "containers": [{
+                    "name": "main",
+                    "image": "ghcr.io/example/preprocess@sha256:4f1c2d9e0a7b3c5d6e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d",
+                    "command": ["python", "/app/preprocess.py"],
+                    "args": ["--dataset", "s3://datasets/iris-v3.csv", "--sample-rate", "0.25", "--out", "/tmp/row_count.txt"],
+                    "env": [{"name": "LOG_LEVEL", "value": "debug"}]
+                }],
+                "outputs": {"parameters": [{"name": "row-count", "valueFrom": {"path": "/tmp/row_count.txt"}}]}
+            })
+        );
+        assert_eq!(
+            km.key.as_str(),
+            format!(
+                "v1:{}",
+                hex::encode(Sha256::digest(canonical_json(&km.material)))
+            )
+        );
+    }
+
+    #[test]
+    fn cluster_scope_omits_the_namespace() {
+        let pod = v36_pod();
+        let Classification::Step(step) = classify(&pod) else {
+            panic!()
+        };
+        let ns = derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace).unwrap();
+        let cl = derive_key(&pod, &step, &CacheSeed::default(), Scope::Cluster).unwrap();
+        assert!(cl.material.get("namespace").is_none());
+        assert_ne!(ns.key, cl.key);
+    }
+
+    #[test]
+    fn pod_with_only_argo_containers_has_no_key() {
+        let mut pod = v36_pod();
+        let Classification::Step(step) = classify(&pod) else {
+            panic!()
+        };
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.containers.retain(|c| c.name == "wait");
+        }
+        assert_eq!(
+            derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace),
+            Err(KeyError::NoUserContainer)
+        );
+        pod.spec = None;
+        assert_eq!(
+            derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace)
+                .unwrap_err()
+                .kind(),
+            "no_pod_spec"
+        );
+    }
+
+    #[test]
+    fn api_server_defaults_in_env_and_volumes_do_not_change_the_material() {
+        let env = |v: Value| normalize_env(v);
+        assert_eq!(
+            env(
+                json!({"name":"P","valueFrom":{"fieldRef":{"apiVersion":"v1","fieldPath":"metadata.name"}}})
+            ),
+            json!({"name":"P","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}})
+        );
+        assert_eq!(env(json!({"name":"E","value":""})), json!({"name":"E"}));
+        let spec: PodSpec = serde_json::from_value(json!({"containers":[],"volumes":[
+            {"name":"c","configMap":{"name":"cm","defaultMode":420}},
+            {"name":"s","secret":{"secretName":"s","defaultMode":256}},
+            {"name":"h","hostPath":{"path":"/x","type":""}},
+            {"name":"unused","emptyDir":{}}
+        ]}))
+        .unwrap();
+        let refs: BTreeSet<String> = ["c", "s", "h"].iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(
+            volumes_material(&spec, &refs).unwrap(),
+            json!({"c":{"configMap":{"name":"cm"}},"s":{"secret":{"secretName":"s","defaultMode":256}},"h":{"hostPath":{"path":"/x"}}})
+        );
+    }
+
+    #[test]
+    fn key_error_kinds_are_bounded_labels() {
+        for (e, k) in [
+            (KeyError::NoUserContainer, "no_user_container"),
+            (KeyError::NoPodSpec, "no_pod_spec"),
+            (KeyError::Malformed("x".into()), "malformed_template"),
+            (KeyError::Encode("x".into()), "encode"),
+        ] {
+            assert_eq!(e.kind(), k);
+        }
+    }
 }

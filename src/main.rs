@@ -6,13 +6,24 @@ use stepcache::cli;
 use stepcache::config::{Cli, Command};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let args = Cli::parse();
     if matches!(args.command, Command::Noop) {
-        return Ok(());
+        return std::process::ExitCode::SUCCESS;
     }
     stepcache::telemetry::init(&args.telemetry);
-    match args.command {
+    match run(args.command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: operators script against this.
+            eprintln!("stepcache: {}", format!("{e:#}").replace('\n', " "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(s) => cli::serve::serve(*s).await,
         Command::Certs { out, dns } => cli::certs(&out, &dns),
         Command::Migrate { store } => {

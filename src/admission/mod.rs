@@ -396,7 +396,7 @@ impl Admitter {
     #[allow(clippy::too_many_arguments)]
     async fn miss(
         &self,
-        ctx: &mut Ctx<'_>,
+        _ctx: &mut Ctx<'_>,
         pod: &Pod,
         step: &StepPod,
         settings: &StepSettings,

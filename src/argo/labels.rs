@@ -94,3 +94,14 @@ pub const SOURCE_NODE: &str = "stepcache.dev/source-node";
 pub const SOURCE_FINISHED_AT: &str = "stepcache.dev/source-finished-at";
 /// stepcache annotation on miss pods: why the step did not hit.
 pub const MISS_REASON: &str = "stepcache.dev/miss-reason";
+
+/// Env var with the node id on every container (v3.2+); fallback when the annotation is missing.
+pub const ARGO_NODE_ID_ENV: &str = "ARGO_NODE_ID";
+/// Env var set when v3.7.10+/v4.0.1+ offloaded a container's args to a ConfigMap (args cleared).
+pub const ARGO_CONTAINER_ARGS_FILE_ENV: &str = "ARGO_CONTAINER_ARGS_FILE";
+/// Subcommand of `argoexec` that wraps every non-`wait` container's command (emissary executor).
+pub const EMISSARY_SUBCOMMAND: &str = "emissary";
+/// Name suffix of the executor binary that starts the emissary wrapper.
+pub const ARGOEXEC_BINARY: &str = "argoexec";
+/// Separator between the emissary's own options and the user's command.
+pub const EMISSARY_SEPARATOR: &str = "--";

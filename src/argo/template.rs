@@ -2,10 +2,17 @@
 //!
 //! Owns: `classify` (pod → step pod / skip / not Argo), `ArgoLayout`, `Template`, `StepPod`.
 //! Pure: no I/O, no clock. Must not import tokio, sqlx, axum or kube::Client.
+//!
+//! The facts encoded here (where the template lives, which containers are Argo's, what a
+//! non-step pod looks like) are in `shared/design/argo-pod-contract.md` §1.1–§1.7.
+//! Everything a pod carries is untrusted input: nothing here panics, every unexpected shape
+//! becomes a [`SkipReason`].
 
+use crate::argo::labels;
 use crate::argo::outputs::DeclaredOutputs;
 use crate::types::Namespace;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde_json::{Map, Value};
 
 /// Where the controller put the resolved template, which tells the Argo generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -17,6 +24,17 @@ pub enum ArgoLayout {
     TemplateEnvAllContainers,
     /// v3.6+: `ARGO_TEMPLATE` on init containers only; outputs via task result only.
     TemplateEnvInitOnly,
+}
+
+impl ArgoLayout {
+    /// Stable kebab-case name (the serde form), for explanations, logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ArgoLayout::TemplateAnnotation => "template-annotation",
+            ArgoLayout::TemplateEnvAllContainers => "template-env-all-containers",
+            ArgoLayout::TemplateEnvInitOnly => "template-env-init-only",
+        }
+    }
 }
 
 /// What kind of template produced the pod.
@@ -35,24 +53,60 @@ pub enum TemplateKind {
     Data,
 }
 
-/// The resolved template as the controller serialised it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Template {
-    raw: serde_json::Map<String, serde_json::Value>,
+impl TemplateKind {
+    /// The template field that selects this kind (`container`, `script`, ...).
+    pub fn field(self) -> &'static str {
+        match self {
+            TemplateKind::Container => "container",
+            TemplateKind::Script => "script",
+            TemplateKind::ContainerSet => "containerSet",
+            TemplateKind::Resource => "resource",
+            TemplateKind::Data => "data",
+        }
+    }
 }
 
-/// An Argo step pod that may be cached.
+/// Kinds in the order Argo's `Template.GetType` tests them, so a template with several
+/// kind fields (rejected by Argo's validation anyway) is read the way the controller reads it.
+const KIND_ORDER: [TemplateKind; 5] = [
+    TemplateKind::Container,
+    TemplateKind::ContainerSet,
+    TemplateKind::Script,
+    TemplateKind::Resource,
+    TemplateKind::Data,
+];
+
+/// The resolved template as the controller serialised it.
+///
+/// Kept as raw JSON because Argo adds template fields in every minor version; typed accessors
+/// below read only what caching needs and [`Template::validate`] checks those fields' types once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Template {
+    raw: Map<String, Value>,
+}
+
+/// An Argo step pod that may be cached: the identity of the step and the template it carries.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepPod {
+    /// Where the template was found, i.e. the Argo generation (decides how outputs are handed over).
     pub layout: ArgoLayout,
+    /// Container, script or container set (the only cacheable kinds).
     pub kind: TemplateKind,
+    /// Namespace of the pod (the default cache scope).
     pub namespace: Namespace,
+    /// `metadata.name`; may be empty only for pods that carry a node id elsewhere.
     pub pod_name: String,
+    /// Value of the `workflows.argoproj.io/workflow` label.
     pub workflow_name: String,
+    /// uid of the owning Workflow (from the ownerReference of kind `Workflow`), when present.
     pub workflow_uid: Option<String>,
+    /// The node id: names the WorkflowTaskResult and identifies the node to the controller.
     pub node_id: String,
+    /// The node name annotation (`<wf>.<step>`), for explanations.
     pub node_name: Option<String>,
+    /// The controller instance id label, copied onto anything stepcache creates.
     pub instance_id: Option<String>,
+    /// The resolved template the controller carried in the pod.
     pub template: Template,
     /// True when KFP labels/annotations are present.
     pub kfp: bool,
@@ -61,18 +115,28 @@ pub struct StepPod {
 /// Why an Argo pod is not cached.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum SkipReason {
+    /// The pod carries `workflows.argoproj.io/component` (agent, artifact-gc): not a step pod.
     #[error("Argo {0} pod is not a step pod")]
     Component(String),
+    /// The template is a resource/data template or of no kind that creates a step pod.
     #[error("template kind {0} is not cacheable")]
     NotCacheableKind(&'static str),
+    /// `daemon: true`: the node succeeds when the pod is killed, so its outputs mean nothing.
     #[error("daemon steps are never cached")]
     Daemon,
+    /// Neither the annotation nor any `ARGO_TEMPLATE` env var carries a template.
     #[error("pod carries no resolved Argo template")]
     NoTemplate,
+    /// The template (v3.6+) or the main container's args (v3.7.10+) live in a ConfigMap that a
+    /// pure classifier cannot read; keying without them would merge different steps.
     #[error("template was offloaded to a ConfigMap")]
     Offloaded,
+    /// The template or the pod has an unexpected shape; the reason says which field.
     #[error("malformed Argo template: {0}")]
     Malformed(String),
+    /// The pod has no `wait` container, so nothing would collect or report its outputs.
+    #[error("pod has no wait container, so it is not a step pod")]
+    NoWaitContainer,
 }
 
 impl SkipReason {
@@ -85,6 +149,7 @@ impl SkipReason {
             SkipReason::NoTemplate => "no_template",
             SkipReason::Offloaded => "offloaded",
             SkipReason::Malformed(_) => "malformed_template",
+            SkipReason::NoWaitContainer => "no_wait_container",
         }
     }
 }
@@ -101,16 +166,268 @@ pub enum Classification {
 }
 
 /// Decides whether a pod is an Argo step pod and extracts what caching needs.
-pub fn classify(_pod: &Pod) -> Classification {
-    Classification::NotArgo
+///
+/// Order of checks: workflow label (else [`Classification::NotArgo`]), component label, the
+/// carried template (annotation, then `ARGO_TEMPLATE` on `wait`/`main`, then on init
+/// containers), its kind and `daemon` flag, the `wait` container, offloaded args, namespace,
+/// node id, and finally the types of the template fields the key reads.
+pub fn classify(pod: &Pod) -> Classification {
+    match classify_inner(pod) {
+        Ok(Some(step)) => Classification::Step(Box::new(step)),
+        Ok(None) => Classification::NotArgo,
+        Err(reason) => Classification::Skip(reason),
+    }
+}
+
+fn classify_inner(pod: &Pod) -> Result<Option<StepPod>, SkipReason> {
+    let meta = &pod.metadata;
+    let label = |k: &str| meta.labels.as_ref().and_then(|m| m.get(k));
+    let annotation = |k: &str| meta.annotations.as_ref().and_then(|m| m.get(k));
+
+    let Some(workflow_name) = label(labels::WORKFLOW_LABEL) else {
+        return Ok(None);
+    };
+    if let Some(component) = label(labels::COMPONENT_LABEL) {
+        return Err(SkipReason::Component(bounded(component)));
+    }
+
+    let (layout, raw_template) = find_template(pod)?;
+    if raw_template == labels::OFFLOADED_VALUE {
+        return Err(SkipReason::Offloaded);
+    }
+    let template = Template::parse(raw_template)?;
+    let kind = template.kind()?;
+    match kind {
+        TemplateKind::Resource => return Err(SkipReason::NotCacheableKind("resource")),
+        TemplateKind::Data => return Err(SkipReason::NotCacheableKind("data")),
+        TemplateKind::Container | TemplateKind::Script | TemplateKind::ContainerSet => {}
+    }
+    if template.is_daemon()? {
+        return Err(SkipReason::Daemon);
+    }
+
+    let spec = pod
+        .spec
+        .as_ref()
+        .ok_or_else(|| SkipReason::Malformed("pod has no spec".into()))?;
+    if !spec
+        .containers
+        .iter()
+        .any(|c| c.name == labels::WAIT_CONTAINER)
+    {
+        return Err(SkipReason::NoWaitContainer);
+    }
+    // v3.7.10+/v4.0.1+ move oversized main args into the offload ConfigMap and clear them from
+    // the pod: the pod alone no longer says what runs.
+    let all_containers = || {
+        spec.init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+    };
+    if all_containers().any(|c| env_value(c, labels::ARGO_CONTAINER_ARGS_FILE_ENV).is_some()) {
+        return Err(SkipReason::Offloaded);
+    }
+
+    let namespace = meta
+        .namespace
+        .as_deref()
+        .and_then(|n| Namespace::parse(n).ok())
+        .ok_or_else(|| SkipReason::Malformed("pod has no valid namespace".into()))?;
+
+    let pod_name = meta.name.clone().unwrap_or_default();
+    let node_id = annotation(labels::NODE_ID_ANNOTATION)
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .or_else(|| {
+            all_containers()
+                .find_map(|c| env_value(c, labels::ARGO_NODE_ID_ENV))
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        })
+        // v2.12–v3.1 (and v1 pod names): the pod name is the node id.
+        .or_else(|| Some(pod_name.clone()).filter(|n| !n.is_empty()))
+        .ok_or_else(|| SkipReason::Malformed("pod has no node id and no name".into()))?;
+
+    template.validate(kind)?;
+
+    let workflow_uid = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == labels::WORKFLOW_KIND)
+        .map(|o| o.uid.clone())
+        .filter(|u| !u.is_empty());
+    let kfp = [&meta.labels, &meta.annotations]
+        .into_iter()
+        .flatten()
+        .any(|m| m.keys().any(|k| k.starts_with(labels::KFP_PREFIX)));
+
+    Ok(Some(StepPod {
+        layout,
+        kind,
+        namespace,
+        pod_name,
+        workflow_name: workflow_name.clone(),
+        workflow_uid,
+        node_id,
+        node_name: annotation(labels::NODE_NAME_ANNOTATION).cloned(),
+        instance_id: label(labels::INSTANCE_ID_LABEL).cloned(),
+        template,
+        kfp,
+    }))
+}
+
+/// Finds the carried template: annotation (v2.12–3.1), env on `wait`/`main` (v3.2–3.5), env on
+/// an init container only (v3.6+). The first location present wins.
+fn find_template(pod: &Pod) -> Result<(ArgoLayout, &str), SkipReason> {
+    if let Some(t) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|m| m.get(labels::TEMPLATE_ANNOTATION))
+    {
+        return Ok((ArgoLayout::TemplateAnnotation, t.as_str()));
+    }
+    let Some(spec) = pod.spec.as_ref() else {
+        return Err(SkipReason::NoTemplate);
+    };
+    for name in [labels::WAIT_CONTAINER, labels::MAIN_CONTAINER] {
+        if let Some(c) = spec.containers.iter().find(|c| c.name == name) {
+            if let Some(v) = template_env(c)? {
+                return Ok((ArgoLayout::TemplateEnvAllContainers, v));
+            }
+        }
+    }
+    // `init` first, then user init containers (v3.6+ put it on all of them).
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    let ordered = inits
+        .iter()
+        .filter(|c| c.name == labels::INIT_CONTAINER)
+        .chain(inits.iter().filter(|c| c.name != labels::INIT_CONTAINER));
+    for c in ordered {
+        if let Some(v) = template_env(c)? {
+            return Ok((ArgoLayout::TemplateEnvInitOnly, v));
+        }
+    }
+    Err(SkipReason::NoTemplate)
+}
+
+/// The `ARGO_TEMPLATE` value of a container; an entry without a literal value is malformed.
+fn template_env(c: &Container) -> Result<Option<&str>, SkipReason> {
+    let Some(e) = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == labels::ARGO_TEMPLATE_ENV)
+    else {
+        return Ok(None);
+    };
+    match e.value.as_deref() {
+        Some(v) => Ok(Some(v)),
+        None => Err(SkipReason::Malformed(format!(
+            "{} on container {} has no literal value",
+            labels::ARGO_TEMPLATE_ENV,
+            bounded(&c.name)
+        ))),
+    }
+}
+
+/// The literal value of env var `name` on a container.
+fn env_value<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+    c.env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_deref())
+}
+
+/// Cuts untrusted text that ends up in a reason, so a hostile pod cannot bloat logs or warnings.
+fn bounded(s: &str) -> String {
+    const MAX: usize = 63;
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(MAX).collect();
+        out.push('…');
+        out
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong_type(path: &str, expected: &str, got: &Value) -> SkipReason {
+    SkipReason::Malformed(format!(
+        "template field {path} must be {expected}, not {}",
+        type_name(got)
+    ))
+}
+
+/// An optional field that, when present and not null, must be an array of objects.
+fn objects_at<'a>(
+    parent: &'a Map<String, Value>,
+    field: &str,
+    path: &str,
+) -> Result<Vec<&'a Map<String, Value>>, SkipReason> {
+    match parent.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_object()
+                    .ok_or_else(|| wrong_type(&format!("{path}[]"), "an object", i))
+            })
+            .collect(),
+        Some(other) => Err(wrong_type(path, "an array", other)),
+    }
+}
+
+/// An optional field that, when present and not null, must be an object.
+fn object_at<'a>(
+    parent: &'a Map<String, Value>,
+    field: &str,
+    path: &str,
+) -> Result<Option<&'a Map<String, Value>>, SkipReason> {
+    match parent.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(other) => Err(wrong_type(path, "an object", other)),
+    }
+}
+
+/// Each item of a named list must have a string `name` (it is what the key sorts and matches by).
+fn require_names(items: &[&Map<String, Value>], path: &str) -> Result<(), SkipReason> {
+    for i in items {
+        match i.get("name") {
+            Some(Value::String(_)) => {}
+            Some(other) => return Err(wrong_type(&format!("{path}[].name"), "a string", other)),
+            None => {
+                return Err(SkipReason::Malformed(format!(
+                    "template field {path}[] has an entry without a name"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Template {
     /// Parses the JSON the controller carried.
     pub fn parse(raw: &str) -> Result<Template, SkipReason> {
-        match serde_json::from_str::<serde_json::Value>(raw) {
-            Ok(serde_json::Value::Object(raw)) => Ok(Template { raw }),
-            Ok(_) => Err(SkipReason::Malformed("template is not a JSON object".into())),
+        match serde_json::from_str::<Value>(raw) {
+            Ok(Value::Object(raw)) => Ok(Template { raw }),
+            Ok(_) => Err(SkipReason::Malformed(
+                "template is not a JSON object".into(),
+            )),
             Err(e) => Err(SkipReason::Malformed(e.to_string())),
         }
     }
@@ -121,12 +438,552 @@ impl Template {
     }
 
     /// Raw template object.
-    pub fn raw(&self) -> &serde_json::Map<String, serde_json::Value> {
+    pub fn raw(&self) -> &Map<String, Value> {
         &self.raw
     }
 
     /// Outputs the template declares.
     pub fn declared_outputs(&self) -> DeclaredOutputs {
         DeclaredOutputs::from_template(self.raw.get("outputs"))
+    }
+
+    /// The template kind, read like Argo's `GetType`; a kind field that is not an object is
+    /// malformed, and a template with none of the pod-creating kinds is not cacheable.
+    pub fn kind(&self) -> Result<TemplateKind, SkipReason> {
+        for kind in KIND_ORDER {
+            match self.raw.get(kind.field()) {
+                None | Some(Value::Null) => continue,
+                Some(Value::Object(_)) => return Ok(kind),
+                Some(other) => return Err(wrong_type(kind.field(), "an object", other)),
+            }
+        }
+        Err(SkipReason::NotCacheableKind("unknown"))
+    }
+
+    /// True for `daemon: true` (never cached); a non-boolean `daemon` is malformed.
+    pub fn is_daemon(&self) -> Result<bool, SkipReason> {
+        match self.raw.get("daemon") {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => Err(wrong_type("daemon", "a boolean", other)),
+        }
+    }
+
+    /// `script.source` of a script template: the program, which exists only in the carried
+    /// template (the init container writes it to `/argo/staging/script`).
+    pub fn script_source(&self) -> Option<&str> {
+        self.raw
+            .get("script")
+            .and_then(|s| s.get("source"))
+            .and_then(Value::as_str)
+    }
+
+    /// `inputs.artifacts` with their resolved locations: the identity of the step's input files.
+    /// Present in every layout (v3.6+ strips only `inputs.parameters`). Unreadable shapes are
+    /// rejected by [`Template::validate`] during classification.
+    pub fn input_artifacts(&self) -> Vec<&Map<String, Value>> {
+        self.raw
+            .get("inputs")
+            .and_then(Value::as_object)
+            .and_then(|i| i.get("artifacts"))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_object).collect())
+            .unwrap_or_default()
+    }
+
+    /// `outputs.parameters` declarations (name, `valueFrom`, ...), as written in the template.
+    pub fn output_parameters(&self) -> Vec<&Map<String, Value>> {
+        self.outputs_list("parameters")
+    }
+
+    /// `outputs.artifacts` declarations (name, path, options, sometimes a location).
+    pub fn output_artifacts(&self) -> Vec<&Map<String, Value>> {
+        self.outputs_list("artifacts")
+    }
+
+    fn outputs_list(&self, field: &str) -> Vec<&Map<String, Value>> {
+        self.raw
+            .get("outputs")
+            .and_then(Value::as_object)
+            .and_then(|o| o.get(field))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_object).collect())
+            .unwrap_or_default()
+    }
+
+    /// Container-set dependencies: container name → names it waits for. The emissary enforces
+    /// this order from the template, so it is part of what runs although the pod spec lacks it.
+    pub fn container_set_dependencies(&self) -> Vec<(&str, Vec<&str>)> {
+        self.raw
+            .get("containerSet")
+            .and_then(|s| s.get("containers"))
+            .and_then(Value::as_array)
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| {
+                        let name = c.get("name")?.as_str()?;
+                        let deps = c
+                            .get("dependencies")
+                            .and_then(Value::as_array)
+                            .map(|d| d.iter().filter_map(Value::as_str).collect())
+                            .unwrap_or_default();
+                        Some((name, deps))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Checks the types of every field the key reads, so key derivation never has to guess:
+    /// `script.source` (string, script templates), `inputs`/`outputs` (objects), their
+    /// `artifacts`/`parameters` (arrays of named objects), container-set containers.
+    pub fn validate(&self, kind: TemplateKind) -> Result<(), SkipReason> {
+        if kind == TemplateKind::Script {
+            match self.raw.get("script").and_then(|s| s.get("source")) {
+                Some(Value::String(_)) => {}
+                None | Some(Value::Null) => {
+                    return Err(SkipReason::Malformed(
+                        "script template has no script.source".into(),
+                    ))
+                }
+                Some(other) => return Err(wrong_type("script.source", "a string", other)),
+            }
+        }
+        if let Some(inputs) = object_at(&self.raw, "inputs", "inputs")? {
+            require_names(
+                &objects_at(inputs, "artifacts", "inputs.artifacts")?,
+                "inputs.artifacts",
+            )?;
+        }
+        if let Some(outputs) = object_at(&self.raw, "outputs", "outputs")? {
+            require_names(
+                &objects_at(outputs, "parameters", "outputs.parameters")?,
+                "outputs.parameters",
+            )?;
+            require_names(
+                &objects_at(outputs, "artifacts", "outputs.artifacts")?,
+                "outputs.artifacts",
+            )?;
+        }
+        if kind == TemplateKind::ContainerSet {
+            if let Some(set) = object_at(&self.raw, "containerSet", "containerSet")? {
+                let containers = objects_at(set, "containers", "containerSet.containers")?;
+                require_names(&containers, "containerSet.containers")?;
+                for c in containers {
+                    match c.get("dependencies") {
+                        None | Some(Value::Null) => {}
+                        Some(Value::Array(d)) if d.iter().all(Value::is_string) => {}
+                        Some(other) => {
+                            return Err(wrong_type(
+                                "containerSet.containers[].dependencies",
+                                "an array of strings",
+                                other,
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/tests/fixtures/argo/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn pod_of(review: &Value) -> Pod {
+        serde_json::from_value(review["request"]["object"].clone()).unwrap()
+    }
+
+    fn classify_fixture(name: &str) -> Classification {
+        classify(&pod_of(&fixture(name)))
+    }
+
+    fn step(name: &str) -> StepPod {
+        match classify_fixture(name) {
+            Classification::Step(s) => *s,
+            other => panic!("{name}: expected a step pod, got {other:?}"),
+        }
+    }
+
+    /// The v3.6 fixture's pod as JSON, for small variations.
+    fn v36() -> Value {
+        fixture("v3.6-container-params.admission.json")["request"]["object"].clone()
+    }
+
+    fn classify_json(pod: Value) -> Classification {
+        classify(&serde_json::from_value::<Pod>(pod).unwrap())
+    }
+
+    fn set_init_template(pod: &mut Value, template: &str) {
+        for e in pod["spec"]["initContainers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+        {
+            if e["name"] == "ARGO_TEMPLATE" {
+                e["value"] = json!(template);
+            }
+        }
+    }
+
+    fn skip_of(c: Classification) -> SkipReason {
+        match c {
+            Classification::Skip(r) => r,
+            other => panic!("expected a skip, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_step_fixture_classifies_as_a_step_with_its_layout_and_kind() {
+        let cases = [
+            (
+                "v2.12-template-annotation",
+                ArgoLayout::TemplateAnnotation,
+                TemplateKind::Container,
+            ),
+            (
+                "v3.3-container-params",
+                ArgoLayout::TemplateEnvAllContainers,
+                TemplateKind::Container,
+            ),
+            (
+                "v3.5-artifacts-s3",
+                ArgoLayout::TemplateEnvAllContainers,
+                TemplateKind::Container,
+            ),
+            (
+                "v3.6-container-params",
+                ArgoLayout::TemplateEnvInitOnly,
+                TemplateKind::Container,
+            ),
+            (
+                "v3.7-script",
+                ArgoLayout::TemplateEnvInitOnly,
+                TemplateKind::Script,
+            ),
+            (
+                "kfp-v1-staleness",
+                ArgoLayout::TemplateEnvAllContainers,
+                TemplateKind::Container,
+            ),
+        ];
+        for (name, layout, kind) in cases {
+            for file in [
+                format!("{name}.admission.json"),
+                format!("captured/{name}.captured.json"),
+            ] {
+                let s = step(&file);
+                assert_eq!(s.layout, layout, "{file}");
+                assert_eq!(s.kind, kind, "{file}");
+                assert!(!s.node_id.is_empty(), "{file}");
+                assert!(s.workflow_uid.is_some(), "{file}");
+                assert_eq!(s.kfp, name.starts_with("kfp"), "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn v36_fixture_yields_node_identity_from_annotations_and_owner() {
+        let s = step("v3.6-container-params.admission.json");
+        assert_eq!(s.namespace.as_str(), "ml-team");
+        assert_eq!(s.pod_name, "train-pipeline-7xk2p-preprocess-3108604587");
+        assert_eq!(s.workflow_name, "train-pipeline-7xk2p");
+        assert_eq!(
+            s.workflow_uid.as_deref(),
+            Some("0b3e6a52-8a61-4c1f-9d3a-6f2d5f4c1a10")
+        );
+        assert_eq!(s.node_id, "train-pipeline-7xk2p-3108604587");
+        assert_eq!(
+            s.node_name.as_deref(),
+            Some("train-pipeline-7xk2p.preprocess")
+        );
+        assert_eq!(s.instance_id, None);
+        assert_eq!(s.template.name(), "preprocess");
+        assert_eq!(s.template.declared_outputs().parameters, vec!["row-count"]);
+    }
+
+    #[test]
+    fn v212_pod_without_node_id_annotation_uses_the_pod_name() {
+        let s = step("v2.12-template-annotation.admission.json");
+        assert_eq!(s.node_id, "legacy-wf-8hz2c-2303345872");
+        assert_eq!(s.node_id, s.pod_name);
+    }
+
+    #[test]
+    fn node_id_falls_back_to_the_argo_node_id_env() {
+        let mut pod = v36();
+        pod["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("workflows.argoproj.io/node-id");
+        pod["metadata"]["name"] = json!("renamed-pod");
+        let Classification::Step(s) = classify_json(pod) else {
+            panic!()
+        };
+        assert_eq!(s.node_id, "train-pipeline-7xk2p-3108604587");
+    }
+
+    #[test]
+    fn script_fixture_exposes_its_source() {
+        let s = step("v3.7-script.admission.json");
+        assert!(s
+            .template
+            .script_source()
+            .unwrap()
+            .starts_with("import hashlib"));
+    }
+
+    #[test]
+    fn artifact_fixture_exposes_input_artifacts_with_locations() {
+        let s = step("v3.5-artifacts-s3.admission.json");
+        let arts = s.template.input_artifacts();
+        assert_eq!(arts.len(), 1);
+        assert_eq!(arts[0]["name"], "raw");
+        assert!(arts[0]["s3"]["key"].as_str().unwrap().ends_with("raw.tgz"));
+    }
+
+    #[test]
+    fn resource_template_fixtures_are_skipped_as_not_cacheable() {
+        for f in [
+            "v3.6-resource-template.ignore.admission.json",
+            "captured/v3.6-resource-template.ignore.captured.json",
+        ] {
+            assert_eq!(
+                skip_of(classify_fixture(f)),
+                SkipReason::NotCacheableKind("resource"),
+                "{f}"
+            );
+        }
+    }
+
+    #[test]
+    fn agent_pod_fixtures_are_skipped_as_components() {
+        for f in [
+            "v3.6-agent-pod.ignore.admission.json",
+            "captured/v3.6-agent-pod.ignore.captured.json",
+        ] {
+            assert_eq!(
+                skip_of(classify_fixture(f)),
+                SkipReason::Component("agent".into()),
+                "{f}"
+            );
+        }
+    }
+
+    #[test]
+    fn pods_without_the_workflow_label_are_not_argo() {
+        let mut pod = v36();
+        pod["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove("workflows.argoproj.io/workflow");
+        assert_eq!(classify_json(pod), Classification::NotArgo);
+        assert_eq!(classify(&Pod::default()), Classification::NotArgo);
+    }
+
+    #[test]
+    fn artifact_gc_pods_are_skipped_as_components() {
+        let mut pod = v36();
+        pod["metadata"]["labels"]["workflows.argoproj.io/component"] = json!("artifact-gc");
+        assert_eq!(
+            skip_of(classify_json(pod)),
+            SkipReason::Component("artifact-gc".into())
+        );
+    }
+
+    #[test]
+    fn offloaded_template_is_skipped() {
+        let mut pod = v36();
+        set_init_template(&mut pod, "offloaded");
+        assert_eq!(skip_of(classify_json(pod)), SkipReason::Offloaded);
+    }
+
+    #[test]
+    fn offloaded_main_args_are_skipped() {
+        let mut pod = v36();
+        pod["spec"]["containers"][1]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name":"ARGO_CONTAINER_ARGS_FILE","value":"/argo/config/ARGO_CONTAINER_ARGS_FILE"}));
+        assert_eq!(skip_of(classify_json(pod)), SkipReason::Offloaded);
+    }
+
+    #[test]
+    fn pod_without_any_template_is_skipped() {
+        let mut pod = v36();
+        pod["spec"]["initContainers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|e| e["name"] != "ARGO_TEMPLATE");
+        assert_eq!(skip_of(classify_json(pod)), SkipReason::NoTemplate);
+    }
+
+    #[test]
+    fn daemon_templates_are_skipped() {
+        let mut pod = v36();
+        set_init_template(
+            &mut pod,
+            r#"{"name":"d","daemon":true,"container":{"image":"x"}}"#,
+        );
+        assert_eq!(skip_of(classify_json(pod)), SkipReason::Daemon);
+    }
+
+    #[test]
+    fn data_and_kindless_templates_are_not_cacheable() {
+        for (t, want) in [
+            (r#"{"name":"d","data":{"source":{}}}"#, "data"),
+            (r#"{"name":"s","suspend":{}}"#, "unknown"),
+            (r#"{}"#, "unknown"),
+        ] {
+            let mut pod = v36();
+            set_init_template(&mut pod, t);
+            assert_eq!(
+                skip_of(classify_json(pod)),
+                SkipReason::NotCacheableKind(want),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn container_template_without_wait_container_is_skipped() {
+        let mut pod = v36();
+        pod["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|c| c["name"] != "wait");
+        assert_eq!(skip_of(classify_json(pod)), SkipReason::NoWaitContainer);
+    }
+
+    #[test]
+    fn malformed_templates_are_skipped_with_a_reason() {
+        let cases = [
+            "{not json",
+            "[]",
+            "5",
+            r#"{"container":5}"#,
+            r#"{"container":{},"daemon":"yes"}"#,
+            r#"{"script":{"image":"x"}}"#,
+            r#"{"script":{"image":"x","source":7}}"#,
+            r#"{"container":{},"inputs":[]}"#,
+            r#"{"container":{},"inputs":{"artifacts":"x"}}"#,
+            r#"{"container":{},"inputs":{"artifacts":[5]}}"#,
+            r#"{"container":{},"inputs":{"artifacts":[{"path":"/x"}]}}"#,
+            r#"{"container":{},"outputs":{"parameters":{"name":"x"}}}"#,
+            r#"{"container":{},"outputs":{"artifacts":[{"name":3}]}}"#,
+            r#"{"containerSet":{"containers":[{"name":"a","dependencies":"b"}]}}"#,
+        ];
+        for t in cases {
+            let mut pod = v36();
+            set_init_template(&mut pod, t);
+            let r = skip_of(classify_json(pod));
+            assert!(matches!(r, SkipReason::Malformed(_)), "{t}: {r:?}");
+            assert_eq!(r.kind(), "malformed_template");
+        }
+    }
+
+    #[test]
+    fn deeply_nested_template_is_malformed_not_a_crash() {
+        let deep = format!(
+            "{{\"container\":{{}},\"x\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let mut pod = v36();
+        set_init_template(&mut pod, &deep);
+        assert!(matches!(
+            skip_of(classify_json(pod)),
+            SkipReason::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn template_env_without_literal_value_is_malformed() {
+        let mut pod = v36();
+        for e in pod["spec"]["initContainers"][0]["env"]
+            .as_array_mut()
+            .unwrap()
+        {
+            if e["name"] == "ARGO_TEMPLATE" {
+                *e = json!({"name":"ARGO_TEMPLATE","valueFrom":{"configMapKeyRef":{"name":"x","key":"y"}}});
+            }
+        }
+        assert!(matches!(
+            skip_of(classify_json(pod)),
+            SkipReason::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn pod_without_a_valid_namespace_is_malformed() {
+        for ns in [json!(null), json!(""), json!("Not_A_Namespace")] {
+            let mut pod = v36();
+            pod["metadata"]["namespace"] = ns.clone();
+            assert_eq!(
+                skip_of(classify_json(pod)),
+                SkipReason::Malformed("pod has no valid namespace".into()),
+                "{ns}"
+            );
+        }
+    }
+
+    #[test]
+    fn instance_id_and_kfp_markers_are_read_from_labels() {
+        let mut pod = v36();
+        pod["metadata"]["labels"]["workflows.argoproj.io/controller-instanceid"] = json!("team-a");
+        pod["metadata"]["annotations"]["pipelines.kubeflow.org/anything"] = json!("x");
+        let Classification::Step(s) = classify_json(pod) else {
+            panic!()
+        };
+        assert_eq!(s.instance_id.as_deref(), Some("team-a"));
+        assert!(s.kfp);
+    }
+
+    #[test]
+    fn component_reason_is_bounded() {
+        let mut pod = v36();
+        pod["metadata"]["labels"]["workflows.argoproj.io/component"] = json!("x".repeat(5000));
+        let SkipReason::Component(c) = skip_of(classify_json(pod)) else {
+            panic!()
+        };
+        assert!(c.len() < 100);
+    }
+
+    #[test]
+    fn layout_names_match_their_serde_form() {
+        for l in [
+            ArgoLayout::TemplateAnnotation,
+            ArgoLayout::TemplateEnvAllContainers,
+            ArgoLayout::TemplateEnvInitOnly,
+        ] {
+            assert_eq!(serde_json::to_value(l).unwrap(), json!(l.as_str()));
+        }
+    }
+
+    #[test]
+    fn container_set_dependencies_are_read() {
+        let t = Template::parse(
+            r#"{"containerSet":{"containers":[{"name":"a"},{"name":"b","dependencies":["a"]}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(t.kind().unwrap(), TemplateKind::ContainerSet);
+        assert_eq!(
+            t.container_set_dependencies(),
+            vec![("a", vec![]), ("b", vec!["a"])]
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! The initial list of each watcher is the catch-up after a restart: every marked pod still in
 //! the cluster is assessed again, and the store's per-pod uniqueness makes that harmless.
 
-use super::{Attempt, Recorder};
+use super::Recorder;
 use crate::argo::labels;
 use crate::k8s::{task_result_resource, workflow_resource};
 use crate::recorder::assess::{is_marked, OutputSources};

@@ -147,20 +147,28 @@ async fn completions_during_a_store_outage_are_recorded_exactly_once_afterwards(
     let review = fixture("v3.6-container-params.admission.json");
     let mut tracker = Tracker::default();
     let n = 30;
-    let mut uids = Vec::new();
+    // Admit n distinct steps while the store is up (each a marked miss).
+    let mut done_pods = Vec::new();
     for i in 0..n {
-        let run = rerun(&review, &format!("c{i}"));
-        let (resp, _) = admit(&a, &run, ts("2026-11-01T10:00:00Z")).await;
-        let done = succeeded(&patched_pod(&run, &resp), &format!("uid-{i}"), "2026-11-01T10:00:00Z", "2026-11-01T10:01:00Z");
-        let tr = task_result_for(&done, &i.to_string());
+        let mut run = rerun(&review, &format!("c{i}"));
+        for c in run["request"]["object"]["spec"]["containers"].as_array_mut().unwrap() {
+            if c["name"] == "main" {
+                c["args"].as_array_mut().unwrap().push(serde_json::json!(format!("--shard={i}")));
+            }
+        }
+        let (resp, ex) = admit(&a, &run, ts("2026-11-01T10:00:00Z")).await;
+        assert_eq!(ex["decision"], "miss");
+        done_pods.push(succeeded(&patched_pod(&run, &resp), &format!("uid-{i}"), "2026-11-01T10:00:00Z", "2026-11-01T10:01:00Z"));
+    }
+    // Completions stream in; the store goes down a third of the way through.
+    for (i, done) in done_pods.into_iter().enumerate() {
         if i == n / 3 {
             proxy.down();
         }
-        tracker.on_task_result(tr);
+        tracker.on_task_result(task_result_for(&done, &i.to_string()));
         let p: Pod = serde_json::from_value(done).unwrap();
         let uid = tracker.on_pod(p, i % 2 == 0).unwrap();
         process(&mut tracker, &r, None, &uid, false).await;
-        uids.push(uid);
     }
     assert!(!tracker.is_empty(), "completions during the outage stay pending");
     proxy.restore();

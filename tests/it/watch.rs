@@ -82,10 +82,15 @@ async fn the_watch_loop_catches_up_by_list_records_once_and_skips_failures() {
 
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(svc, "default");
+    let with_rv = |p: &Value, rv: &str| {
+        let mut p = p.clone();
+        p["metadata"]["resourceVersion"] = json!(rv);
+        p
+    };
     let events = vec![
-        json!({"type": "MODIFIED", "object": p3}),
-        json!({"type": "MODIFIED", "object": p3}),
-        json!({"type": "MODIFIED", "object": p4}),
+        json!({"type": "MODIFIED", "object": with_rv(&p3, "101")}),
+        json!({"type": "MODIFIED", "object": with_rv(&p3, "102")}),
+        json!({"type": "MODIFIED", "object": with_rv(&p4, "103")}),
     ];
     tokio::spawn(mock_api(handle, vec![p1.clone(), p2.clone()], events, vec![t1, t3, t4]));
     let r = recorder(store.clone());

@@ -29,6 +29,12 @@ app.kubernetes.io/name: {{ include "stepcache.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The webhook pods only (not the migration Job's): Deployment, Service, PDB and anti-affinity select these. */}}
+{{- define "stepcache.webhookSelectorLabels" -}}
+{{ include "stepcache.selectorLabels" . }}
+app.kubernetes.io/component: webhook
+{{- end }}
+
 {{- define "stepcache.labels" -}}
 helm.sh/chart: {{ include "stepcache.chart" . }}
 {{ include "stepcache.selectorLabels" . }}

@@ -1,4 +1,5 @@
 //! I/O tests in one binary: TLS webhook, stores, CLI, recorder, faults, chart.
+mod architecture;
 mod bad_input;
 mod bench_smoke;
 mod chart;

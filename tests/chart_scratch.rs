@@ -1,2 +1,0 @@
-#[path = "it/chart.rs"]
-mod chart;
