@@ -45,7 +45,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
     }
     let truncated = {
         let s = good.to_string();
-        s[..s.len() / 2].as_bytes().to_vec()
+        s.as_bytes()[..s.len() / 2].to_vec()
     };
     let mut delete = good.clone();
     delete["request"]["operation"] = json!("DELETE");
