@@ -2,12 +2,7 @@
 //! AdmissionReview, classifying it (template extraction and parsing), and deriving its key,
 //! for a typical v3.6 pod, a ≤3.5 pod (template on every container) and a synthetic script
 //! pod whose template carries 64 KiB of source.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use k8s_openapi::api::core::v1::Pod;
@@ -28,10 +23,7 @@ fn script_64k_review() -> String {
     let line = "print('stepcache synthetic benchmark line ....................')\n";
     let source: String = line.repeat(64 * 1024 / line.len() + 1);
     let source = &source[..64 * 1024];
-    for e in review["request"]["object"]["spec"]["initContainers"][0]["env"]
-        .as_array_mut()
-        .unwrap()
-    {
+    for e in review["request"]["object"]["spec"]["initContainers"][0]["env"].as_array_mut().unwrap() {
         if e["name"] == "ARGO_TEMPLATE" {
             let mut t: Value = serde_json::from_str(e["value"].as_str().unwrap()).unwrap();
             t["script"]["source"] = json!(source);
@@ -66,12 +58,8 @@ fn bench(c: &mut Criterion) {
     for (name, body) in cases {
         let pod = pod_of(body);
         let step = step_of(&pod);
-        c.bench_function(&format!("decode_review/{name}"), |b| {
-            b.iter(|| decode(black_box(body)).unwrap())
-        });
-        c.bench_function(&format!("classify/{name}"), |b| {
-            b.iter(|| classify(black_box(&pod)))
-        });
+        c.bench_function(&format!("decode_review/{name}"), |b| b.iter(|| decode(black_box(body)).unwrap()));
+        c.bench_function(&format!("classify/{name}"), |b| b.iter(|| classify(black_box(&pod))));
         c.bench_function(&format!("derive_key/{name}"), |b| {
             b.iter(|| derive_key(black_box(&pod), &step, &seed, Scope::Namespace).unwrap())
         });

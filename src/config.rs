@@ -97,6 +97,18 @@ pub struct PolicyArgs {
     /// Allow execution latching for steps annotated `stepcache.dev/latch: "true"`.
     #[arg(long, env = "STEPCACHE_LATCH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub latch: bool,
+    /// URL latched waiters poll (the webhook Service's `/latch`).
+    #[arg(long, env = "STEPCACHE_LATCH_URL", default_value = "https://stepcache.stepcache.svc/latch")]
+    pub latch_url: String,
+    /// CA bundle (PEM file) waiters trust for `--latch-url`; default: `certs/ca.crt` when present.
+    #[arg(long, env = "STEPCACHE_LATCH_CA_FILE")]
+    pub latch_ca_file: Option<PathBuf>,
+    /// A running leader admitted longer ago than this no longer latches new arrivals.
+    #[arg(long, env = "STEPCACHE_LATCH_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub latch_window: Duration,
+    /// A leader running longer than this is treated as failed: one waiter takes over.
+    #[arg(long, env = "STEPCACHE_LATCH_TIMEOUT", default_value = "6h", value_parser = parse_duration)]
+    pub latch_timeout: Duration,
     /// Image of the no-op container of hit pods.
     #[arg(long, env = "STEPCACHE_NOOP_IMAGE")]
     pub noop_image: Option<String>,
@@ -122,6 +134,24 @@ impl PolicyArgs {
             shadow: self.shadow,
             latch: self.latch,
         }
+    }
+
+    /// Latching settings, when `--latch` is on (reads the CA bundle file).
+    pub fn latch_config(&self) -> std::io::Result<Option<crate::admission::latch::LatchConfig>> {
+        if !self.latch {
+            return Ok(None);
+        }
+        let ca_file = self.latch_ca_file.clone().or_else(|| {
+            let p = PathBuf::from("certs/ca.crt");
+            p.exists().then_some(p)
+        });
+        let ca_bundle = ca_file.map(std::fs::read_to_string).transpose()?;
+        Ok(Some(crate::admission::latch::LatchConfig {
+            url: self.latch_url.clone(),
+            ca_bundle,
+            window: self.latch_window,
+            timeout: self.latch_timeout,
+        }))
     }
 
     /// The hit-pod shape these flags describe.
@@ -329,6 +359,25 @@ pub enum Command {
     },
     /// The command of hit pods' no-op container: exits 0 at once.
     Noop,
+    /// The command of latched waiter pods: polls stepcache until the leader's outputs are
+    /// delivered (exit 0) or this pod is promoted to run the step (exit 75).
+    Wait {
+        /// `https://<service>/latch`.
+        #[arg(long)]
+        url: String,
+        /// Signed poll token.
+        #[arg(long)]
+        token: String,
+        /// CA bundle (PEM) to trust; default: the `STEPCACHE_CA_BUNDLE` environment variable.
+        #[arg(long, env = "STEPCACHE_CA_BUNDLE", hide_env_values = true)]
+        ca_bundle: Option<String>,
+        /// Poll interval.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Give up (exit 1) after this long.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// Load generator: drive /mutate over TLS and compare against the no-op baseline.
     Bench(Box<crate::bench::BenchArgs>),
 }

@@ -20,17 +20,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 /// Which pods may share entries.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Entries are shared only within a namespace (default).
@@ -109,52 +99,28 @@ pub mod field {
 ///
 /// See `docs/cache-key.md` for the exact material. Errors only when the pod has nothing to key
 /// on or the template has fields of the wrong type; the caller then lets the pod run uncached.
-pub fn derive_key(
-    pod: &Pod,
-    step: &StepPod,
-    seed: &CacheSeed,
-    scope: Scope,
-) -> Result<KeyMaterial, KeyError> {
+pub fn derive_key(pod: &Pod, step: &StepPod, seed: &CacheSeed, scope: Scope) -> Result<KeyMaterial, KeyError> {
     let spec = pod.spec.as_ref().ok_or(KeyError::NoPodSpec)?;
-    step.template
-        .validate(step.kind)
-        .map_err(|e| KeyError::Malformed(e.to_string()))?;
+    step.template.validate(step.kind).map_err(|e| KeyError::Malformed(e.to_string()))?;
 
     let mut m = Map::new();
     m.insert(field::FORMAT.into(), Value::String(KEY_FORMAT.into()));
     if scope == Scope::Namespace {
-        m.insert(
-            field::NAMESPACE.into(),
-            Value::String(step.namespace.as_str().into()),
-        );
+        m.insert(field::NAMESPACE.into(), Value::String(step.namespace.as_str().into()));
     }
     m.insert(field::SEED.into(), Value::String(seed.as_str().into()));
 
-    let mut user: Vec<&Container> = spec
-        .containers
-        .iter()
-        .filter(|c| c.name != labels::WAIT_CONTAINER)
-        .collect();
+    let mut user: Vec<&Container> = spec.containers.iter().filter(|c| c.name != labels::WAIT_CONTAINER).collect();
     if user.is_empty() {
         return Err(KeyError::NoUserContainer);
     }
     user.sort_by(|a, b| a.name.cmp(&b.name));
-    let user_init: Vec<&Container> = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter(|c| c.name != labels::INIT_CONTAINER)
-        .collect();
+    let user_init: Vec<&Container> =
+        spec.init_containers.iter().flatten().filter(|c| c.name != labels::INIT_CONTAINER).collect();
 
     let mut referenced = BTreeSet::new();
-    let containers = user
-        .iter()
-        .map(|c| container_material(c, &mut referenced))
-        .collect::<Result<Vec<_>, _>>()?;
-    let inits = user_init
-        .iter()
-        .map(|c| container_material(c, &mut referenced))
-        .collect::<Result<Vec<_>, _>>()?;
+    let containers = user.iter().map(|c| container_material(c, &mut referenced)).collect::<Result<Vec<_>, _>>()?;
+    let inits = user_init.iter().map(|c| container_material(c, &mut referenced)).collect::<Result<Vec<_>, _>>()?;
     m.insert(field::CONTAINERS.into(), Value::Array(containers));
     m.insert(field::INIT_CONTAINERS.into(), Value::Array(inits));
     m.insert(field::VOLUMES.into(), volumes_material(spec, &referenced)?);
@@ -170,30 +136,20 @@ pub fn derive_key(
             let mut d: Vec<&str> = d;
             d.sort_unstable();
             d.dedup();
-            deps.insert(
-                name.into(),
-                Value::Array(d.into_iter().map(|s| Value::String(s.into())).collect()),
-            );
+            deps.insert(name.into(), Value::Array(d.into_iter().map(|s| Value::String(s.into())).collect()));
         }
         m.insert(field::CONTAINER_SET.into(), Value::Object(deps));
     }
 
-    let mut inputs: Vec<Value> = step
-        .template
-        .input_artifacts()
-        .into_iter()
-        .map(|a| Value::Object(a.clone()))
-        .collect();
+    let mut inputs: Vec<Value> =
+        step.template.input_artifacts().into_iter().map(|a| Value::Object(a.clone())).collect();
     inputs.sort_by(|a, b| name_of(a).cmp(name_of(b)));
     m.insert(field::INPUT_ARTIFACTS.into(), Value::Array(inputs));
     m.insert(field::OUTPUTS.into(), outputs_material(step));
 
     let material = prune(Value::Object(m)).unwrap_or_else(|| Value::Object(Map::new()));
     let digest = Sha256::digest(canonical_json(&material).as_bytes());
-    Ok(KeyMaterial {
-        key: CacheKey::from_digest(&digest),
-        material,
-    })
+    Ok(KeyMaterial { key: CacheKey::from_digest(&digest), material })
 }
 
 fn name_of(v: &Value) -> &str {
@@ -208,14 +164,11 @@ fn encode<T: serde::Serialize>(what: &str, v: &T) -> Result<Value, KeyError> {
 /// (`/var/run/argo/argoexec emissary [log options] -- <command…>`) removed.
 pub fn user_command(command: &[String]) -> &[String] {
     match command {
-        [bin, sub, rest @ ..]
-            if bin.ends_with(labels::ARGOEXEC_BINARY) && sub == labels::EMISSARY_SUBCOMMAND =>
-        {
-            rest.iter()
-                .position(|a| a == labels::EMISSARY_SEPARATOR)
-                .and_then(|i| rest.get(i + 1..))
-                .unwrap_or_default()
-        }
+        [bin, sub, rest @ ..] if bin.ends_with(labels::ARGOEXEC_BINARY) && sub == labels::EMISSARY_SUBCOMMAND => rest
+            .iter()
+            .position(|a| a == labels::EMISSARY_SEPARATOR)
+            .and_then(|i| rest.get(i + 1..))
+            .unwrap_or_default(),
         _ => command,
     }
 }
@@ -236,42 +189,23 @@ fn container_material(c: &Container, referenced: &mut BTreeSet<String>) -> Resul
     }
     let command = user_command(c.command.as_deref().unwrap_or_default());
     o.insert("command".into(), strings(command));
-    o.insert(
-        "args".into(),
-        strings(c.args.as_deref().unwrap_or_default()),
-    );
+    o.insert("args".into(), strings(c.args.as_deref().unwrap_or_default()));
     if let Some(wd) = c.working_dir.as_ref().filter(|w| !w.is_empty()) {
         o.insert("workingDir".into(), Value::String(wd.clone()));
     }
 
-    let mut env: Vec<&EnvVar> = c
-        .env
-        .iter()
-        .flatten()
-        .filter(|e| !e.name.starts_with(labels::ARGO_ENV_PREFIX))
-        .collect();
+    let mut env: Vec<&EnvVar> =
+        c.env.iter().flatten().filter(|e| !e.name.starts_with(labels::ARGO_ENV_PREFIX)).collect();
     // Stable: duplicate names keep their relative order (the last one wins in Kubernetes).
     env.sort_by(|a, b| a.name.cmp(&b.name));
-    let env = env
-        .into_iter()
-        .map(|e| encode("env", e).map(normalize_env))
-        .collect::<Result<Vec<_>, _>>()?;
+    let env = env.into_iter().map(|e| encode("env", e).map(normalize_env)).collect::<Result<Vec<_>, _>>()?;
     o.insert("env".into(), Value::Array(env));
     // Order kept: later sources override earlier ones.
-    let env_from = c
-        .env_from
-        .iter()
-        .flatten()
-        .map(|e| encode("envFrom", e))
-        .collect::<Result<Vec<_>, _>>()?;
+    let env_from = c.env_from.iter().flatten().map(|e| encode("envFrom", e)).collect::<Result<Vec<_>, _>>()?;
     o.insert("envFrom".into(), Value::Array(env_from));
 
-    let mut mounts: Vec<&VolumeMount> = c
-        .volume_mounts
-        .iter()
-        .flatten()
-        .filter(|m| !is_infrastructure_mount(m))
-        .collect();
+    let mut mounts: Vec<&VolumeMount> =
+        c.volume_mounts.iter().flatten().filter(|m| !is_infrastructure_mount(m)).collect();
     mounts.sort_by(|a, b| a.mount_path.cmp(&b.mount_path));
     let mounts = mounts
         .into_iter()
@@ -314,10 +248,7 @@ fn normalize_env(mut e: Value) -> Value {
                     f.remove("apiVersion");
                 }
             }
-            if let Some(f) = from
-                .get_mut("resourceFieldRef")
-                .and_then(Value::as_object_mut)
-            {
+            if let Some(f) = from.get_mut("resourceFieldRef").and_then(Value::as_object_mut) {
                 if f.get("divisor").and_then(Value::as_str) == Some("0") {
                     f.remove("divisor");
                 }
@@ -416,11 +347,7 @@ fn is_empty(v: &Value) -> bool {
 pub fn prune(v: Value) -> Option<Value> {
     let v = match v {
         Value::Array(a) => Value::Array(a.into_iter().filter_map(prune).collect()),
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
-                .collect(),
-        ),
+        Value::Object(o) => Value::Object(o.into_iter().filter_map(|(k, v)| prune(v).map(|v| (k, v))).collect()),
         other => other,
     };
     (!is_empty(&v)).then_some(v)
@@ -497,22 +424,34 @@ fn write_canonical(v: &Value, out: &mut String) -> bool {
 }
 
 fn write_string(s: &str, out: &mut String) {
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
+    fn needs_escape(b: u8) -> bool {
+        b < 0x20 || b == b'"' || b == b'\\'
     }
+    out.reserve(s.len() + 2);
+    out.push('"');
+    // Copy unescaped runs in bulk; only `"`, `\` and control characters (all ASCII, so every
+    // split point is a char boundary) are escaped.
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    while let Some(i) =
+        bytes.get(run..).and_then(|rest| rest.iter().position(|&b| needs_escape(b))).map(|off| run + off)
+    {
+        out.push_str(s.get(run..i).unwrap_or_default());
+        match bytes.get(i).copied().unwrap_or_default() {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            b => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
+        }
+        run = i + 1;
+    }
+    out.push_str(s.get(run..).unwrap_or_default());
     out.push('"');
 }
 
@@ -552,11 +491,7 @@ fn identity_field(a: &[Value], b: &[Value]) -> Option<&'static str> {
     ["mountPath", "name"].into_iter().find(|f| {
         [a, b].iter().all(|items| {
             let mut seen = BTreeSet::new();
-            items.iter().all(|i| {
-                i.get(*f)
-                    .and_then(Value::as_str)
-                    .is_some_and(|id| seen.insert(id))
-            })
+            items.iter().all(|i| i.get(*f).and_then(Value::as_str).is_some_and(|id| seen.insert(id)))
         })
     })
 }
@@ -629,11 +564,7 @@ fn window(s: &str, at: usize) -> String {
     let mut q = String::new();
     write_string(&shown, &mut q);
     let pre = if from > 0 { "…" } else { "" };
-    let post = if from + MAX_SHOWN_CHARS < total {
-        "…"
-    } else {
-        ""
-    };
+    let post = if from + MAX_SHOWN_CHARS < total { "…" } else { "" };
     format!("{pre}{q}{post}")
 }
 
@@ -641,11 +572,7 @@ fn render(v: Option<&Value>) -> String {
     let Some(v) = v else {
         return "(absent)".into();
     };
-    let text = if is_empty(v) {
-        v.to_string()
-    } else {
-        canonical_json(v)
-    };
+    let text = if is_empty(v) { v.to_string() } else { canonical_json(v) };
     if text.chars().count() > MAX_SHOWN_CHARS * 2 {
         let cut: String = text.chars().take(MAX_SHOWN_CHARS * 2).collect();
         format!("{cut}… ({} characters)", text.chars().count())
@@ -655,12 +582,7 @@ fn render(v: Option<&Value>) -> String {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::argo::template::{classify, Classification};
@@ -672,16 +594,7 @@ mod tests {
 
     #[test]
     fn emissary_wrapper_is_removed_up_to_the_separator() {
-        let wrapped = s(&[
-            "/var/run/argo/argoexec",
-            "emissary",
-            "--loglevel",
-            "info",
-            "--",
-            "python",
-            "--",
-            "x",
-        ]);
+        let wrapped = s(&["/var/run/argo/argoexec", "emissary", "--loglevel", "info", "--", "python", "--", "x"]);
         assert_eq!(user_command(&wrapped), s(&["python", "--", "x"]).as_slice());
         let v33 = s(&["/var/run/argo/argoexec", "emissary", "--", "sh", "-c"]);
         assert_eq!(user_command(&v33), s(&["sh", "-c"]).as_slice());
@@ -689,12 +602,7 @@ mod tests {
 
     #[test]
     fn commands_without_the_wrapper_are_kept() {
-        for cmd in [
-            s(&["python", "train.py"]),
-            s(&["argoexec", "wait"]),
-            s(&["emissary", "--", "x"]),
-            s(&[]),
-        ] {
+        for cmd in [s(&["python", "train.py"]), s(&["argoexec", "wait"]), s(&["emissary", "--", "x"]), s(&[])] {
             assert_eq!(user_command(&cmd), cmd.as_slice());
         }
     }
@@ -707,12 +615,8 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_and_drops_empties() {
-        let v =
-            json!({"b":[1,null,{}],"a":{"z":null,"y":[]},"c":"x\"\n\u{1}","d":false,"e":{"f":{}}});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"b":[1],"c":"x\"\n\u0001","d":false}"#
-        );
+        let v = json!({"b":[1,null,{}],"a":{"z":null,"y":[]},"c":"x\"\n\u{1}","d":false,"e":{"f":{}}});
+        assert_eq!(canonical_json(&v), r#"{"b":[1],"c":"x\"\n\u0001","d":false}"#);
     }
 
     #[test]
@@ -723,6 +627,23 @@ mod tests {
         let back: Value = serde_json::from_str(&canonical_json(&v)).unwrap();
         assert_eq!(back, pruned);
         assert_eq!(prune(json!({"a":[null,{}]})), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn canonical_strings_round_trip_and_escape_like_serde_json(text in "(?s).{0,64}") {
+            let c = canonical_json(&Value::String(text.clone()));
+            proptest::prop_assert_eq!(serde_json::from_str::<Value>(&c).ok(), Some(Value::String(text.clone())));
+            proptest::prop_assert_eq!(Some(c), serde_json::to_string(&text).ok());
+        }
+    }
+
+    #[test]
+    fn canonical_json_escapes_every_control_character() {
+        let all: String = (0u8..0x20).map(char::from).chain("\"\\\u{7f}é".chars()).collect();
+        let c = canonical_json(&Value::String(all.clone()));
+        assert_eq!(serde_json::from_str::<Value>(&c).unwrap(), Value::String(all.clone()));
+        assert_eq!(c, serde_json::to_string(&all).unwrap());
     }
 
     #[test]
@@ -736,20 +657,14 @@ mod tests {
     fn diff_names_the_changed_arg_by_container_and_index() {
         let old = json!({"containers":[{"name":"main","args":["--epochs","10","--lr","16"]}]});
         let new = json!({"containers":[{"name":"main","args":["--epochs","10","--lr","32"]}]});
-        assert_eq!(
-            diff_material(&old, &new),
-            vec![r#"containers[main].args[3]: "16" → "32""#]
-        );
+        assert_eq!(diff_material(&old, &new), vec![r#"containers[main].args[3]: "16" → "32""#]);
     }
 
     #[test]
     fn diff_shows_image_changes() {
         let old = json!({"containers":[{"name":"main","image":"x:2.3.1"}]});
         let new = json!({"containers":[{"name":"main","image":"x:2.3.2"}]});
-        assert_eq!(
-            diff_material(&old, &new),
-            vec![r#"containers[main].image: "x:2.3.1" → "x:2.3.2""#]
-        );
+        assert_eq!(diff_material(&old, &new), vec![r#"containers[main].image: "x:2.3.1" → "x:2.3.2""#]);
     }
 
     #[test]
@@ -786,16 +701,8 @@ mod tests {
         let b = format!("{}print(2)\n", "# header\n".repeat(20));
         let d = diff_material(&json!({"scriptSource": a}), &json!({"scriptSource": b}));
         assert_eq!(d.len(), 1);
-        assert!(
-            d[0].starts_with("scriptSource: differs at character 186:"),
-            "{}",
-            d[0]
-        );
-        assert!(
-            d[0].contains("print(1)") && d[0].contains("print(2)"),
-            "{}",
-            d[0]
-        );
+        assert!(d[0].starts_with("scriptSource: differs at character 186:"), "{}", d[0]);
+        assert!(d[0].contains("print(1)") && d[0].contains("print(2)"), "{}", d[0]);
         assert!(d[0].len() < 300);
     }
 
@@ -814,10 +721,7 @@ mod tests {
     fn diff_falls_back_to_positions_when_names_repeat() {
         let old = json!({"env":[{"name":"A","value":"1"},{"name":"A","value":"2"}]});
         let new = json!({"env":[{"name":"A","value":"1"},{"name":"A","value":"3"}]});
-        assert_eq!(
-            diff_material(&old, &new),
-            vec![r#"env[1].value: "2" → "3""#]
-        );
+        assert_eq!(diff_material(&old, &new), vec![r#"env[1].value: "2" → "3""#]);
     }
 
     fn v36_pod() -> Pod {
@@ -833,9 +737,7 @@ mod tests {
     #[test]
     fn v36_material_holds_exactly_what_reaches_the_container() {
         let pod = v36_pod();
-        let Classification::Step(step) = classify(&pod) else {
-            panic!()
-        };
+        let Classification::Step(step) = classify(&pod) else { panic!() };
         let km = derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace).unwrap();
         assert_eq!(
             km.material,
@@ -853,21 +755,13 @@ mod tests {
                 "outputs": {"parameters": [{"name": "row-count", "valueFrom": {"path": "/tmp/row_count.txt"}}]}
             })
         );
-        assert_eq!(
-            km.key.as_str(),
-            format!(
-                "v1:{}",
-                hex::encode(Sha256::digest(canonical_json(&km.material)))
-            )
-        );
+        assert_eq!(km.key.as_str(), format!("v1:{}", hex::encode(Sha256::digest(canonical_json(&km.material)))));
     }
 
     #[test]
     fn cluster_scope_omits_the_namespace() {
         let pod = v36_pod();
-        let Classification::Step(step) = classify(&pod) else {
-            panic!()
-        };
+        let Classification::Step(step) = classify(&pod) else { panic!() };
         let ns = derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace).unwrap();
         let cl = derive_key(&pod, &step, &CacheSeed::default(), Scope::Cluster).unwrap();
         assert!(cl.material.get("namespace").is_none());
@@ -877,32 +771,20 @@ mod tests {
     #[test]
     fn pod_with_only_argo_containers_has_no_key() {
         let mut pod = v36_pod();
-        let Classification::Step(step) = classify(&pod) else {
-            panic!()
-        };
+        let Classification::Step(step) = classify(&pod) else { panic!() };
         if let Some(spec) = pod.spec.as_mut() {
             spec.containers.retain(|c| c.name == "wait");
         }
-        assert_eq!(
-            derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace),
-            Err(KeyError::NoUserContainer)
-        );
+        assert_eq!(derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace), Err(KeyError::NoUserContainer));
         pod.spec = None;
-        assert_eq!(
-            derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace)
-                .unwrap_err()
-                .kind(),
-            "no_pod_spec"
-        );
+        assert_eq!(derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace).unwrap_err().kind(), "no_pod_spec");
     }
 
     #[test]
     fn api_server_defaults_in_env_and_volumes_do_not_change_the_material() {
         let env = |v: Value| normalize_env(v);
         assert_eq!(
-            env(
-                json!({"name":"P","valueFrom":{"fieldRef":{"apiVersion":"v1","fieldPath":"metadata.name"}}})
-            ),
+            env(json!({"name":"P","valueFrom":{"fieldRef":{"apiVersion":"v1","fieldPath":"metadata.name"}}})),
             json!({"name":"P","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}})
         );
         assert_eq!(env(json!({"name":"E","value":""})), json!({"name":"E"}));

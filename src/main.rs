@@ -48,6 +48,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Gc { batch, now, store } => cli::entries::gc(&cli::open_store(&store).await?, batch, now).await,
         Command::Stats { output, store } => cli::entries::stats(&cli::open_store(&store).await?, output).await,
         Command::Noop => Ok(()),
+        Command::Wait { url, token, ca_bundle, interval, timeout } => {
+            match cli::wait::wait(&url, &token, ca_bundle.as_deref(), interval, timeout).await? {
+                cli::wait::WaitOutcome::Done => Ok(()),
+                cli::wait::WaitOutcome::Run => {
+                    eprintln!("stepcache: latch leader failed; this step must run (exit 75 so Argo retries it)");
+                    std::process::exit(75)
+                }
+            }
+        }
         Command::Bench(b) => stepcache::bench::run(*b).await,
     }
 }

@@ -126,6 +126,93 @@ fn noop_container(cfg: &RewriteConfig, name: &str) -> Value {
     })
 }
 
+/// Replaces the containers and drops what a no-op pod must not pull, stage or attach.
+fn replace_spec(pod: &Pod, containers: Vec<Value>, cfg: &RewriteConfig) -> Vec<PatchOperation> {
+    let mut ops =
+        vec![PatchOperation::Replace(ReplaceOperation { path: ptr(&["spec", "containers"]), value: Value::Array(containers) })];
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.init_containers.as_ref()).is_some() {
+        ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "initContainers"]) }));
+    }
+    if spec.and_then(|s| s.volumes.as_ref()).is_some() {
+        ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "volumes"]) }));
+    }
+    if !cfg.keep_node_restrictions {
+        if spec.and_then(|s| s.affinity.as_ref()).is_some() {
+            ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "affinity"]) }));
+        }
+        if spec.and_then(|s| s.node_selector.as_ref()).is_some() {
+            ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "nodeSelector"]) }));
+        }
+    }
+    if spec.and_then(|s| s.ephemeral_containers.as_ref()).is_some() {
+        ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "ephemeralContainers"]) }));
+    }
+    ops
+}
+
+/// How a latched waiter reaches stepcache.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WaitInfo<'a> {
+    /// Key of the step.
+    pub key: &'a CacheKey,
+    /// `https://<service>/latch`.
+    pub url: &'a str,
+    /// Signed poll token.
+    pub token: &'a str,
+    /// CA bundle (PEM) that signs stepcache's serving certificate.
+    pub ca_bundle: Option<&'a str>,
+    /// The leader this pod waits for.
+    pub leader_pod: &'a str,
+}
+
+/// Rewrites a step pod into a waiter: one `main` container running `stepcache wait`, which
+/// exits 0 once stepcache has handed the leader's outputs to Argo for this node.
+pub fn build_wait_patch(pod: &Pod, w: &WaitInfo<'_>, cfg: &RewriteConfig) -> Vec<PatchOperation> {
+    let binary = cfg.noop_command.first().cloned().unwrap_or_else(|| "/stepcache".into());
+    let mut c = noop_container(cfg, labels::MAIN_CONTAINER);
+    if let Some(o) = c.as_object_mut() {
+        o.insert("command".into(), json!([binary, "wait", "--url", w.url, "--token", w.token]));
+        if let Some(ca) = w.ca_bundle {
+            o.insert("env".into(), json!([{"name": "STEPCACHE_CA_BUNDLE", "value": ca}]));
+        }
+    }
+    let mut ops = replace_spec(pod, vec![c], cfg);
+    let mut has_labels = pod.metadata.labels.is_some();
+    let mut has_ann = pod.metadata.annotations.is_some();
+    set_meta(&mut ops, &mut has_labels, "labels", labels::DECISION_LABEL, "latched");
+    set_meta(&mut ops, &mut has_ann, "annotations", labels::KEY_ANNOTATION, w.key.as_str());
+    set_meta(&mut ops, &mut has_ann, "annotations", labels::LATCH_LEADER, w.leader_pod);
+    ops
+}
+
+/// Where a WorkflowTaskResult goes: the node, its workflow, and the controller instance.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskResultTarget {
+    /// Namespace of the workflow.
+    pub namespace: String,
+    /// Node id (the task result's name).
+    pub node_id: String,
+    /// Workflow name (label and owner).
+    pub workflow_name: String,
+    /// Workflow uid (owner reference).
+    pub workflow_uid: Option<String>,
+    /// Controller instance id, when the controller uses one.
+    pub instance_id: Option<String>,
+}
+
+impl From<&StepPod> for TaskResultTarget {
+    fn from(s: &StepPod) -> Self {
+        TaskResultTarget {
+            namespace: s.namespace.to_string(),
+            node_id: s.node_id.clone(),
+            workflow_name: s.workflow_name.clone(),
+            workflow_uid: s.workflow_uid.clone(),
+            instance_id: s.instance_id.clone(),
+        }
+    }
+}
+
 /// True when the controller generation reads outputs from the pod annotation.
 pub fn uses_outputs_annotation(layout: ArgoLayout) -> bool {
     matches!(layout, ArgoLayout::TemplateAnnotation | ArgoLayout::TemplateEnvAllContainers)
@@ -168,28 +255,7 @@ pub fn build_hit_patch(
     } else {
         names.iter().map(|n| noop_container(cfg, n)).collect()
     };
-    let mut ops = vec![PatchOperation::Replace(ReplaceOperation {
-        path: ptr(&["spec", "containers"]),
-        value: Value::Array(containers),
-    })];
-    if spec.and_then(|s| s.init_containers.as_ref()).is_some() {
-        ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "initContainers"]) }));
-    }
-    if spec.and_then(|s| s.volumes.as_ref()).is_some() {
-        ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "volumes"]) }));
-    }
-    if !cfg.keep_node_restrictions {
-        if spec.and_then(|s| s.affinity.as_ref()).is_some() {
-            ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "affinity"]) }));
-        }
-        if spec.and_then(|s| s.node_selector.as_ref()).is_some() {
-            ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "nodeSelector"]) }));
-        }
-    }
-    if spec.and_then(|s| s.ephemeral_containers.as_ref()).is_some() {
-        ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "ephemeralContainers"]) }));
-    }
-
+    let mut ops = replace_spec(pod, containers, cfg);
     let mut has_labels = pod.metadata.labels.is_some();
     let mut has_ann = pod.metadata.annotations.is_some();
     let id = hit.entry_id.to_string();
@@ -217,26 +283,31 @@ pub fn build_hit_patch(
 /// (and the instance id only when the controller uses one) and `report-outputs-completed`,
 /// owned by the Workflow, holding the stored outputs.
 pub fn build_task_result(step: &StepPod, outputs: &StepOutputs) -> Value {
+    build_task_result_for(&TaskResultTarget::from(step), outputs)
+}
+
+/// [`build_task_result`] for a node known only by its target (latched waiters).
+pub fn build_task_result_for(t: &TaskResultTarget, outputs: &StepOutputs) -> Value {
     let mut labels_obj = serde_json::Map::new();
-    labels_obj.insert(labels::WORKFLOW_LABEL.into(), Value::String(step.workflow_name.clone()));
+    labels_obj.insert(labels::WORKFLOW_LABEL.into(), Value::String(t.workflow_name.clone()));
     labels_obj.insert(labels::REPORT_OUTPUTS_COMPLETED.into(), Value::String("true".into()));
-    if let Some(iid) = &step.instance_id {
+    if let Some(iid) = &t.instance_id {
         labels_obj.insert(labels::INSTANCE_ID_LABEL.into(), Value::String(iid.clone()));
     }
     let mut owner = json!({
         "apiVersion": labels::ARGO_API_VERSION,
         "kind": labels::WORKFLOW_KIND,
-        "name": step.workflow_name,
+        "name": t.workflow_name,
     });
-    if let (Some(uid), Some(o)) = (&step.workflow_uid, owner.as_object_mut()) {
+    if let (Some(uid), Some(o)) = (&t.workflow_uid, owner.as_object_mut()) {
         o.insert("uid".into(), Value::String(uid.clone()));
     }
     json!({
         "apiVersion": labels::ARGO_API_VERSION,
         "kind": "WorkflowTaskResult",
         "metadata": {
-            "name": step.node_id,
-            "namespace": step.namespace.as_str(),
+            "name": t.node_id,
+            "namespace": t.namespace,
             "labels": labels_obj,
             "ownerReferences": [owner],
         },

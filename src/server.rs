@@ -32,6 +32,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/mutate", post(mutate))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/latch", get(latch))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(Arc::new(state))
 }
@@ -103,6 +104,22 @@ async fn mutate(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Re
         }
     };
     Json(review).into_response()
+}
+
+/// Query of `GET /latch`.
+#[derive(serde::Deserialize)]
+struct LatchQuery {
+    token: String,
+}
+
+async fn latch(State(state): State<Arc<AppState>>, q: axum::extract::Query<LatchQuery>) -> Response {
+    match state.admitter.poll_latch(&q.token, jiff::Timestamp::now()).await {
+        Ok(a) => Json(a).into_response(),
+        Err(e @ crate::admission::latch::LatchError::Disabled) => {
+            bad_request(StatusCode::NOT_FOUND, e.kind(), e.to_string())
+        }
+        Err(e) => bad_request(StatusCode::FORBIDDEN, e.kind(), e.to_string()),
+    }
 }
 
 fn decode_message(e: &DecodeError) -> String {

@@ -4,12 +4,7 @@
 //!
 //! Regenerating the golden vectors is a key-format bump (every user's cache starts over):
 //! `STEPCACHE_BLESS_KEY_VECTORS=1 cargo test --test key` rewrites the `key`/`material` fields.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use k8s_openapi::api::core::v1::Pod;
 use proptest::prelude::*;
@@ -81,12 +76,7 @@ fn key(pod: &Value) -> KeyMaterial {
 }
 
 fn assert_same_key(a: &KeyMaterial, b: &KeyMaterial, what: &str) {
-    assert_eq!(
-        a.key,
-        b.key,
-        "{what}: keys differ:\n{}",
-        diff_material(&a.material, &b.material).join("\n")
-    );
+    assert_eq!(a.key, b.key, "{what}: keys differ:\n{}", diff_material(&a.material, &b.material).join("\n"));
 }
 
 /// Every container (init and regular) of a pod JSON.
@@ -102,10 +92,7 @@ fn containers_mut(pod: &mut Value) -> Vec<&mut Value> {
 }
 
 fn container_mut<'a>(pod: &'a mut Value, name: &str) -> &'a mut Value {
-    containers_mut(pod)
-        .into_iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no container {name}"))
+    containers_mut(pod).into_iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no container {name}"))
 }
 
 fn env_mut(c: &mut Value) -> &mut Vec<Value> {
@@ -129,11 +116,7 @@ fn template_of(pod: &Value) -> Value {
     if let Some(t) = pod["metadata"]["annotations"]["workflows.argoproj.io/template"].as_str() {
         return serde_json::from_str(t).unwrap();
     }
-    for c in pod["spec"]["initContainers"]
-        .as_array()
-        .into_iter()
-        .chain(pod["spec"]["containers"].as_array())
-        .flatten()
+    for c in pod["spec"]["initContainers"].as_array().into_iter().chain(pod["spec"]["containers"].as_array()).flatten()
     {
         for e in c["env"].as_array().into_iter().flatten() {
             if e["name"] == "ARGO_TEMPLATE" {
@@ -177,13 +160,7 @@ fn reversed_key_order(v: &Value) -> String {
                 .collect();
             format!("{{{}}}", members.join(","))
         }
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter()
-                .map(reversed_key_order)
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
+        Value::Array(a) => format!("[{}]", a.iter().map(reversed_key_order).collect::<Vec<_>>().join(",")),
         other => other.to_string(),
     }
 }
@@ -214,10 +191,7 @@ fn v36_as_env_all_containers(version: &str) -> Value {
         let name = c["name"].as_str().unwrap().to_owned();
         let env = env_mut(c);
         env.retain(|e| e["name"] != "ARGO_TEMPLATE");
-        let at = env
-            .iter()
-            .position(|e| e["name"] == "ARGO_CONTAINER_NAME")
-            .map_or(0, |i| i + 1);
+        let at = env.iter().position(|e| e["name"] == "ARGO_CONTAINER_NAME").map_or(0, |i| i + 1);
         env.insert(at, json!({"name": "ARGO_TEMPLATE", "value": template}));
         match name.as_str() {
             "init" | "wait" => {
@@ -315,15 +289,11 @@ fn variant(fixture: &str, variant: &str) -> Value {
 
 /// Expected outcome per admission fixture; a new fixture without an entry fails the test.
 fn expected_classification(file: &str) -> Result<ArgoLayout, SkipReason> {
-    let base = file
-        .trim_start_matches("captured/")
-        .trim_end_matches(".admission.json")
-        .trim_end_matches(".captured.json");
+    let base =
+        file.trim_start_matches("captured/").trim_end_matches(".admission.json").trim_end_matches(".captured.json");
     match base {
         "v2.12-template-annotation" => Ok(ArgoLayout::TemplateAnnotation),
-        "v3.3-container-params" | "v3.5-artifacts-s3" | "kfp-v1-staleness" => {
-            Ok(ArgoLayout::TemplateEnvAllContainers)
-        }
+        "v3.3-container-params" | "v3.5-artifacts-s3" | "kfp-v1-staleness" => Ok(ArgoLayout::TemplateEnvAllContainers),
         "v3.6-container-params" | "v3.7-script" => Ok(ArgoLayout::TemplateEnvInitOnly),
         "v3.6-resource-template.ignore" => Err(SkipReason::NotCacheableKind("resource")),
         "v3.6-agent-pod.ignore" => Err(SkipReason::Component("agent".into())),
@@ -391,19 +361,11 @@ fn captured_pods_keep_their_key_in_cluster_scope_and_with_a_seed() {
 #[test]
 fn v36_step_has_the_same_key_in_every_argo_layout() {
     let reference = key(&pod_json(&hand_built("v3.6-container-params")));
-    for v in [
-        "v3.6-as-v3.3-layout",
-        "v3.6-as-v3.4-layout",
-        "v3.6-as-v3.5-layout",
-        "v3.6-as-v2.12-layout",
-    ] {
+    for v in ["v3.6-as-v3.3-layout", "v3.6-as-v3.4-layout", "v3.6-as-v3.5-layout", "v3.6-as-v2.12-layout"] {
         let pod = variant("", v);
         let step = step_of(&to_pod(&pod));
-        let expected_layout = if v.contains("v2.12") {
-            ArgoLayout::TemplateAnnotation
-        } else {
-            ArgoLayout::TemplateEnvAllContainers
-        };
+        let expected_layout =
+            if v.contains("v2.12") { ArgoLayout::TemplateAnnotation } else { ArgoLayout::TemplateEnvAllContainers };
         assert_eq!(step.layout, expected_layout, "{v}");
         assert_same_key(&reference, &key(&pod), v);
         assert_eq!(reference.material, key(&pod).material, "{v}");
@@ -428,9 +390,7 @@ fn v33_and_v36_fixtures_model_different_steps_and_differ_only_in_step_content() 
     // Nothing Argo-version-specific shows up: only the user's container, outputs, namespace.
     for line in &d {
         assert!(
-            line.starts_with("containers[main].")
-                || line.starts_with("outputs.")
-                || line.starts_with("namespace:"),
+            line.starts_with("containers[main].") || line.starts_with("outputs.") || line.starts_with("namespace:"),
             "{line}"
         );
     }
@@ -439,14 +399,8 @@ fn v33_and_v36_fixtures_model_different_steps_and_differ_only_in_step_content() 
 #[test]
 fn script_args_keep_the_staging_path_in_every_layout() {
     let km = key(&pod_json(&hand_built("v3.7-script")));
-    assert_eq!(
-        km.material["containers"][0]["args"],
-        json!(["/argo/staging/script"])
-    );
-    assert!(km.material["scriptSource"]
-        .as_str()
-        .unwrap()
-        .contains("hashlib"));
+    assert_eq!(km.material["containers"][0]["args"], json!(["/argo/staging/script"]));
+    assert!(km.material["scriptSource"].as_str().unwrap().contains("hashlib"));
 }
 
 #[test]
@@ -464,10 +418,7 @@ fn input_artifacts_and_declared_outputs_are_in_the_material_without_archive_loca
     );
     // `scratch` is an emptyDir: its source `{"emptyDir":{}}` prunes away, the mount names it.
     assert!(m.get("volumes").is_none());
-    assert_eq!(
-        m["containers"][0]["volumeMounts"],
-        json!([{"name":"scratch","mountPath":"/data/out"}])
-    );
+    assert_eq!(m["containers"][0]["volumeMounts"], json!([{"name":"scratch","mountPath":"/data/out"}]));
     assert!(!canonical_json(m).contains("archiveLocation"));
     assert!(!canonical_json(m).contains("my-bucket"));
 }
@@ -476,11 +427,9 @@ fn input_artifacts_and_declared_outputs_are_in_the_material_without_archive_loca
 fn kfp_pod_keys_on_its_container_and_ignores_kfp_metadata() {
     let base = pod_json(&hand_built("kfp-v1-staleness"));
     let mut other = base.clone();
-    other["metadata"]["annotations"]["pipelines.kubeflow.org/arguments.parameters"] =
-        json!("{\"n\": \"6\"}");
+    other["metadata"]["annotations"]["pipelines.kubeflow.org/arguments.parameters"] = json!("{\"n\": \"6\"}");
     edit_template(&mut other, |t| {
-        t["metadata"]["annotations"]["pipelines.kubeflow.org/arguments.parameters"] =
-            json!("{\"n\": \"6\"}");
+        t["metadata"]["annotations"]["pipelines.kubeflow.org/arguments.parameters"] = json!("{\"n\": \"6\"}");
         t["archiveLocation"]["s3"]["key"] = json!("artifacts/other-run");
     });
     assert_same_key(&key(&base), &key(&other), "kfp metadata");
@@ -531,10 +480,7 @@ fn golden_key_vectors_are_reproduced_exactly() {
     for (path, mut v) in vectors {
         let km = key_with(&variant(&v.fixture, &v.variant), &v.seed, v.scope);
         // The spec, independently of derive_key: key = "v1:" + hex(sha256(canonical material)).
-        let spec_key = format!(
-            "v1:{}",
-            hex::encode(Sha256::digest(canonical_json(&km.material).as_bytes()))
-        );
+        let spec_key = format!("v1:{}", hex::encode(Sha256::digest(canonical_json(&km.material).as_bytes())));
         assert_eq!(km.key.as_str(), spec_key, "{}", path.display());
         if km.key.as_str() == v.key && km.material == v.material {
             continue;
@@ -583,11 +529,7 @@ fn golden_vectors_with_equal_inputs_modulo_layout_share_a_key() {
         })
         .map(|(_, v)| v.key.clone())
         .unwrap();
-    let layouts: Vec<&Vector> = vectors
-        .iter()
-        .map(|(_, v)| v)
-        .filter(|v| v.variant.starts_with("v3.6-as-"))
-        .collect();
+    let layouts: Vec<&Vector> = vectors.iter().map(|(_, v)| v).filter(|v| v.variant.starts_with("v3.6-as-")).collect();
     assert_eq!(layouts.len(), 4);
     for v in layouts {
         assert_eq!(v.key, v36, "{}", v.variant);
@@ -604,13 +546,7 @@ fn v36() -> Value {
 
 fn main_args(pod: &Value) -> Vec<String> {
     serde_json::from_value(
-        pod["spec"]["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "main")
-            .unwrap()["args"]
-            .clone(),
+        pod["spec"]["containers"].as_array().unwrap().iter().find(|c| c["name"] == "main").unwrap()["args"].clone(),
     )
     .unwrap()
 }
@@ -957,17 +893,10 @@ fn container_args_of_the_wrong_type_are_rejected_when_the_pod_is_decoded() {
 
 #[test]
 fn deeply_nested_and_huge_templates_do_not_crash() {
-    let deep = format!(
-        "{{\"container\":{{}},\"inputs\":{}{}}}",
-        "{\"a\":".repeat(50_000),
-        "}".repeat(50_000)
-    );
+    let deep = format!("{{\"container\":{{}},\"inputs\":{}{}}}", "{\"a\":".repeat(50_000), "}".repeat(50_000));
     let mut pod = v36();
     set_init_template_text(&mut pod, &deep);
-    assert!(matches!(
-        classify(&to_pod(&pod)),
-        Classification::Skip(SkipReason::Malformed(_))
-    ));
+    assert!(matches!(classify(&to_pod(&pod)), Classification::Skip(SkipReason::Malformed(_))));
 
     // 4 MiB of script source and 100 000 args: keyed, no crash, distinct keys.
     let mut a = pod_json(&hand_built("v3.7-script"));
@@ -983,42 +912,30 @@ fn deeply_nested_and_huge_templates_do_not_crash() {
 fn offloaded_templates_are_skipped_not_keyed() {
     let mut pod = v36();
     set_init_template_text(&mut pod, "offloaded");
-    assert_eq!(
-        classify(&to_pod(&pod)),
-        Classification::Skip(SkipReason::Offloaded)
-    );
+    assert_eq!(classify(&to_pod(&pod)), Classification::Skip(SkipReason::Offloaded));
 }
 
 #[test]
 fn user_sidecars_and_init_containers_are_keyed_but_argo_ones_are_not() {
     let base = v36();
     let mut pod = base.clone();
-    pod["spec"]["containers"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({
-            "name": "sidecar", "image": "redis:7",
-            "command": ["/var/run/argo/argoexec", "emissary", "--", "redis-server"],
-            "env": [{"name": "ARGO_CONTAINER_NAME", "value": "sidecar"}],
-            "volumeMounts": [{"name": "var-run-argo", "mountPath": "/var/run/argo"}]
-        }));
-    pod["spec"]["initContainers"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({
-            "name": "fetch", "image": "busybox:1.36", "command": ["true"],
-            "env": [{"name": "ARGO_TEMPLATE", "value": template_of(&base).to_string()}]
-        }));
+    pod["spec"]["containers"].as_array_mut().unwrap().push(json!({
+        "name": "sidecar", "image": "redis:7",
+        "command": ["/var/run/argo/argoexec", "emissary", "--", "redis-server"],
+        "env": [{"name": "ARGO_CONTAINER_NAME", "value": "sidecar"}],
+        "volumeMounts": [{"name": "var-run-argo", "mountPath": "/var/run/argo"}]
+    }));
+    pod["spec"]["initContainers"].as_array_mut().unwrap().push(json!({
+        "name": "fetch", "image": "busybox:1.36", "command": ["true"],
+        "env": [{"name": "ARGO_TEMPLATE", "value": template_of(&base).to_string()}]
+    }));
     let km = key(&pod);
     assert_ne!(km.key, key(&base).key);
     assert_eq!(
         km.material["containers"][1],
         json!({"name": "sidecar", "image": "redis:7", "command": ["redis-server"]})
     );
-    assert_eq!(
-        km.material["initContainers"],
-        json!([{"name": "fetch", "image": "busybox:1.36", "command": ["true"]}])
-    );
+    assert_eq!(km.material["initContainers"], json!([{"name": "fetch", "image": "busybox:1.36", "command": ["true"]}]));
 }
 
 #[test]
@@ -1043,17 +960,9 @@ fn container_set_dependencies_are_part_of_the_key() {
     let independent = key(&set(json!([])));
     let ordered = key(&set(json!(["a"])));
     assert_ne!(independent.key, ordered.key);
+    assert_eq!(ordered.material["containerSetDependencies"], json!({"b": ["a"]}));
     assert_eq!(
-        ordered.material["containerSetDependencies"],
-        json!({"b": ["a"]})
-    );
-    assert_eq!(
-        ordered.material["containers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].clone())
-            .collect::<Vec<_>>(),
+        ordered.material["containers"].as_array().unwrap().iter().map(|c| c["name"].clone()).collect::<Vec<_>>(),
         vec![json!("a"), json!("b")]
     );
 }

@@ -5,6 +5,7 @@
 //! Owns: `Admitter`, `Outcome`, `Explain`. Imports layers 0–2, `k8s`, `metrics`.
 
 pub mod decode;
+pub mod latch;
 pub mod respond;
 
 use crate::argo::template::{classify, Classification, StepPod};
@@ -47,6 +48,8 @@ pub mod decision {
     pub const ERROR: &str = "error";
     /// The no-op baseline mode.
     pub const NOOP: &str = "noop";
+    /// Waits for an identical running step (execution latching).
+    pub const LATCHED: &str = "latched";
 }
 
 /// Everything `review --explain` prints about one decision.
@@ -132,6 +135,8 @@ pub struct AdmitConfig {
     pub noop: bool,
     /// Perform side effects (adopting copies, hit counts, events) in the background instead of inline.
     pub background_side_effects: bool,
+    /// Execution latching, when enabled.
+    pub latch: Option<latch::LatchConfig>,
 }
 
 /// The admission service.
@@ -275,7 +280,17 @@ impl Admitter {
         match (choice, candidate) {
             (Choice::Hit(_), Some(entry)) => self.hit(ctx, &pod, &step, &settings, &km, entry, false, now, ex).await,
             (Choice::HitAdopting(_), Some(entry)) => self.hit(ctx, &pod, &step, &settings, &km, entry, true, now, ex).await,
-            (Choice::Miss(cause), _) => self.miss(ctx, &pod, &step, &settings, &km, cause.describe(), true, now, ex).await,
+            (Choice::Miss(cause), _) => {
+                let ex = if self.may_latch(&step, settings.latch) && cause != MissCause::NeverReuse {
+                    match self.try_latch(&pod, &step, &km, now, ex).await {
+                        Ok(waiting) => return waiting,
+                        Err(ex) => ex,
+                    }
+                } else {
+                    ex
+                };
+                self.miss(ctx, &pod, &step, &settings, &km, cause.describe(), true, now, ex).await
+            }
             (_, None) => self.miss(ctx, &pod, &step, &settings, &km, MissCause::NoEntry.describe(), true, now, ex).await,
         }
     }

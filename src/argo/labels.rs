@@ -105,3 +105,5 @@ pub const EMISSARY_SUBCOMMAND: &str = "emissary";
 pub const ARGOEXEC_BINARY: &str = "argoexec";
 /// Separator between the emissary's own options and the user's command.
 pub const EMISSARY_SEPARATOR: &str = "--";
+/// stepcache annotation on latched waiters: the leader pod they wait for.
+pub const LATCH_LEADER: &str = "stepcache.dev/latch-leader";

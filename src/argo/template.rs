@@ -206,25 +206,13 @@ fn classify_inner(pod: &Pod) -> Result<Option<StepPod>, SkipReason> {
         return Err(SkipReason::Daemon);
     }
 
-    let spec = pod
-        .spec
-        .as_ref()
-        .ok_or_else(|| SkipReason::Malformed("pod has no spec".into()))?;
-    if !spec
-        .containers
-        .iter()
-        .any(|c| c.name == labels::WAIT_CONTAINER)
-    {
+    let spec = pod.spec.as_ref().ok_or_else(|| SkipReason::Malformed("pod has no spec".into()))?;
+    if !spec.containers.iter().any(|c| c.name == labels::WAIT_CONTAINER) {
         return Err(SkipReason::NoWaitContainer);
     }
     // v3.7.10+/v4.0.1+ move oversized main args into the offload ConfigMap and clear them from
     // the pod: the pod alone no longer says what runs.
-    let all_containers = || {
-        spec.init_containers
-            .iter()
-            .flatten()
-            .chain(spec.containers.iter())
-    };
+    let all_containers = || spec.init_containers.iter().flatten().chain(spec.containers.iter());
     if all_containers().any(|c| env_value(c, labels::ARGO_CONTAINER_ARGS_FILE_ENV).is_some()) {
         return Err(SkipReason::Offloaded);
     }
@@ -281,12 +269,7 @@ fn classify_inner(pod: &Pod) -> Result<Option<StepPod>, SkipReason> {
 /// Finds the carried template: annotation (v2.12–3.1), env on `wait`/`main` (v3.2–3.5), env on
 /// an init container only (v3.6+). The first location present wins.
 fn find_template(pod: &Pod) -> Result<(ArgoLayout, &str), SkipReason> {
-    if let Some(t) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|m| m.get(labels::TEMPLATE_ANNOTATION))
-    {
+    if let Some(t) = pod.metadata.annotations.as_ref().and_then(|m| m.get(labels::TEMPLATE_ANNOTATION)) {
         return Ok((ArgoLayout::TemplateAnnotation, t.as_str()));
     }
     let Some(spec) = pod.spec.as_ref() else {
@@ -315,12 +298,7 @@ fn find_template(pod: &Pod) -> Result<(ArgoLayout, &str), SkipReason> {
 
 /// The `ARGO_TEMPLATE` value of a container; an entry without a literal value is malformed.
 fn template_env(c: &Container) -> Result<Option<&str>, SkipReason> {
-    let Some(e) = c
-        .env
-        .iter()
-        .flatten()
-        .find(|e| e.name == labels::ARGO_TEMPLATE_ENV)
-    else {
+    let Some(e) = c.env.iter().flatten().find(|e| e.name == labels::ARGO_TEMPLATE_ENV) else {
         return Ok(None);
     };
     match e.value.as_deref() {
@@ -335,11 +313,7 @@ fn template_env(c: &Container) -> Result<Option<&str>, SkipReason> {
 
 /// The literal value of env var `name` on a container.
 fn env_value<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
-    c.env
-        .iter()
-        .flatten()
-        .find(|e| e.name == name)
-        .and_then(|e| e.value.as_deref())
+    c.env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.as_deref())
 }
 
 /// Cuts untrusted text that ends up in a reason, so a hostile pod cannot bloat logs or warnings.
@@ -366,10 +340,7 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 fn wrong_type(path: &str, expected: &str, got: &Value) -> SkipReason {
-    SkipReason::Malformed(format!(
-        "template field {path} must be {expected}, not {}",
-        type_name(got)
-    ))
+    SkipReason::Malformed(format!("template field {path} must be {expected}, not {}", type_name(got)))
 }
 
 /// An optional field that, when present and not null, must be an array of objects.
@@ -382,10 +353,7 @@ fn objects_at<'a>(
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|i| {
-                i.as_object()
-                    .ok_or_else(|| wrong_type(&format!("{path}[]"), "an object", i))
-            })
+            .map(|i| i.as_object().ok_or_else(|| wrong_type(&format!("{path}[]"), "an object", i)))
             .collect(),
         Some(other) => Err(wrong_type(path, "an array", other)),
     }
@@ -410,11 +378,7 @@ fn require_names(items: &[&Map<String, Value>], path: &str) -> Result<(), SkipRe
         match i.get("name") {
             Some(Value::String(_)) => {}
             Some(other) => return Err(wrong_type(&format!("{path}[].name"), "a string", other)),
-            None => {
-                return Err(SkipReason::Malformed(format!(
-                    "template field {path}[] has an entry without a name"
-                )))
-            }
+            None => return Err(SkipReason::Malformed(format!("template field {path}[] has an entry without a name"))),
         }
     }
     Ok(())
@@ -425,9 +389,7 @@ impl Template {
     pub fn parse(raw: &str) -> Result<Template, SkipReason> {
         match serde_json::from_str::<Value>(raw) {
             Ok(Value::Object(raw)) => Ok(Template { raw }),
-            Ok(_) => Err(SkipReason::Malformed(
-                "template is not a JSON object".into(),
-            )),
+            Ok(_) => Err(SkipReason::Malformed("template is not a JSON object".into())),
             Err(e) => Err(SkipReason::Malformed(e.to_string())),
         }
     }
@@ -472,10 +434,7 @@ impl Template {
     /// `script.source` of a script template: the program, which exists only in the carried
     /// template (the init container writes it to `/argo/staging/script`).
     pub fn script_source(&self) -> Option<&str> {
-        self.raw
-            .get("script")
-            .and_then(|s| s.get("source"))
-            .and_then(Value::as_str)
+        self.raw.get("script").and_then(|s| s.get("source")).and_then(Value::as_str)
     }
 
     /// `inputs.artifacts` with their resolved locations: the identity of the step's input files.
@@ -542,28 +501,17 @@ impl Template {
             match self.raw.get("script").and_then(|s| s.get("source")) {
                 Some(Value::String(_)) => {}
                 None | Some(Value::Null) => {
-                    return Err(SkipReason::Malformed(
-                        "script template has no script.source".into(),
-                    ))
+                    return Err(SkipReason::Malformed("script template has no script.source".into()))
                 }
                 Some(other) => return Err(wrong_type("script.source", "a string", other)),
             }
         }
         if let Some(inputs) = object_at(&self.raw, "inputs", "inputs")? {
-            require_names(
-                &objects_at(inputs, "artifacts", "inputs.artifacts")?,
-                "inputs.artifacts",
-            )?;
+            require_names(&objects_at(inputs, "artifacts", "inputs.artifacts")?, "inputs.artifacts")?;
         }
         if let Some(outputs) = object_at(&self.raw, "outputs", "outputs")? {
-            require_names(
-                &objects_at(outputs, "parameters", "outputs.parameters")?,
-                "outputs.parameters",
-            )?;
-            require_names(
-                &objects_at(outputs, "artifacts", "outputs.artifacts")?,
-                "outputs.artifacts",
-            )?;
+            require_names(&objects_at(outputs, "parameters", "outputs.parameters")?, "outputs.parameters")?;
+            require_names(&objects_at(outputs, "artifacts", "outputs.artifacts")?, "outputs.artifacts")?;
         }
         if kind == TemplateKind::ContainerSet {
             if let Some(set) = object_at(&self.raw, "containerSet", "containerSet")? {
@@ -589,12 +537,7 @@ impl Template {
 }
 
 #[cfg(test)]
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -630,10 +573,7 @@ mod tests {
     }
 
     fn set_init_template(pod: &mut Value, template: &str) {
-        for e in pod["spec"]["initContainers"][0]["env"]
-            .as_array_mut()
-            .unwrap()
-        {
+        for e in pod["spec"]["initContainers"][0]["env"].as_array_mut().unwrap() {
             if e["name"] == "ARGO_TEMPLATE" {
                 e["value"] = json!(template);
             }
@@ -650,42 +590,15 @@ mod tests {
     #[test]
     fn every_step_fixture_classifies_as_a_step_with_its_layout_and_kind() {
         let cases = [
-            (
-                "v2.12-template-annotation",
-                ArgoLayout::TemplateAnnotation,
-                TemplateKind::Container,
-            ),
-            (
-                "v3.3-container-params",
-                ArgoLayout::TemplateEnvAllContainers,
-                TemplateKind::Container,
-            ),
-            (
-                "v3.5-artifacts-s3",
-                ArgoLayout::TemplateEnvAllContainers,
-                TemplateKind::Container,
-            ),
-            (
-                "v3.6-container-params",
-                ArgoLayout::TemplateEnvInitOnly,
-                TemplateKind::Container,
-            ),
-            (
-                "v3.7-script",
-                ArgoLayout::TemplateEnvInitOnly,
-                TemplateKind::Script,
-            ),
-            (
-                "kfp-v1-staleness",
-                ArgoLayout::TemplateEnvAllContainers,
-                TemplateKind::Container,
-            ),
+            ("v2.12-template-annotation", ArgoLayout::TemplateAnnotation, TemplateKind::Container),
+            ("v3.3-container-params", ArgoLayout::TemplateEnvAllContainers, TemplateKind::Container),
+            ("v3.5-artifacts-s3", ArgoLayout::TemplateEnvAllContainers, TemplateKind::Container),
+            ("v3.6-container-params", ArgoLayout::TemplateEnvInitOnly, TemplateKind::Container),
+            ("v3.7-script", ArgoLayout::TemplateEnvInitOnly, TemplateKind::Script),
+            ("kfp-v1-staleness", ArgoLayout::TemplateEnvAllContainers, TemplateKind::Container),
         ];
         for (name, layout, kind) in cases {
-            for file in [
-                format!("{name}.admission.json"),
-                format!("captured/{name}.captured.json"),
-            ] {
+            for file in [format!("{name}.admission.json"), format!("captured/{name}.captured.json")] {
                 let s = step(&file);
                 assert_eq!(s.layout, layout, "{file}");
                 assert_eq!(s.kind, kind, "{file}");
@@ -702,15 +615,9 @@ mod tests {
         assert_eq!(s.namespace.as_str(), "ml-team");
         assert_eq!(s.pod_name, "train-pipeline-7xk2p-preprocess-3108604587");
         assert_eq!(s.workflow_name, "train-pipeline-7xk2p");
-        assert_eq!(
-            s.workflow_uid.as_deref(),
-            Some("0b3e6a52-8a61-4c1f-9d3a-6f2d5f4c1a10")
-        );
+        assert_eq!(s.workflow_uid.as_deref(), Some("0b3e6a52-8a61-4c1f-9d3a-6f2d5f4c1a10"));
         assert_eq!(s.node_id, "train-pipeline-7xk2p-3108604587");
-        assert_eq!(
-            s.node_name.as_deref(),
-            Some("train-pipeline-7xk2p.preprocess")
-        );
+        assert_eq!(s.node_name.as_deref(), Some("train-pipeline-7xk2p.preprocess"));
         assert_eq!(s.instance_id, None);
         assert_eq!(s.template.name(), "preprocess");
         assert_eq!(s.template.declared_outputs().parameters, vec!["row-count"]);
@@ -726,25 +633,16 @@ mod tests {
     #[test]
     fn node_id_falls_back_to_the_argo_node_id_env() {
         let mut pod = v36();
-        pod["metadata"]["annotations"]
-            .as_object_mut()
-            .unwrap()
-            .remove("workflows.argoproj.io/node-id");
+        pod["metadata"]["annotations"].as_object_mut().unwrap().remove("workflows.argoproj.io/node-id");
         pod["metadata"]["name"] = json!("renamed-pod");
-        let Classification::Step(s) = classify_json(pod) else {
-            panic!()
-        };
+        let Classification::Step(s) = classify_json(pod) else { panic!() };
         assert_eq!(s.node_id, "train-pipeline-7xk2p-3108604587");
     }
 
     #[test]
     fn script_fixture_exposes_its_source() {
         let s = step("v3.7-script.admission.json");
-        assert!(s
-            .template
-            .script_source()
-            .unwrap()
-            .starts_with("import hashlib"));
+        assert!(s.template.script_source().unwrap().starts_with("import hashlib"));
     }
 
     #[test]
@@ -758,39 +656,24 @@ mod tests {
 
     #[test]
     fn resource_template_fixtures_are_skipped_as_not_cacheable() {
-        for f in [
-            "v3.6-resource-template.ignore.admission.json",
-            "captured/v3.6-resource-template.ignore.captured.json",
-        ] {
-            assert_eq!(
-                skip_of(classify_fixture(f)),
-                SkipReason::NotCacheableKind("resource"),
-                "{f}"
-            );
+        for f in
+            ["v3.6-resource-template.ignore.admission.json", "captured/v3.6-resource-template.ignore.captured.json"]
+        {
+            assert_eq!(skip_of(classify_fixture(f)), SkipReason::NotCacheableKind("resource"), "{f}");
         }
     }
 
     #[test]
     fn agent_pod_fixtures_are_skipped_as_components() {
-        for f in [
-            "v3.6-agent-pod.ignore.admission.json",
-            "captured/v3.6-agent-pod.ignore.captured.json",
-        ] {
-            assert_eq!(
-                skip_of(classify_fixture(f)),
-                SkipReason::Component("agent".into()),
-                "{f}"
-            );
+        for f in ["v3.6-agent-pod.ignore.admission.json", "captured/v3.6-agent-pod.ignore.captured.json"] {
+            assert_eq!(skip_of(classify_fixture(f)), SkipReason::Component("agent".into()), "{f}");
         }
     }
 
     #[test]
     fn pods_without_the_workflow_label_are_not_argo() {
         let mut pod = v36();
-        pod["metadata"]["labels"]
-            .as_object_mut()
-            .unwrap()
-            .remove("workflows.argoproj.io/workflow");
+        pod["metadata"]["labels"].as_object_mut().unwrap().remove("workflows.argoproj.io/workflow");
         assert_eq!(classify_json(pod), Classification::NotArgo);
         assert_eq!(classify(&Pod::default()), Classification::NotArgo);
     }
@@ -799,10 +682,7 @@ mod tests {
     fn artifact_gc_pods_are_skipped_as_components() {
         let mut pod = v36();
         pod["metadata"]["labels"]["workflows.argoproj.io/component"] = json!("artifact-gc");
-        assert_eq!(
-            skip_of(classify_json(pod)),
-            SkipReason::Component("artifact-gc".into())
-        );
+        assert_eq!(skip_of(classify_json(pod)), SkipReason::Component("artifact-gc".into()));
     }
 
     #[test]
@@ -825,20 +705,14 @@ mod tests {
     #[test]
     fn pod_without_any_template_is_skipped() {
         let mut pod = v36();
-        pod["spec"]["initContainers"][0]["env"]
-            .as_array_mut()
-            .unwrap()
-            .retain(|e| e["name"] != "ARGO_TEMPLATE");
+        pod["spec"]["initContainers"][0]["env"].as_array_mut().unwrap().retain(|e| e["name"] != "ARGO_TEMPLATE");
         assert_eq!(skip_of(classify_json(pod)), SkipReason::NoTemplate);
     }
 
     #[test]
     fn daemon_templates_are_skipped() {
         let mut pod = v36();
-        set_init_template(
-            &mut pod,
-            r#"{"name":"d","daemon":true,"container":{"image":"x"}}"#,
-        );
+        set_init_template(&mut pod, r#"{"name":"d","daemon":true,"container":{"image":"x"}}"#);
         assert_eq!(skip_of(classify_json(pod)), SkipReason::Daemon);
     }
 
@@ -851,21 +725,14 @@ mod tests {
         ] {
             let mut pod = v36();
             set_init_template(&mut pod, t);
-            assert_eq!(
-                skip_of(classify_json(pod)),
-                SkipReason::NotCacheableKind(want),
-                "{t}"
-            );
+            assert_eq!(skip_of(classify_json(pod)), SkipReason::NotCacheableKind(want), "{t}");
         }
     }
 
     #[test]
     fn container_template_without_wait_container_is_skipped() {
         let mut pod = v36();
-        pod["spec"]["containers"]
-            .as_array_mut()
-            .unwrap()
-            .retain(|c| c["name"] != "wait");
+        pod["spec"]["containers"].as_array_mut().unwrap().retain(|c| c["name"] != "wait");
         assert_eq!(skip_of(classify_json(pod)), SkipReason::NoWaitContainer);
     }
 
@@ -898,34 +765,21 @@ mod tests {
 
     #[test]
     fn deeply_nested_template_is_malformed_not_a_crash() {
-        let deep = format!(
-            "{{\"container\":{{}},\"x\":{}{}}}",
-            "[".repeat(100_000),
-            "]".repeat(100_000)
-        );
+        let deep = format!("{{\"container\":{{}},\"x\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
         let mut pod = v36();
         set_init_template(&mut pod, &deep);
-        assert!(matches!(
-            skip_of(classify_json(pod)),
-            SkipReason::Malformed(_)
-        ));
+        assert!(matches!(skip_of(classify_json(pod)), SkipReason::Malformed(_)));
     }
 
     #[test]
     fn template_env_without_literal_value_is_malformed() {
         let mut pod = v36();
-        for e in pod["spec"]["initContainers"][0]["env"]
-            .as_array_mut()
-            .unwrap()
-        {
+        for e in pod["spec"]["initContainers"][0]["env"].as_array_mut().unwrap() {
             if e["name"] == "ARGO_TEMPLATE" {
                 *e = json!({"name":"ARGO_TEMPLATE","valueFrom":{"configMapKeyRef":{"name":"x","key":"y"}}});
             }
         }
-        assert!(matches!(
-            skip_of(classify_json(pod)),
-            SkipReason::Malformed(_)
-        ));
+        assert!(matches!(skip_of(classify_json(pod)), SkipReason::Malformed(_)));
     }
 
     #[test]
@@ -933,11 +787,7 @@ mod tests {
         for ns in [json!(null), json!(""), json!("Not_A_Namespace")] {
             let mut pod = v36();
             pod["metadata"]["namespace"] = ns.clone();
-            assert_eq!(
-                skip_of(classify_json(pod)),
-                SkipReason::Malformed("pod has no valid namespace".into()),
-                "{ns}"
-            );
+            assert_eq!(skip_of(classify_json(pod)), SkipReason::Malformed("pod has no valid namespace".into()), "{ns}");
         }
     }
 
@@ -946,9 +796,7 @@ mod tests {
         let mut pod = v36();
         pod["metadata"]["labels"]["workflows.argoproj.io/controller-instanceid"] = json!("team-a");
         pod["metadata"]["annotations"]["pipelines.kubeflow.org/anything"] = json!("x");
-        let Classification::Step(s) = classify_json(pod) else {
-            panic!()
-        };
+        let Classification::Step(s) = classify_json(pod) else { panic!() };
         assert_eq!(s.instance_id.as_deref(), Some("team-a"));
         assert!(s.kfp);
     }
@@ -957,33 +805,23 @@ mod tests {
     fn component_reason_is_bounded() {
         let mut pod = v36();
         pod["metadata"]["labels"]["workflows.argoproj.io/component"] = json!("x".repeat(5000));
-        let SkipReason::Component(c) = skip_of(classify_json(pod)) else {
-            panic!()
-        };
+        let SkipReason::Component(c) = skip_of(classify_json(pod)) else { panic!() };
         assert!(c.len() < 100);
     }
 
     #[test]
     fn layout_names_match_their_serde_form() {
-        for l in [
-            ArgoLayout::TemplateAnnotation,
-            ArgoLayout::TemplateEnvAllContainers,
-            ArgoLayout::TemplateEnvInitOnly,
-        ] {
+        for l in [ArgoLayout::TemplateAnnotation, ArgoLayout::TemplateEnvAllContainers, ArgoLayout::TemplateEnvInitOnly]
+        {
             assert_eq!(serde_json::to_value(l).unwrap(), json!(l.as_str()));
         }
     }
 
     #[test]
     fn container_set_dependencies_are_read() {
-        let t = Template::parse(
-            r#"{"containerSet":{"containers":[{"name":"a"},{"name":"b","dependencies":["a"]}]}}"#,
-        )
-        .unwrap();
+        let t = Template::parse(r#"{"containerSet":{"containers":[{"name":"a"},{"name":"b","dependencies":["a"]}]}}"#)
+            .unwrap();
         assert_eq!(t.kind().unwrap(), TemplateKind::ContainerSet);
-        assert_eq!(
-            t.container_set_dependencies(),
-            vec![("a", vec![]), ("b", vec!["a"])]
-        );
+        assert_eq!(t.container_set_dependencies(), vec![("a", vec![]), ("b", vec!["a"])]);
     }
 }

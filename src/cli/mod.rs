@@ -2,6 +2,7 @@
 
 pub mod entries;
 pub mod serve;
+pub mod wait;
 
 use crate::admission::decode::{decode, Subject};
 use crate::admission::{AdmitConfig, Admitter, Cluster};
@@ -68,6 +69,7 @@ pub fn offline_admitter(store: Store, signer: Signer, policy: &PolicyArgs) -> Ad
             explain_misses: policy.explain_misses,
             noop: false,
             background_side_effects: false,
+            latch: policy.latch_config().unwrap_or_default(),
         }),
         store,
         signer,

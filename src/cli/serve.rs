@@ -106,6 +106,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             explain_misses: args.policy.explain_misses,
             noop: args.noop,
             background_side_effects: true,
+            latch: args.policy.latch_config().context("reading --latch-ca-file")?,
         }),
         store: store.clone(),
         signer: signer.clone(),

@@ -40,6 +40,24 @@ impl Attempt {
     }
 }
 
+impl Recorder {
+    /// Settles the latch this pod may lead (a no-op for pods that lead none).
+    pub async fn settle_latch(&self, pod: &Pod, succeeded: bool) {
+        let key = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::argo::labels::KEY_ANNOTATION))
+            .and_then(|k| crate::types::CacheKey::parse(k).ok());
+        let (Some(key), Some(name)) = (key, pod.metadata.name.as_deref()) else { return };
+        match self.store.latch_finish(&key, name, succeeded).await {
+            Ok(true) => tracing::info!(pod = name, succeeded, "latch leader settled"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, pod = name, "latch not settled; waiters fall back to the timeout"),
+        }
+    }
+}
+
 /// Records completions into the store.
 #[derive(Clone)]
 pub struct Recorder {
@@ -59,6 +77,10 @@ impl Recorder {
         let entry = match assess(pod, src, &self.signer, &self.settings) {
             Ok(e) => e,
             Err(r) => {
+                if matches!(r, NotRecorded::NotSucceeded(_)) {
+                    // The mark was verified before the success check: a failed latch leader.
+                    self.settle_latch(pod, false).await;
+                }
                 if !r.may_change() {
                     self.metrics.skipped(r.kind());
                     if matches!(r, NotRecorded::ForgedMark(_) | NotRecorded::OutputsIncomplete(_) | NotRecorded::KeyMismatch { .. }) {
@@ -88,9 +110,13 @@ impl Recorder {
                 let lag = (now.as_millisecond() - e.finished_at.as_millisecond()).max(0) as f64 / 1000.0;
                 self.metrics.recorder_lag.observe(lag);
                 tracing::info!(entry = e.id.0, key = %e.key, pod = %e.pod_name, namespace = %e.namespace, "execution recorded");
+                self.settle_latch(pod, true).await;
                 Attempt::Recorded(Box::new(e))
             }
-            Ok(Recorded::AlreadyRecorded(e)) => Attempt::AlreadyRecorded(Box::new(e)),
+            Ok(Recorded::AlreadyRecorded(e)) => {
+                self.settle_latch(pod, true).await;
+                Attempt::AlreadyRecorded(Box::new(e))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, pod = pod.metadata.name.as_deref().unwrap_or(""), "recording failed; will retry");
                 Attempt::Failed(e)

@@ -215,6 +215,10 @@ pub async fn run(client: kube::Client, recorder: Recorder, cfg: WatchConfig, shu
                     }
                 }
                 Some(Ok(Event::Delete(p))) => {
+                    if !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed")) && is_marked(&p) {
+                        // Deleted before completion: a latch it leads must not wait for it.
+                        recorder.settle_latch(&p, false).await;
+                    }
                     if let Some(uid) = tracker.on_pod(p, true) {
                         process(&mut tracker, &recorder, Some(&client), &uid, true).await;
                     }

@@ -9,6 +9,7 @@
 //! originals, `copy:<source>:<staleness>` for adopting copies) and inserts are
 //! `ON CONFLICT (dedup) DO NOTHING`, so racing replicas never duplicate or lose a row.
 
+pub mod latch;
 mod rows;
 mod sql;
 
@@ -237,10 +238,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            timeout: Duration::from_secs(1),
-            max_connections: 16,
-        }
+        StoreOptions { timeout: Duration::from_secs(1), max_connections: 16 }
     }
 }
 
@@ -271,11 +269,7 @@ struct Where {
 
 impl Where {
     fn new(first: usize) -> Where {
-        Where {
-            first,
-            conds: Vec::new(),
-            args: Vec::new(),
-        }
+        Where { first, conds: Vec::new(), args: Vec::new() }
     }
 
     fn arg(&mut self, a: Arg) -> String {
@@ -310,10 +304,7 @@ impl Where {
             // value is <value>", and `@<digest>"` is "some imageID ends with @<digest>".
             let quoted = rows::to_json("image filter", image.as_str())?;
             let exact = w.arg(Arg::Text(format!(":{quoted}")));
-            let suffix = w.arg(Arg::Text(format!(
-                "@{}",
-                quoted.strip_prefix('"').unwrap_or(&quoted)
-            )));
+            let suffix = w.arg(Arg::Text(format!("@{}", quoted.strip_prefix('"').unwrap_or(&quoted))));
             w.conds.push(format!(
                 "({} OR {} OR {})",
                 backend.contains("images", &exact),
@@ -400,12 +391,7 @@ impl<'a> InsertRow<'a> {
         })
     }
 
-    fn copy(
-        src: &'a Entry,
-        root: EntryId,
-        staleness: Staleness,
-        now: Timestamp,
-    ) -> Result<InsertRow<'a>, StoreError> {
+    fn copy(src: &'a Entry, root: EntryId, staleness: Staleness, now: Timestamp) -> Result<InsertRow<'a>, StoreError> {
         Ok(InsertRow {
             namespace: src.namespace.as_str(),
             key: src.key.as_str(),
@@ -440,11 +426,7 @@ fn millis(d: Duration) -> u128 {
 /// First 8 bytes of SHA-256(namespace): keeps synthetic keys of different namespaces apart.
 fn synthetic_prefix(namespace: &str) -> Vec<u8> {
     use sha2::{Digest, Sha256};
-    Sha256::digest(namespace.as_bytes())
-        .iter()
-        .take(8)
-        .copied()
-        .collect()
+    Sha256::digest(namespace.as_bytes()).iter().take(8).copied().collect()
 }
 
 /// The key `Store::fill_synthetic` gives synthetic row `index` of `namespace` (index 0 for
@@ -469,9 +451,7 @@ impl Store {
         } else if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
-            return Err(StoreError::UnsupportedUrl(
-                url.split(':').next().unwrap_or_default().to_owned(),
-            ));
+            return Err(StoreError::UnsupportedUrl(url.split(':').next().unwrap_or_default().to_owned()));
         };
         if backend == Backend::Sqlite && (url.contains(":memory:") || url.contains("mode=memory")) {
             return Err(StoreError::InvalidInput(
@@ -488,11 +468,7 @@ impl Store {
             Backend::Postgres => format!("SET statement_timeout = {}", millis(timeout)).into(),
             Backend::Sqlite => {
                 bounded(timeout, backend, prepare_sqlite(url, timeout)).await?;
-                format!(
-                    "PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL",
-                    millis(timeout)
-                )
-                .into()
+                format!("PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL", millis(timeout)).into()
             }
         };
         let pool = AnyPoolOptions::new()
@@ -509,11 +485,7 @@ impl Store {
                 })
             })
             .connect_lazy(url)?;
-        Ok(Store {
-            pool,
-            backend,
-            timeout,
-        })
+        Ok(Store { pool, backend, timeout })
     }
 
     /// Which database this store talks to.
@@ -569,16 +541,10 @@ impl Store {
     pub async fn ready(&self) -> Result<(), StoreError> {
         let expected = self.schema_version();
         self.bounded(async {
-            let row = match sqlx::query(sql::APPLIED_VERSION)
-                .fetch_one(&self.pool)
-                .await
-            {
+            let row = match sqlx::query(sql::APPLIED_VERSION).fetch_one(&self.pool).await {
                 Ok(row) => row,
                 Err(sqlx::Error::Database(e)) if self.is_missing_table(e.as_ref()) => {
-                    return Err(StoreError::NotMigrated {
-                        applied: None,
-                        expected,
-                    });
+                    return Err(StoreError::NotMigrated { applied: None, expected });
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -598,10 +564,7 @@ impl Store {
         }
     }
 
-    async fn bounded<T>(
-        &self,
-        fut: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
+    async fn bounded<T>(&self, fut: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         bounded(self.timeout, self.backend, fut).await
     }
 
@@ -623,9 +586,7 @@ impl Store {
         let now_ms = now.as_millisecond();
         let oldest = match staleness {
             Staleness::Unbounded => i64::MIN,
-            Staleness::Seconds(s) => {
-                now_ms.saturating_sub(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000))
-            }
+            Staleness::Seconds(s) => now_ms.saturating_sub(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)),
         };
         self.bounded(async {
             let row = sqlx::query(sql::LOOKUP)
@@ -671,10 +632,7 @@ impl Store {
             if let Some(r) = inserted {
                 return Ok((true, rows::entry(&r)?));
             }
-            let existing = sqlx::query(sql::BY_DEDUP)
-                .bind(row.dedup.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+            let existing = sqlx::query(sql::BY_DEDUP).bind(row.dedup.as_str()).fetch_optional(&self.pool).await?;
             if let Some(r) = existing {
                 return Ok((false, rows::entry(&r)?));
             }
@@ -687,19 +645,13 @@ impl Store {
     /// is the original (never a copy), `created_at` is `now`, `finished_at` and `expires_at`
     /// are the source's. Idempotent: racing adopts of one source and staleness leave exactly
     /// one row, which every caller gets back. Adopting the source's own staleness returns it.
-    pub async fn adopt(
-        &self,
-        source: &Entry,
-        staleness: Staleness,
-        now: Timestamp,
-    ) -> Result<Entry, StoreError> {
+    pub async fn adopt(&self, source: &Entry, staleness: Staleness, now: Timestamp) -> Result<Entry, StoreError> {
         if source.staleness == staleness {
             return Ok(source.clone());
         }
         let root = source.source_id.unwrap_or(source.id);
         let row = InsertRow::copy(source, root, staleness, now)?;
-        self.bounded(async { Ok(self.insert_or_existing(&row).await?.1) })
-            .await
+        self.bounded(async { Ok(self.insert_or_existing(&row).await?.1) }).await
     }
 
     /// Records a finished execution, once per pod uid: a second record of the same pod (a
@@ -708,9 +660,7 @@ impl Store {
     pub async fn record(&self, e: &NewEntry, now: Timestamp) -> Result<Recorded, StoreError> {
         if e.pod_uid.is_empty() {
             // The uid is the idempotency key: every uid-less pod would collapse into one row.
-            return Err(StoreError::InvalidInput(
-                "cannot record a pod without a uid".to_owned(),
-            ));
+            return Err(StoreError::InvalidInput("cannot record a pod without a uid".to_owned()));
         }
         let row = InsertRow::original(e, now)?;
         self.bounded(async {
@@ -725,10 +675,7 @@ impl Store {
     /// Counts one serve of an entry (feeds `stats`); a missing id is not an error.
     pub async fn note_hit(&self, id: EntryId) -> Result<(), StoreError> {
         self.bounded(async {
-            sqlx::query(sql::NOTE_HIT)
-                .bind(id.0)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query(sql::NOTE_HIT).bind(id.0).execute(&self.pool).await?;
             Ok(())
         })
         .await
@@ -737,10 +684,7 @@ impl Store {
     /// One entry by id, whatever its state.
     pub async fn get(&self, id: EntryId) -> Result<Option<Entry>, StoreError> {
         self.bounded(async {
-            let row = sqlx::query(sql::BY_ID)
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row = sqlx::query(sql::BY_ID).bind(id.0).fetch_optional(&self.pool).await?;
             row.as_ref().map(rows::entry).transpose()
         })
         .await
@@ -752,18 +696,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let w = Where::build(self.backend, f, 1)?;
-        let sql = format!(
-            "{}{} ORDER BY id DESC LIMIT {}",
-            sql::LIST_PREFIX,
-            w.sql(),
-            w.next_placeholder()
-        );
+        let sql = format!("{}{} ORDER BY id DESC LIMIT {}", sql::LIST_PREFIX, w.sql(), w.next_placeholder());
         self.bounded(async {
-            let found = w
-                .bind(sqlx::query(&sql))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+            let found = w.bind(sqlx::query(&sql)).bind(limit).fetch_all(&self.pool).await?;
             found.iter().map(rows::entry).collect()
         })
         .await
@@ -857,11 +792,7 @@ impl Store {
 
     /// Newest entry (by creation) of `template_name` in `namespace`, including invalidated and
     /// expired ones, so a miss can be explained against the closest earlier run.
-    pub async fn nearest(
-        &self,
-        namespace: &Namespace,
-        template_name: &str,
-    ) -> Result<Option<Entry>, StoreError> {
+    pub async fn nearest(&self, namespace: &Namespace, template_name: &str) -> Result<Option<Entry>, StoreError> {
         self.bounded(async {
             let row = sqlx::query(sql::NEAREST)
                 .bind(namespace.as_str())
@@ -877,10 +808,7 @@ impl Store {
     /// invalidated miss.
     pub async fn latest_for_key(&self, key: &CacheKey) -> Result<Option<Entry>, StoreError> {
         self.bounded(async {
-            let row = sqlx::query(sql::LATEST_FOR_KEY)
-                .bind(key.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+            let row = sqlx::query(sql::LATEST_FOR_KEY).bind(key.as_str()).fetch_optional(&self.pool).await?;
             row.as_ref().map(rows::entry).transpose()
         })
         .await
@@ -894,16 +822,9 @@ impl Store {
     /// worst case of one key with many entries). Entries are unbounded-staleness, never
     /// expire, and finished within the last hour. Bounded by the store timeout: give the
     /// store a generous one for large fills. Returns the rows inserted.
-    pub async fn fill_synthetic(
-        &self,
-        n: u64,
-        namespace: &str,
-        keys_distinct: bool,
-    ) -> Result<u64, StoreError> {
-        let ns =
-            Namespace::parse(namespace).map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-        let count = i64::try_from(n)
-            .map_err(|_| StoreError::InvalidInput(format!("cannot fill {n} rows")))?;
+    pub async fn fill_synthetic(&self, n: u64, namespace: &str, keys_distinct: bool) -> Result<u64, StoreError> {
+        let ns = Namespace::parse(namespace).map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        let count = i64::try_from(n).map_err(|_| StoreError::InvalidInput(format!("cannot fill {n} rows")))?;
         if count == 0 {
             return Ok(0);
         }
@@ -913,10 +834,7 @@ impl Store {
         let sql = self.backend.fill();
         self.bounded(async {
             let offset: i64 = if keys_distinct {
-                let r = sqlx::query(sql::COUNT_IN_NAMESPACE)
-                    .bind(ns.as_str())
-                    .fetch_one(&self.pool)
-                    .await?;
+                let r = sqlx::query(sql::COUNT_IN_NAMESPACE).bind(ns.as_str()).fetch_one(&self.pool).await?;
                 rows::get(&r, "n")?
             } else {
                 0
@@ -946,9 +864,7 @@ async fn bounded<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(limit, fut).await {
         Err(_) => Err(StoreError::Timeout(limit)),
-        Ok(Err(StoreError::Database(e))) if is_timeout(backend, &e) => {
-            Err(StoreError::Timeout(limit))
-        }
+        Ok(Err(StoreError::Database(e))) if is_timeout(backend, &e) => Err(StoreError::Timeout(limit)),
         Ok(r) => r,
     }
 }
@@ -962,9 +878,7 @@ fn is_timeout(backend: Backend, e: &sqlx::Error) -> bool {
                 // query_canceled: statement_timeout fired.
                 Backend::Postgres => code.as_deref() == Some("57014"),
                 // SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): busy timeout ran out.
-                Backend::Sqlite => code
-                    .and_then(|c| c.parse::<i64>().ok())
-                    .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+                Backend::Sqlite => code.and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6)),
             }
         }
         _ => false,
@@ -1002,11 +916,7 @@ mod tests {
     #[test]
     fn empty_filter_is_detected() {
         assert!(EntryFilter::default().is_empty());
-        assert!(!EntryFilter {
-            workflow: Some("w".into()),
-            ..Default::default()
-        }
-        .is_empty());
+        assert!(!EntryFilter { workflow: Some("w".into()), ..Default::default() }.is_empty());
     }
 
     #[test]
@@ -1025,9 +935,6 @@ mod tests {
     #[test]
     fn error_kinds_are_stable_labels() {
         assert_eq!(StoreError::EmptyFilter.kind(), "empty_filter");
-        assert_eq!(
-            StoreError::Timeout(Duration::from_millis(5)).kind(),
-            "timeout"
-        );
+        assert_eq!(StoreError::Timeout(Duration::from_millis(5)).kind(), "timeout");
     }
 }

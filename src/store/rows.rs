@@ -15,8 +15,7 @@ pub(super) fn get<'r, T>(row: &'r AnyRow, col: &str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
-    row.try_get(col)
-        .map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+    row.try_get(col).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
 fn ts(col: &str, ms: i64) -> Result<Timestamp, StoreError> {
@@ -25,9 +24,7 @@ fn ts(col: &str, ms: i64) -> Result<Timestamp, StoreError> {
 }
 
 fn opt_ts(row: &AnyRow, col: &str) -> Result<Option<Timestamp>, StoreError> {
-    get::<Option<i64>>(row, col)?
-        .map(|ms| ts(col, ms))
-        .transpose()
+    get::<Option<i64>>(row, col)?.map(|ms| ts(col, ms)).transpose()
 }
 
 fn json<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T, StoreError> {
@@ -37,17 +34,13 @@ fn json<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T, St
 
 /// Decodes a row selected with the store's column list.
 pub(super) fn entry(row: &AnyRow) -> Result<Entry, StoreError> {
-    let corrupt =
-        |col: &str, e: crate::types::TypeError| StoreError::Corrupt(format!("column {col}: {e}"));
+    let corrupt = |col: &str, e: crate::types::TypeError| StoreError::Corrupt(format!("column {col}: {e}"));
     let images: BTreeMap<String, String> = json(row, "images")?;
     Ok(Entry {
         id: EntryId(get(row, "id")?),
-        namespace: Namespace::parse(&get::<String>(row, "namespace")?)
-            .map_err(|e| corrupt("namespace", e))?,
-        key: CacheKey::parse(&get::<String>(row, "cache_key")?)
-            .map_err(|e| corrupt("cache_key", e))?,
-        seed: CacheSeed::parse(&get::<String>(row, "cache_seed")?)
-            .map_err(|e| corrupt("cache_seed", e))?,
+        namespace: Namespace::parse(&get::<String>(row, "namespace")?).map_err(|e| corrupt("namespace", e))?,
+        key: CacheKey::parse(&get::<String>(row, "cache_key")?).map_err(|e| corrupt("cache_key", e))?,
+        seed: CacheSeed::parse(&get::<String>(row, "cache_seed")?).map_err(|e| corrupt("cache_seed", e))?,
         staleness: Staleness::from_db(get(row, "max_cache_staleness")?),
         outputs: json(row, "outputs")?,
         material: json(row, "key_material")?,
@@ -70,12 +63,6 @@ pub(super) fn entry(row: &AnyRow) -> Result<Entry, StoreError> {
 }
 
 /// JSON text of a value for a TEXT column.
-pub(super) fn to_json<T: serde::Serialize + ?Sized>(
-    what: &'static str,
-    v: &T,
-) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Encode {
-        what,
-        message: e.to_string(),
-    })
+pub(super) fn to_json<T: serde::Serialize + ?Sized>(what: &'static str, v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Encode { what, message: e.to_string() })
 }

@@ -67,11 +67,8 @@ pub const BY_DEDUP: &str = concat!("SELECT ", cols!(), " FROM executions WHERE d
 pub const BY_ID: &str = concat!("SELECT ", cols!(), " FROM executions WHERE id = $1");
 
 /// Newest entry of a key whatever its state, to explain why it was not served.
-pub const LATEST_FOR_KEY: &str = concat!(
-    "SELECT ",
-    cols!(),
-    " FROM executions WHERE cache_key = $1 ORDER BY finished_at DESC, id DESC LIMIT 1"
-);
+pub const LATEST_FOR_KEY: &str =
+    concat!("SELECT ", cols!(), " FROM executions WHERE cache_key = $1 ORDER BY finished_at DESC, id DESC LIMIT 1");
 
 /// Newest entry of a template in a namespace whatever its state, to explain a miss.
 pub const NEAREST: &str = concat!(
@@ -85,8 +82,7 @@ pub const NEAREST: &str = concat!(
 pub const NOTE_HIT: &str = "UPDATE executions SET hit_count = hit_count + 1 WHERE id = $1";
 
 /// Highest successfully applied migration version.
-pub const APPLIED_VERSION: &str =
-    "SELECT MAX(version) AS version FROM _sqlx_migrations WHERE success";
+pub const APPLIED_VERSION: &str = "SELECT MAX(version) AS version FROM _sqlx_migrations WHERE success";
 
 /// Rows already in a namespace (the offset for synthetic key numbering).
 pub const COUNT_IN_NAMESPACE: &str = "SELECT COUNT(*) AS n FROM executions WHERE namespace = $1";
@@ -95,8 +91,7 @@ pub const COUNT_IN_NAMESPACE: &str = "SELECT COUNT(*) AS n FROM executions WHERE
 pub const LIST_PREFIX: &str = concat!("SELECT ", cols!(), " FROM executions WHERE ");
 
 /// Prefix of an invalidation; `$1` is the instant, the filter is appended.
-pub const INVALIDATE_PREFIX: &str =
-    "UPDATE executions SET invalidated_at = $1 WHERE invalidated_at IS NULL AND ";
+pub const INVALIDATE_PREFIX: &str = "UPDATE executions SET invalidated_at = $1 WHERE invalidated_at IS NULL AND ";
 
 const FILL_COLUMNS: &str = "namespace, cache_key, cache_seed, max_cache_staleness, outputs, \
      key_material, template_name, workflow_name, workflow_uid, node_id, pod_name, pod_uid, \

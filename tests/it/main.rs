@@ -8,6 +8,7 @@ mod faults;
 mod harness;
 mod hitpath;
 mod k8s;
+mod latch;
 mod pg;
 mod recorder;
 mod store;

@@ -30,47 +30,31 @@ pub enum Backend {
 
 /// The Postgres URL tests use (`DATABASE_URL`, else the local trust-auth default).
 pub fn postgres_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// Options for test stores: generous timeout so a loaded machine does not flake.
 pub fn test_options() -> StoreOptions {
-    StoreOptions {
-        timeout: Duration::from_secs(20),
-        max_connections: 8,
-    }
+    StoreOptions { timeout: Duration::from_secs(20), max_connections: 8 }
 }
 
 /// A unique lowercase suffix for database object names.
 pub fn unique_suffix() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}_{}_{}", std::process::id(), nanos % 1_000_000_000_000, N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Connects to the Postgres admin URL; `None` (loudly) when unreachable outside CI.
 pub async fn postgres_admin() -> Option<sqlx::PgConnection> {
     let url = postgres_url();
-    let why = match tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&url))
-        .await
-    {
+    let why = match tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&url)).await {
         Ok(Ok(c)) => return Some(c),
         Ok(Err(e)) => e.to_string(),
         Err(_) => "connect timed out after 5s".to_owned(),
     };
     if std::env::var_os("CI").is_some() {
-        panic!(
-            "Postgres unreachable at {url} (CI is set, so this fails instead of skipping): {why}"
-        );
+        panic!("Postgres unreachable at {url} (CI is set, so this fails instead of skipping): {why}");
     }
     eprintln!("SKIPPED: Postgres unreachable at {url}: {why}");
     None
@@ -101,21 +85,14 @@ impl Scratch {
     pub fn sqlite() -> Scratch {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("stepcache.db").display());
-        Scratch {
-            backend: Backend::Sqlite,
-            url,
-            guard: Guard::Dir(dir),
-        }
+        Scratch { backend: Backend::Sqlite, url, guard: Guard::Dir(dir) }
     }
 
     /// A new schema on the Postgres server; `None` when it is unreachable (outside CI).
     pub async fn postgres() -> Option<Scratch> {
         let mut admin = postgres_admin().await?;
         let schema = format!("stepcache_t_{}", unique_suffix());
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.unwrap();
         let _ = admin.close().await;
         Some(Scratch {
             backend: Backend::Postgres,
@@ -173,21 +150,15 @@ impl Drop for Scratch {
         let url = postgres_url();
         // Best effort, on a thread with its own runtime (Drop may run inside a runtime).
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async {
                 if let Ok(Ok(mut c)) =
-                    tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&url))
-                        .await
+                    tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&url)).await
                 {
                     let _ = sqlx::query("SET lock_timeout = '5s'").execute(&mut c).await;
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .execute(&mut c)
-                        .await;
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut c).await;
                     let _ = c.close().await;
                 }
             });
@@ -208,19 +179,13 @@ impl TestStore {
     /// On SQLite.
     pub async fn sqlite() -> TestStore {
         let scratch = Scratch::sqlite();
-        TestStore {
-            store: scratch.migrated().await,
-            scratch,
-        }
+        TestStore { store: scratch.migrated().await, scratch }
     }
 
     /// On Postgres; `None` when unreachable (outside CI).
     pub async fn postgres() -> Option<TestStore> {
         let scratch = Scratch::postgres().await?;
-        Some(TestStore {
-            store: scratch.migrated().await,
-            scratch,
-        })
+        Some(TestStore { store: scratch.migrated().await, scratch })
     }
 
     /// Which backend.
