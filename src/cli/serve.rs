@@ -142,10 +142,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "gc failed"),
                 }
-                if let Ok(stats) = gc_store.stats().await {
-                    if let Some(total) = stats.iter().find(|s| s.namespace.is_none()) {
-                        gc_metrics.entries.set(total.entries);
-                    }
+                if let Ok(n) = gc_store.estimate_entries().await {
+                    gc_metrics.entries.set(n);
                 }
             }
         });

@@ -9,6 +9,7 @@
 //! originals, `copy:<source>:<staleness>` for adopting copies) and inserts are
 //! `ON CONFLICT (dedup) DO NOTHING`, so racing replicas never duplicate or lose a row.
 
+mod estimate;
 pub mod latch;
 mod rows;
 mod sql;

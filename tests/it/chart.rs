@@ -709,10 +709,14 @@ store: {timeout: 500ms}
         ("STEPCACHE_RECORDER", "false"),
         ("STEPCACHE_LOG_FORMAT", "text"),
         ("STEPCACHE_STORE_TIMEOUT", "500ms"),
+        ("STEPCACHE_LATCH_URL", "https://stepcache.stepcache.svc:443/latch"),
+        ("STEPCACHE_LATCH_CA_FILE", "/etc/stepcache/tls/ca.crt"),
     ];
     for (k, v) in want {
         assert_eq!(r.env_value(k).as_deref(), Some(v), "{k}");
     }
+    let off = render(helm, "");
+    assert_eq!(off.env_value("STEPCACHE_LATCH_URL"), None, "latching settings only when latching is on");
 }
 
 #[test]

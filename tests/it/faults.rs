@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Proxy {
     pub port: u16,
     up: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
@@ -27,12 +28,14 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
+        let paused = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (u, c) = (up.clone(), conns.clone());
+        let (u, c, pz) = (up.clone(), conns.clone(), paused.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else { return };
                 let u = u.clone();
+                let pz = pz.clone();
                 let target = target.clone();
                 let h = tokio::spawn(async move {
                     if !u.load(Ordering::SeqCst) {
@@ -40,14 +43,27 @@ impl Proxy {
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                         return;
                     }
-                    if let Ok(mut out) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    if let Ok(out) = TcpStream::connect(&target).await {
+                        let (ri, wi) = inbound.into_split();
+                        let (ro, wo) = out.into_split();
+                        // Not spawned: aborting this task must close both directions.
+                        tokio::join!(pump(ri, wo, pz.clone()), pump(ro, wi, pz));
                     }
                 });
                 c.lock().unwrap().push(h.abort_handle());
             }
         });
-        Proxy { port, up, conns }
+        Proxy { port, up, paused, conns }
+    }
+
+    /// Keeps every connection open but stops moving bytes: calls hang instead of failing.
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Moves bytes again.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
     }
 
     /// Cuts every connection and black-holes new ones.
@@ -61,6 +77,24 @@ impl Proxy {
     /// Lets connections through again.
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction, holding data back while `paused`.
+async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, paused: Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while paused.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -249,18 +283,24 @@ async fn a_rotated_certificate_is_served_without_restart_and_without_failed_requ
     assert!(metrics.encode().contains("stepcache_cert_reloads_total{reason=\"ok\"}"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish() {
+    // A black-holed Postgres holds the admission in flight (up to the 3 s store timeout)
+    // while SIGTERM arrives; the request must still be answered and the process exit 0.
+    let Some(db) = crate::pg::database().await else { return };
+    let proxy = Proxy::start(pg_target()).await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let certs = stepcache::tls::generate(&d.join("certs"), &["127.0.0.1".into()]).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let db = d.join("s.db");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepcache"))
         .current_dir(d)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "", "--kube", "off", "--store-timeout", "3s"])
-        .args(["--database-url", &format!("sqlite://{}", db.display())])
-        .arg("--tls-cert").arg(&certs.cert).arg("--tls-key").arg(&certs.key)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "", "--kube", "off"])
+        .args(["--store-timeout", "3s", "--request-deadline", "4s", "--database-url", &via_proxy(&db.url, proxy.port)])
+        .arg("--tls-cert")
+        .arg(&certs.cert)
+        .arg("--tls-key")
+        .arg(&certs.key)
         .env("STEPCACHE_LOG", "warn")
         .spawn()
         .unwrap();
@@ -271,27 +311,31 @@ async fn sigterm_lets_in_flight_requests_finish() {
         .unwrap();
     let base = format!("https://127.0.0.1:{port}");
     let t = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20), "server did not start");
+    while client.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        assert!(t.elapsed() < Duration::from_secs(30), "server did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Hold the database so the next admission is in flight while SIGTERM arrives.
-    use sqlx::Connection;
-    let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    sqlx::query("BEGIN EXCLUSIVE").execute(&mut lock).await.unwrap();
+    proxy.pause();
     let req = {
         let c = client.clone();
         let url = format!("{base}/mutate");
         let body = fixture("v3.6-container-params.admission.json").to_string();
-        tokio::spawn(async move { c.post(url).header("content-type", "application/json").body(body).send().await })
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = c.post(url).header("content-type", "application/json").body(body).send().await;
+            (t.elapsed(), r)
+        })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
-    let resp = req.await.unwrap().expect("in-flight request completes");
+    let (elapsed, resp) = req.await.unwrap();
+    let resp = resp.expect("the in-flight request is answered");
     assert_eq!(resp.status(), 200);
+    assert!(elapsed > Duration::from_secs(1), "the request really was in flight during SIGTERM ({elapsed:?})");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["response"]["allowed"], true);
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
+    proxy.resume();
 }

@@ -63,7 +63,10 @@ fn token_of(pod: &Value) -> String {
     cmd[i + 1].as_str().unwrap().to_owned()
 }
 
-fn split(results: &[(Value, Value, Value)]) -> (Vec<&(Value, Value, Value)>, Vec<&(Value, Value, Value)>) {
+/// (review, response, explain) of one admission.
+type Admitted = (Value, Value, Value);
+
+fn split(results: &[Admitted]) -> (Vec<&Admitted>, Vec<&Admitted>) {
     let leaders: Vec<_> = results.iter().filter(|(_, _, ex)| ex["decision"] == "miss").collect();
     let waiters: Vec<_> = results.iter().filter(|(_, _, ex)| ex["decision"] == "latched").collect();
     (leaders, waiters)
