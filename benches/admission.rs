@@ -19,7 +19,11 @@ fn bench(c: &mut Criterion) {
     let Classification::Step(step) = classify(&pod) else { panic!("fixture") };
     let km = stepcache::key::derive_key(&pod, &step, &Default::default(), Default::default()).unwrap();
     let outputs = StepOutputs {
-        parameters: vec![OutputParameter { name: "row-count".into(), value: Some("150".into()), rest: Default::default() }],
+        parameters: vec![OutputParameter {
+            name: "row-count".into(),
+            value: Some("150".into()),
+            rest: Default::default(),
+        }],
         ..Default::default()
     };
     let cfg = RewriteConfig::default();
@@ -38,7 +42,14 @@ fn bench(c: &mut Criterion) {
             (p, t)
         })
     });
-    let mark = MarkInfo { key: &km.key, mark: "sig", staleness_db: -1, seed: "", decision: "miss", miss_reason: Some("no viable entry".into()) };
+    let mark = MarkInfo {
+        key: &km.key,
+        mark: "sig",
+        staleness_db: -1,
+        seed: "",
+        decision: "miss",
+        miss_reason: Some("no viable entry".into()),
+    };
     c.bench_function("build_mark_patch", |b| b.iter(|| build_mark_patch(black_box(&pod), &mark)));
     let patch = build_hit_patch(&pod, &step, &hit, &cfg);
     c.bench_function("encode_hit_response", |b| b.iter(|| respond::allow("uid", black_box(&patch), &[])));

@@ -51,6 +51,14 @@ pub struct BenchArgs {
     /// The stepcache binary to start the servers from (default: this executable).
     #[arg(long)]
     pub server_binary: Option<std::path::PathBuf>,
+    /// Instead of the HTTP comparison: time this many direct store lookups of existing keys
+    /// (after the fill), reporting p50/p99.
+    #[arg(long)]
+    pub store_lookups: Option<usize>,
+    /// Instead of the HTTP comparison: record this many succeeded step pods through the
+    /// recorder (16 at a time) and report completions per second.
+    #[arg(long)]
+    pub record: Option<usize>,
 }
 
 /// Latency and throughput of one server over all its phases.
@@ -249,7 +257,13 @@ struct PhaseResult {
 }
 
 /// Sends `bodies` to `url`, open loop at `rate` (or closed loop when 0).
-async fn phase(client: &reqwest::Client, url: &str, bodies: Vec<Vec<u8>>, rate: u32, concurrency: usize) -> PhaseResult {
+async fn phase(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: Vec<Vec<u8>>,
+    rate: u32,
+    concurrency: usize,
+) -> PhaseResult {
     let start = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1) * if rate > 0 { 16 } else { 1 }));
     let mut tasks = tokio::task::JoinSet::new();
@@ -334,10 +348,7 @@ pub async fn measure(args: &BenchArgs, workdir: &Path) -> anyhow::Result<Report>
     crate::tls::generate(&certs, &["127.0.0.1".into(), "localhost".into()])?;
     let key_file = workdir.join("signing.key");
     std::fs::write(&key_file, "bench-signing-key-0123456789abcdef")?;
-    let db = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", workdir.join("bench.db").display()));
+    let db = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", workdir.join("bench.db").display()));
     let store = Store::connect(&db, StoreOptions { timeout: Duration::from_secs(600), max_connections: 4 }).await?;
     store.migrate().await?;
     let per_phase = (args.requests / args.phases.max(1)).max(1);
@@ -366,7 +377,8 @@ pub async fn measure(args: &BenchArgs, workdir: &Path) -> anyhow::Result<Report>
     let mut subj_res = Vec::new();
     // Warm both up (connections, statement caches) before measuring.
     for c in [&baseline, &subject] {
-        let warm: Vec<Vec<u8>> = bodies(50, "warm")?.iter().map(|b| serde_json::to_vec(b).unwrap_or_default()).collect();
+        let warm: Vec<Vec<u8>> =
+            bodies(50, "warm")?.iter().map(|b| serde_json::to_vec(b).unwrap_or_default()).collect();
         phase(&client, &format!("https://{}/mutate", c.addr), warm, 0, 8).await;
     }
     for p in 0..args.phases.max(1) {
@@ -381,7 +393,9 @@ pub async fn measure(args: &BenchArgs, workdir: &Path) -> anyhow::Result<Report>
             [(&subject, &mut subj_res), (&baseline, &mut base_res)]
         };
         for (c, out) in order {
-            out.push(phase(&client, &format!("https://{}/mutate", c.addr), enc.clone(), args.rate, args.concurrency).await);
+            out.push(
+                phase(&client, &format!("https://{}/mutate", c.addr), enc.clone(), args.rate, args.concurrency).await,
+            );
         }
     }
     let b = side(&base_res, baseline.rss_mib());
@@ -416,7 +430,10 @@ pub fn render(r: &Report) -> String {
     };
     let mut out = format!("rate={} rps/phase  entries={}  mix={}\n", r.rate, r.entries, r.mix);
     out.push_str(&crate::cli::entries::render(&[
-        ["server", "requests", "errors", "patched", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "rps", "RSS MiB"].iter().map(|s| (*s).to_owned()).collect(),
+        ["server", "requests", "errors", "patched", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "rps", "RSS MiB"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
         row("baseline (noop)", &r.baseline),
         row("stepcache", &r.subject),
     ]));
@@ -427,8 +444,140 @@ pub fn render(r: &Report) -> String {
     out
 }
 
+/// Direct store lookup latency after the fill: (p50 ms, p99 ms, lookups).
+pub async fn measure_lookups(args: &BenchArgs, n: usize) -> anyhow::Result<serde_json::Value> {
+    let db = args.database_url.clone().ok_or_else(|| anyhow!("--store-lookups needs --database-url"))?;
+    let store = Store::connect(&db, StoreOptions { timeout: Duration::from_secs(3600), max_connections: 4 }).await?;
+    store.migrate().await?;
+    let ns = "bench-lookup";
+    let t = Instant::now();
+    if !args.no_fill && args.fill > 0 {
+        store.fill_synthetic(args.fill, ns, true).await?;
+    }
+    let fill_s = t.elapsed().as_secs_f64();
+    let now = jiff::Timestamp::now();
+    let mut lat = Vec::with_capacity(n);
+    let total = args.fill.max(1);
+    // Warm the pool and the statement cache.
+    for i in 0..50u64 {
+        store.lookup(&crate::store::synthetic_key(ns, i % total), crate::types::Staleness::Unbounded, now).await?;
+    }
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let key = crate::store::synthetic_key(ns, x % total);
+        let t = Instant::now();
+        let hit = store.lookup(&key, crate::types::Staleness::Unbounded, now).await?;
+        lat.push(t.elapsed());
+        if hit.is_none() {
+            bail!("synthetic key {key} not found: was the fill done with this namespace?");
+        }
+    }
+    lat.sort();
+    Ok(serde_json::json!({
+        "backend": format!("{:?}", store.backend()),
+        "rows_filled": args.fill,
+        "fill_seconds": fill_s,
+        "lookups": n,
+        "p50_ms": percentile(&lat, 50.0),
+        "p99_ms": percentile(&lat, 99.0),
+        "p999_ms": percentile(&lat, 99.9),
+    }))
+}
+
+/// Recorder throughput: `n` distinct succeeded, marked pods recorded 16 at a time.
+pub async fn measure_recording(args: &BenchArgs, n: usize) -> anyhow::Result<serde_json::Value> {
+    use crate::recorder::assess::{OutputSources, RecordSettings};
+    use crate::recorder::{Attempt, Recorder};
+    let db = args.database_url.clone().ok_or_else(|| anyhow!("--record needs --database-url"))?;
+    let store = Store::connect(&db, StoreOptions { timeout: Duration::from_secs(60), max_connections: 16 }).await?;
+    store.migrate().await?;
+    let signer = crate::mark::Signer::new(b"bench-signing-key-0123456789abcdef").map_err(|e| anyhow!("{e}"))?;
+    let policy = crate::policy::AdminPolicy::default();
+    let admitter = crate::admission::Admitter {
+        config: Arc::new(crate::admission::AdmitConfig { admin: policy, ..Default::default() }),
+        store: store.clone(),
+        signer: signer.clone(),
+        cluster: crate::admission::Cluster { offline: true, ..Default::default() },
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+    };
+    // Admit (miss → marked pod), then turn each into the pod and task result of a success.
+    let prefix = format!("rec{}", jiff::Timestamp::now().as_millisecond());
+    let mut work = Vec::with_capacity(n);
+    for (i, b) in bodies(n, &prefix)?.into_iter().enumerate() {
+        let d = crate::admission::decode::decode(&serde_json::to_vec(&b)?).map_err(|e| anyhow!("{e}"))?;
+        let out = admitter.admit(&d, jiff::Timestamp::now()).await;
+        let mut pod = b.pointer("/request/object").cloned().unwrap_or_default();
+        let patch: Vec<json_patch::PatchOperation> = serde_json::from_value(serde_json::to_value(&out.explain.patch)?)?;
+        json_patch::patch(&mut pod, &patch)?;
+        let names: Vec<String> = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map(|cs| cs.iter().filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let statuses: Vec<Value> = names.iter().map(|c| serde_json::json!({"name": c, "ready": false, "restartCount": 0, "image": "i",
+            "imageID": "docker.io/i@sha256:00", "state": {"terminated": {"exitCode": 0, "startedAt": "2026-11-01T10:00:00Z", "finishedAt": "2026-11-01T10:01:00Z"}}})).collect();
+        if let Some(o) = pod.as_object_mut() {
+            o.insert("status".into(), serde_json::json!({"phase": "Succeeded", "startTime": "2026-11-01T10:00:00Z", "containerStatuses": statuses}));
+        }
+        if let Some(m) = pod.pointer_mut("/metadata").and_then(Value::as_object_mut) {
+            m.insert("uid".into(), Value::String(format!("{prefix}-uid-{i}")));
+        }
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod)?;
+        let Classification::Step(step) = classify(&pod) else { bail!("fixture is not a step pod") };
+        let declared = step.template.declared_outputs();
+        let params: Vec<Value> =
+            declared.parameters.iter().map(|p| serde_json::json!({"name": p, "value": i.to_string()})).collect();
+        let arts: Vec<Value> = declared
+            .artifacts
+            .iter()
+            .map(|(a, _)| serde_json::json!({"name": a, "s3": {"key": format!("{prefix}/{i}/{a}.tgz")}}))
+            .collect();
+        let outputs = serde_json::json!({"parameters": params, "artifacts": arts});
+        work.push((pod, outputs));
+    }
+    let recorder = Recorder {
+        store,
+        signer,
+        settings: Arc::new(RecordSettings { scope: Default::default(), default_expiry: None }),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+    };
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (pod, outputs) in work {
+        let r = recorder.clone();
+        let permit = sem.clone().acquire_owned().await?;
+        tasks.spawn(async move {
+            let node = pod.metadata.annotations.as_ref().and_then(|a| a.get(crate::argo::labels::NODE_ID_ANNOTATION).cloned()).unwrap_or_default();
+            let tr = serde_json::json!({"metadata": {"name": node, "labels": {crate::argo::labels::REPORT_OUTPUTS_COMPLETED: "true"}}, "outputs": outputs});
+            let a = r.record(&pod, &OutputSources { task_result: Some(&tr), workflow_node: None }, jiff::Timestamp::now()).await;
+            drop(permit);
+            matches!(a, Attempt::Recorded(_))
+        });
+    }
+    let mut ok = 0usize;
+    while let Some(j) = tasks.join_next().await {
+        if matches!(j, Ok(true)) {
+            ok += 1;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    Ok(serde_json::json!({"recorded": ok, "attempted": n, "seconds": secs, "per_second": ok as f64 / secs}))
+}
+
 /// Runs the benchmark from the command line.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.store_lookups {
+        println!("{}", serde_json::to_string_pretty(&measure_lookups(&args, n).await?)?);
+        return Ok(());
+    }
+    if let Some(n) = args.record {
+        println!("{}", serde_json::to_string_pretty(&measure_recording(&args, n).await?)?);
+        return Ok(());
+    }
     let dir = std::env::temp_dir().join(format!("stepcache-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let report = measure(&args, &dir).await;

@@ -125,9 +125,8 @@ impl Signer {
 
     /// Verifies a mark in constant time.
     pub fn verify(&self, c: &MarkClaims<'_>, mark: &str) -> Result<(), MarkError> {
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(mark.trim())
-            .map_err(|_| MarkError::Encoding)?;
+        let raw =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(mark.trim()).map_err(|_| MarkError::Encoding)?;
         self.mac(c).verify_slice(&raw).map_err(|_| MarkError::Mismatch)
     }
 }
@@ -147,7 +146,14 @@ mod tests {
         let k = key();
         let ns = Namespace::parse("team-a").unwrap();
         let seed = CacheSeed::default();
-        let c = MarkClaims { key: &k, namespace: &ns, pod_name: "p", workflow_uid: "u", staleness: Staleness::Unbounded, seed: &seed };
+        let c = MarkClaims {
+            key: &k,
+            namespace: &ns,
+            pod_name: "p",
+            workflow_uid: "u",
+            staleness: Staleness::Unbounded,
+            seed: &seed,
+        };
         let m = s.sign(&c);
         assert_eq!(s.verify(&c, &m), Ok(()));
         let other = Signer::new(b"another-secret-of-16b").unwrap();
@@ -162,7 +168,14 @@ mod tests {
         let ns = Namespace::parse("team-a").unwrap();
         let ns_b = Namespace::parse("team-b").unwrap();
         let seed = CacheSeed::default();
-        let c = MarkClaims { key: &k, namespace: &ns, pod_name: "p", workflow_uid: "u", staleness: Staleness::Unbounded, seed: &seed };
+        let c = MarkClaims {
+            key: &k,
+            namespace: &ns,
+            pod_name: "p",
+            workflow_uid: "u",
+            staleness: Staleness::Unbounded,
+            seed: &seed,
+        };
         let m = s.sign(&c);
         assert!(s.verify(&MarkClaims { pod_name: "q", ..c.clone() }, &m).is_err());
         assert!(s.verify(&MarkClaims { namespace: &ns_b, ..c.clone() }, &m).is_err());
@@ -175,7 +188,11 @@ mod tests {
         let s = Signer::new(b"0123456789abcdef-secret").unwrap();
         let t = s.sign_token(b"{\"pod\":\"a\"}");
         assert_eq!(s.verify_token(&t).unwrap(), b"{\"pod\":\"a\"}".to_vec());
-        let forged = format!("{}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b"{\"pod\":\"b\"}"), t.split_once('.').unwrap().1);
+        let forged = format!(
+            "{}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b"{\"pod\":\"b\"}"),
+            t.split_once('.').unwrap().1
+        );
         assert_eq!(s.verify_token(&forged), Err(MarkError::Mismatch));
         assert_eq!(s.verify_token("nodot"), Err(MarkError::Encoding));
     }

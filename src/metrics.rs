@@ -133,9 +133,7 @@ impl Metrics {
     pub fn store_call(&self, op: &str, seconds: f64, error_kind: Option<&str>) {
         self.store_duration.get_or_create(&OpLabel { op: op.to_owned() }).observe(seconds);
         if let Some(kind) = error_kind {
-            self.store_errors
-                .get_or_create(&OpKindLabel { op: op.to_owned(), kind: kind.to_owned() })
-                .inc();
+            self.store_errors.get_or_create(&OpKindLabel { op: op.to_owned(), kind: kind.to_owned() }).inc();
         }
     }
 

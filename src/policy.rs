@@ -128,10 +128,7 @@ pub fn plan(
         None => false,
         Some(v) if v.eq_ignore_ascii_case("true") => {
             if !admin.latch {
-                warnings.push(format!(
-                    "{} is set but latching is disabled on this installation",
-                    labels::LATCH
-                ));
+                warnings.push(format!("{} is set but latching is disabled on this installation", labels::LATCH));
             }
             admin.latch
         }
@@ -145,9 +142,7 @@ pub fn plan(
     if !errors.is_empty() {
         return Plan::Invalid { warnings: errors };
     }
-    let base = authored
-        .or(admin.default_staleness)
-        .unwrap_or(Staleness::Unbounded);
+    let base = authored.or(admin.default_staleness).unwrap_or(Staleness::Unbounded);
     let staleness = match admin.max_staleness {
         Some(cap) => {
             let capped = base.min(cap);
@@ -208,11 +203,7 @@ impl MissCause {
 }
 
 /// Applies the selection rule to what the store returned.
-pub fn choose(
-    step_staleness: Staleness,
-    declared: &DeclaredOutputs,
-    candidate: Option<Candidate<'_>>,
-) -> Choice {
+pub fn choose(step_staleness: Staleness, declared: &DeclaredOutputs, candidate: Option<Candidate<'_>>) -> Choice {
     if step_staleness.never_reuse() {
         return Choice::Miss(MissCause::NeverReuse);
     }

@@ -128,8 +128,10 @@ fn noop_container(cfg: &RewriteConfig, name: &str) -> Value {
 
 /// Replaces the containers and drops what a no-op pod must not pull, stage or attach.
 fn replace_spec(pod: &Pod, containers: Vec<Value>, cfg: &RewriteConfig) -> Vec<PatchOperation> {
-    let mut ops =
-        vec![PatchOperation::Replace(ReplaceOperation { path: ptr(&["spec", "containers"]), value: Value::Array(containers) })];
+    let mut ops = vec![PatchOperation::Replace(ReplaceOperation {
+        path: ptr(&["spec", "containers"]),
+        value: Value::Array(containers),
+    })];
     let spec = pod.spec.as_ref();
     if spec.and_then(|s| s.init_containers.as_ref()).is_some() {
         ops.push(PatchOperation::Remove(RemoveOperation { path: ptr(&["spec", "initContainers"]) }));
@@ -233,20 +235,13 @@ pub fn requires_task_result(layout: ArgoLayout) -> bool {
 /// account and restart policy; replaces containers by one `main` that exits 0 (one no-op per
 /// user container for container sets); drops init
 /// containers and volumes so nothing is pulled, staged or attached.
-pub fn build_hit_patch(
-    pod: &Pod,
-    step: &StepPod,
-    hit: &HitInfo<'_>,
-    cfg: &RewriteConfig,
-) -> Vec<PatchOperation> {
+pub fn build_hit_patch(pod: &Pod, step: &StepPod, hit: &HitInfo<'_>, cfg: &RewriteConfig) -> Vec<PatchOperation> {
     let spec = pod.spec.as_ref();
     // Container sets: the controller derives child nodes `<node>.<container>` from container
     // statuses, so keep one no-op container per user container name; otherwise one `main`.
     let names: Vec<String> = if step.kind == TemplateKind::ContainerSet {
-        spec.map(|s| {
-            s.containers.iter().filter(|c| c.name != labels::WAIT_CONTAINER).map(|c| c.name.clone()).collect()
-        })
-        .unwrap_or_default()
+        spec.map(|s| s.containers.iter().filter(|c| c.name != labels::WAIT_CONTAINER).map(|c| c.name.clone()).collect())
+            .unwrap_or_default()
     } else {
         Vec::new()
     };

@@ -150,10 +150,7 @@ impl CacheSeed {
     /// Checks length and rejects control characters so seeds stay printable and bounded.
     pub fn parse(raw: &str) -> Result<CacheSeed, TypeError> {
         if raw.len() > MAX_SEED_BYTES {
-            return Err(TypeError::InvalidSeed(format!(
-                "{} bytes, at most {MAX_SEED_BYTES} allowed",
-                raw.len()
-            )));
+            return Err(TypeError::InvalidSeed(format!("{} bytes, at most {MAX_SEED_BYTES} allowed", raw.len())));
         }
         if raw.chars().any(char::is_control) {
             return Err(TypeError::InvalidSeed("contains control characters".into()));

@@ -20,7 +20,9 @@ pub enum DecodeError {
     #[error("body JSON is nested deeper than {MAX_DEPTH} levels")]
     TooDeep,
     /// Not `admission.k8s.io/v1` `AdmissionReview`.
-    #[error("expected apiVersion admission.k8s.io/v1 kind AdmissionReview, got apiVersion {api_version:?} kind {kind:?}")]
+    #[error(
+        "expected apiVersion admission.k8s.io/v1 kind AdmissionReview, got apiVersion {api_version:?} kind {kind:?}"
+    )]
     WrongVersion {
         /// apiVersion found.
         api_version: String,
@@ -145,9 +147,9 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
             )),
             Some(obj) => match serde_json::from_value::<Pod>(obj.clone()) {
                 Ok(pod) => Subject::PodCreate(Box::new(pod)),
-                Err(e) => Subject::Unreadable(format!(
-                    "stepcache: object is not a valid Pod ({e}); admitted unchanged"
-                )),
+                Err(e) => {
+                    Subject::Unreadable(format!("stepcache: object is not a valid Pod ({e}); admitted unchanged"))
+                }
             },
         }
     };
@@ -160,7 +162,10 @@ mod tests {
     use super::*;
 
     fn review(req: Value) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":req})).unwrap()
+        serde_json::to_vec(
+            &serde_json::json!({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":req}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -197,17 +202,26 @@ mod tests {
     fn non_pod_and_non_create_are_ignored() {
         let d = decode(&review(serde_json::json!({"uid":"u","operation":"CREATE","kind":{"group":"apps","version":"v1","kind":"Deployment"}}))).unwrap();
         assert!(matches!(d.subject, Subject::Ignored(_)));
-        let d = decode(&review(serde_json::json!({"uid":"u","operation":"UPDATE","kind":{"group":"","version":"v1","kind":"Pod"}}))).unwrap();
+        let d = decode(&review(
+            serde_json::json!({"uid":"u","operation":"UPDATE","kind":{"group":"","version":"v1","kind":"Pod"}}),
+        ))
+        .unwrap();
         assert!(matches!(d.subject, Subject::Ignored(_)));
     }
 
     #[test]
     fn object_of_wrong_shape_is_unreadable_not_fatal() {
-        let d = decode(&review(serde_json::json!({"uid":"u","operation":"CREATE","kind":{"group":"","version":"v1","kind":"Pod"},
-            "object":{"kind":"Pod","spec":{"containers":"nope"}}}))).unwrap();
+        let d = decode(&review(
+            serde_json::json!({"uid":"u","operation":"CREATE","kind":{"group":"","version":"v1","kind":"Pod"},
+            "object":{"kind":"Pod","spec":{"containers":"nope"}}}),
+        ))
+        .unwrap();
         assert!(matches!(d.subject, Subject::Unreadable(_)));
-        let d = decode(&review(serde_json::json!({"uid":"u","operation":"CREATE","kind":{"group":"","version":"v1","kind":"Pod"},
-            "object":{"kind":"Secret"}}))).unwrap();
+        let d = decode(&review(
+            serde_json::json!({"uid":"u","operation":"CREATE","kind":{"group":"","version":"v1","kind":"Pod"},
+            "object":{"kind":"Secret"}}),
+        ))
+        .unwrap();
         assert!(matches!(d.subject, Subject::Unreadable(ref w) if w.contains("Secret")));
     }
 

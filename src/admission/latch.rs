@@ -103,8 +103,7 @@ impl Admitter {
         let role = self.store.latch_acquire(&km.key, step.namespace.as_str(), &pod_name, now, cfg.window).await;
         match role {
             Ok(LatchRole::Waiter { leader_pod }) => {
-                let claims =
-                    LatchClaims { key: km.key.clone(), pod: pod_name, target: TaskResultTarget::from(step) };
+                let claims = LatchClaims { key: km.key.clone(), pod: pod_name, target: TaskResultTarget::from(step) };
                 let token = self.signer.sign_token(&serde_json::to_vec(&claims).unwrap_or_default());
                 let w = WaitInfo {
                     key: &km.key,
@@ -141,7 +140,9 @@ impl Admitter {
             Ok(e) => e,
             Err(e) => return Ok(answer("waiting", format!("store unavailable: {e}"))),
         };
-        let fresh = |finished: Timestamp| latch.as_ref().is_none_or(|l| finished >= l.admitted_at || l.state == state::SUCCEEDED);
+        let fresh = |finished: Timestamp| {
+            latch.as_ref().is_none_or(|l| finished >= l.admitted_at || l.state == state::SUCCEEDED)
+        };
         if let Some(entry) = entry.filter(|e| fresh(e.finished_at)) {
             let tr = rewrite::build_task_result_for(&claims.target, &entry.outputs);
             if let Some(w) = &self.cluster.task_results {
@@ -160,12 +161,15 @@ impl Admitter {
             });
         }
         match latch {
-            Some(l) if l.leader_pod == claims.pod => {
-                Ok(answer("run", "this pod leads: it must run the step".into()))
-            }
-            Some(l) if l.state == state::FAILED || l.admitted_at.as_millisecond() + cfg.timeout.as_millis() as i64 <= now.as_millisecond() => {
+            Some(l) if l.leader_pod == claims.pod => Ok(answer("run", "this pod leads: it must run the step".into())),
+            Some(l)
+                if l.state == state::FAILED
+                    || l.admitted_at.as_millisecond() + cfg.timeout.as_millis() as i64 <= now.as_millisecond() =>
+            {
                 match self.store.latch_promote(&claims.key, &claims.pod, now, cfg.timeout).await {
-                    Ok(true) => Ok(answer("run", format!("leader {} failed or timed out; this pod takes over", l.leader_pod))),
+                    Ok(true) => {
+                        Ok(answer("run", format!("leader {} failed or timed out; this pod takes over", l.leader_pod)))
+                    }
                     Ok(false) => Ok(answer("waiting", "another waiter took over".into())),
                     Err(e) => Ok(answer("waiting", format!("store unavailable: {e}"))),
                 }

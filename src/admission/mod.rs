@@ -165,7 +165,12 @@ impl Admitter {
         let started = Instant::now();
         let mut ctx = Ctx { decoded, warnings: Vec::new() };
         let explain = if self.config.noop {
-            Explain { decision: "skip".into(), detail: decision::NOOP.into(), reason: "no-op baseline mode".into(), ..Default::default() }
+            Explain {
+                decision: "skip".into(),
+                detail: decision::NOOP.into(),
+                reason: "no-op baseline mode".into(),
+                ..Default::default()
+            }
         } else {
             match &decoded.subject {
                 Subject::Ignored(reason) => skip(decision::SKIPPED_NOT_ARGO, reason.clone()),
@@ -231,7 +236,10 @@ impl Admitter {
             Classification::Step(step) => step,
         };
         if !self.config.admin.covers(&step.namespace) {
-            return skip(decision::SKIPPED, format!("namespace {} is not covered by this installation", step.namespace));
+            return skip(
+                decision::SKIPPED,
+                format!("namespace {} is not covered by this installation", step.namespace),
+            );
         }
         let settings = match plan(&labels_map, &annotations, &self.config.admin) {
             Plan::OptedOut { by } => return skip(decision::OPTED_OUT, format!("opted out by label {by}")),
@@ -279,7 +287,9 @@ impl Admitter {
         );
         match (choice, candidate) {
             (Choice::Hit(_), Some(entry)) => self.hit(ctx, &pod, &step, &settings, &km, entry, false, now, ex).await,
-            (Choice::HitAdopting(_), Some(entry)) => self.hit(ctx, &pod, &step, &settings, &km, entry, true, now, ex).await,
+            (Choice::HitAdopting(_), Some(entry)) => {
+                self.hit(ctx, &pod, &step, &settings, &km, entry, true, now, ex).await
+            }
             (Choice::Miss(cause), _) => {
                 let ex = if self.may_latch(&step, settings.latch) && cause != MissCause::NeverReuse {
                     match self.try_latch(&pod, &step, &km, now, ex).await {
@@ -291,7 +301,9 @@ impl Admitter {
                 };
                 self.miss(ctx, &pod, &step, &settings, &km, cause.describe(), true, now, ex).await
             }
-            (_, None) => self.miss(ctx, &pod, &step, &settings, &km, MissCause::NoEntry.describe(), true, now, ex).await,
+            (_, None) => {
+                self.miss(ctx, &pod, &step, &settings, &km, MissCause::NoEntry.describe(), true, now, ex).await
+            }
         }
     }
 
@@ -310,7 +322,17 @@ impl Admitter {
     ) -> Explain {
         if self.config.admin.shadow {
             let mut ex = self
-                .miss(ctx, pod, step, settings, km, format!("shadow mode: would have served entry {}", entry.id), false, now, ex)
+                .miss(
+                    ctx,
+                    pod,
+                    step,
+                    settings,
+                    km,
+                    format!("shadow mode: would have served entry {}", entry.id),
+                    false,
+                    now,
+                    ex,
+                )
                 .await;
             ex.detail = decision::SHADOW_HIT.into();
             ex.entry_id = Some(entry.id.0);
@@ -320,17 +342,46 @@ impl Admitter {
         if rewrite::uses_task_result(step.layout) {
             let required = rewrite::requires_task_result(step.layout);
             if step.workflow_uid.is_none() && required {
-                ctx.warnings.push("stepcache: hit not served: pod has no Workflow owner uid for the task result".into());
-                return self.miss(ctx, pod, step, settings, km, "hit could not be delivered: no owner uid".into(), true, now, ex).await;
+                ctx.warnings
+                    .push("stepcache: hit not served: pod has no Workflow owner uid for the task result".into());
+                return self
+                    .miss(
+                        ctx,
+                        pod,
+                        step,
+                        settings,
+                        km,
+                        "hit could not be delivered: no owner uid".into(),
+                        true,
+                        now,
+                        ex,
+                    )
+                    .await;
             }
             match (&self.cluster.task_results, ctx.decoded.dry_run) {
                 (_, true) => {}
                 (Some(w), false) => {
                     if let Err(e) = w.upsert(&task_result).await {
-                        self.metrics.task_result_errors.get_or_create(&crate::metrics::ReasonLabel { reason: e.kind().into() }).inc();
+                        self.metrics
+                            .task_result_errors
+                            .get_or_create(&crate::metrics::ReasonLabel { reason: e.kind().into() })
+                            .inc();
                         if required {
-                            ctx.warnings.push(format!("stepcache: hit not served: task result not written ({e}); step runs"));
-                            let mut ex = self.miss(ctx, pod, step, settings, km, format!("hit could not be delivered: {e}"), true, now, ex).await;
+                            ctx.warnings
+                                .push(format!("stepcache: hit not served: task result not written ({e}); step runs"));
+                            let mut ex = self
+                                .miss(
+                                    ctx,
+                                    pod,
+                                    step,
+                                    settings,
+                                    km,
+                                    format!("hit could not be delivered: {e}"),
+                                    true,
+                                    now,
+                                    ex,
+                                )
+                                .await;
                             ex.detail = decision::ERROR.into();
                             return ex;
                         }
@@ -339,7 +390,19 @@ impl Admitter {
                 }
                 (None, false) if required && !self.cluster.offline => {
                     ctx.warnings.push("stepcache: hit not served: no Kubernetes API to write the task result".into());
-                    return self.miss(ctx, pod, step, settings, km, "hit could not be delivered: no Kubernetes API".into(), true, now, ex).await;
+                    return self
+                        .miss(
+                            ctx,
+                            pod,
+                            step,
+                            settings,
+                            km,
+                            "hit could not be delivered: no Kubernetes API".into(),
+                            true,
+                            now,
+                            ex,
+                        )
+                        .await;
                 }
                 (None, false) => {}
             }
@@ -361,7 +424,10 @@ impl Admitter {
         let saved = (entry.finished_at.as_millisecond() - entry.started_at.as_millisecond()).max(0) as f64 / 1000.0;
         ex.reason = format!(
             "served entry {} from workflow {} (finished {}), saving {}",
-            entry.id, entry.workflow_name, entry.finished_at, human_seconds(saved)
+            entry.id,
+            entry.workflow_name,
+            entry.finished_at,
+            human_seconds(saved)
         );
         self.metrics.time_saved_seconds.inc_by(saved);
         if !ctx.decoded.dry_run {
@@ -371,7 +437,15 @@ impl Admitter {
     }
 
     /// Adopting copy, hit count and Event: off the response path when configured.
-    async fn after_hit(&self, step: &StepPod, entry: Entry, adopt: bool, staleness: crate::types::Staleness, saved: f64, now: Timestamp) {
+    async fn after_hit(
+        &self,
+        step: &StepPod,
+        entry: Entry,
+        adopt: bool,
+        staleness: crate::types::Staleness,
+        saved: f64,
+        now: Timestamp,
+    ) {
         let this = self.clone();
         let ev = StepEvent {
             namespace: step.namespace.to_string(),
@@ -504,10 +578,7 @@ fn skip(detail: &str, reason: String) -> Explain {
 }
 
 fn layout_name(step: &StepPod) -> String {
-    serde_json::to_value(step.layout)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    serde_json::to_value(step.layout).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// True when the author set any stepcache or KFP caching annotation (so a skip deserves a warning).

@@ -70,11 +70,7 @@ pub fn render(lines: &[Vec<String>]) -> String {
         .collect();
     let mut out = String::new();
     for l in lines {
-        let cells: Vec<String> = l
-            .iter()
-            .zip(&widths)
-            .map(|(s, w)| format!("{s:<width$}", width = *w))
-            .collect();
+        let cells: Vec<String> = l.iter().zip(&widths).map(|(s, w)| format!("{s:<width$}", width = *w)).collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }

@@ -94,7 +94,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cluster = Cluster {
         task_results: client.clone().map(|c| TaskResultWriter::new(c, Duration::from_secs(2))),
         events: client.clone().map(|c| {
-            EventPoster::new(c, Duration::from_secs(2), std::env::var("HOSTNAME").unwrap_or_else(|_| "stepcache".into()))
+            EventPoster::new(
+                c,
+                Duration::from_secs(2),
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "stepcache".into()),
+            )
         }),
         offline: false,
     };
@@ -157,7 +161,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             settings: Arc::new(RecordSettings { scope: args.policy.scope, default_expiry: args.policy.default_expiry }),
             metrics: metrics.clone(),
         };
-        let cfg = WatchConfig { namespaces: args.watch_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(), ..Default::default() };
+        let cfg = WatchConfig {
+            namespaces: args.watch_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            ..Default::default()
+        };
         let mut rx = stop_rx.clone();
         tokio::spawn(watch::run(c, recorder, cfg, async move {
             let _ = rx.wait_for(|v| *v).await;
@@ -201,7 +208,8 @@ pub async fn record_controller(
         settings: Arc::new(RecordSettings { scope: policy.scope, default_expiry: policy.default_expiry }),
         metrics: Arc::new(Metrics::new()),
     };
-    let cfg = WatchConfig { namespaces: namespaces.into_iter().filter(|s| !s.is_empty()).collect(), ..Default::default() };
+    let cfg =
+        WatchConfig { namespaces: namespaces.into_iter().filter(|s| !s.is_empty()).collect(), ..Default::default() };
     watch::run(client, recorder, cfg, server::shutdown_signal()).await;
     Ok(())
 }

@@ -93,11 +93,7 @@ pub struct RecordSettings {
 }
 
 fn marked(pod: &Pod) -> bool {
-    pod.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(labels::RECORD_LABEL))
-        .is_some_and(|v| v == "true")
+    pod.metadata.labels.as_ref().and_then(|l| l.get(labels::RECORD_LABEL)).is_some_and(|v| v == "true")
 }
 
 /// True when the pod carries stepcache's record label (cheap pre-filter for watchers).
@@ -214,7 +210,8 @@ pub fn assess(
     }
     let empty = BTreeMap::new();
     let a = pod.metadata.annotations.as_ref().unwrap_or(&empty);
-    let marked_key = CacheKey::parse(ann(a, labels::KEY_ANNOTATION)?).map_err(|e| NotRecorded::MalformedMark(e.to_string()))?;
+    let marked_key =
+        CacheKey::parse(ann(a, labels::KEY_ANNOTATION)?).map_err(|e| NotRecorded::MalformedMark(e.to_string()))?;
     let mark = ann(a, labels::MARK_ANNOTATION)?;
     let staleness = ann(a, labels::STALENESS_ANNOTATION)?
         .parse::<i64>()
@@ -263,12 +260,10 @@ pub fn assess(
         .default_expiry
         .and_then(|d| jiff::SignedDuration::try_from(d).ok())
         .and_then(|d| finished.checked_add(d).ok());
-    let pod_uid = pod
-        .metadata
-        .uid
-        .clone()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| format!("{}/{}/{}", step.namespace, pod_name, step.workflow_uid.as_deref().unwrap_or("")));
+    let pod_uid =
+        pod.metadata.uid.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| {
+            format!("{}/{}/{}", step.namespace, pod_name, step.workflow_uid.as_deref().unwrap_or(""))
+        });
     Ok(NewEntry {
         namespace: step.namespace.clone(),
         key: km.key,

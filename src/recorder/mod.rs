@@ -8,8 +8,8 @@
 pub mod assess;
 pub mod watch;
 
-use crate::metrics::Metrics;
 use crate::mark::Signer;
+use crate::metrics::Metrics;
 use crate::store::{Entry, Recorded, Store, StoreError};
 use assess::{assess, NotRecorded, OutputSources, RecordSettings};
 use jiff::Timestamp;
@@ -83,7 +83,12 @@ impl Recorder {
                 }
                 if !r.may_change() {
                     self.metrics.skipped(r.kind());
-                    if matches!(r, NotRecorded::ForgedMark(_) | NotRecorded::OutputsIncomplete(_) | NotRecorded::KeyMismatch { .. }) {
+                    if matches!(
+                        r,
+                        NotRecorded::ForgedMark(_)
+                            | NotRecorded::OutputsIncomplete(_)
+                            | NotRecorded::KeyMismatch { .. }
+                    ) {
                         tracing::warn!(pod = pod.metadata.name.as_deref().unwrap_or(""), reason = %r, "completion not recorded");
                     }
                 }

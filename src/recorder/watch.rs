@@ -98,7 +98,10 @@ impl Tracker {
         let uids = self
             .pending
             .iter()
-            .filter(|(_, p)| p.pod.metadata.namespace.as_deref() == Some(ns.as_str()) && node_id(&p.pod).as_deref() == Some(name.as_str()))
+            .filter(|(_, p)| {
+                p.pod.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && node_id(&p.pod).as_deref() == Some(name.as_str())
+            })
             .map(|(u, _)| u.clone())
             .collect();
         self.results.insert((ns, name), tr);
@@ -163,7 +166,13 @@ async fn workflow_node(client: &kube::Client, pod: &Pod) -> Option<Value> {
 }
 
 /// Assesses one pending pod and settles it when the attempt is final.
-pub async fn process(tracker: &mut Tracker, recorder: &Recorder, client: Option<&kube::Client>, uid: &str, use_fallback: bool) {
+pub async fn process(
+    tracker: &mut Tracker,
+    recorder: &Recorder,
+    client: Option<&kube::Client>,
+    uid: &str,
+    use_fallback: bool,
+) {
     let Some((pod, tr)) = tracker.sources(uid) else { return };
     let node = match (use_fallback, client) {
         (true, Some(c)) => workflow_node(c, &pod).await,
@@ -176,7 +185,10 @@ pub async fn process(tracker: &mut Tracker, recorder: &Recorder, client: Option<
     }
 }
 
-fn pod_streams(client: &kube::Client, namespaces: &[String]) -> Vec<futures::stream::BoxStream<'static, Result<Event<Pod>, watcher::Error>>> {
+fn pod_streams(
+    client: &kube::Client,
+    namespaces: &[String],
+) -> Vec<futures::stream::BoxStream<'static, Result<Event<Pod>, watcher::Error>>> {
     let cfg = watcher::Config::default().labels(&format!("{}=true", labels::RECORD_LABEL));
     let apis: Vec<Api<Pod>> = if namespaces.is_empty() {
         vec![Api::all(client.clone())]
@@ -186,7 +198,10 @@ fn pod_streams(client: &kube::Client, namespaces: &[String]) -> Vec<futures::str
     apis.into_iter().map(|a| kube::runtime::watcher(a, cfg.clone()).default_backoff().boxed()).collect()
 }
 
-fn result_streams(client: &kube::Client, namespaces: &[String]) -> Vec<futures::stream::BoxStream<'static, Result<Event<DynamicObject>, watcher::Error>>> {
+fn result_streams(
+    client: &kube::Client,
+    namespaces: &[String],
+) -> Vec<futures::stream::BoxStream<'static, Result<Event<DynamicObject>, watcher::Error>>> {
     let ar = task_result_resource();
     let cfg = watcher::Config::default().labels(&format!("{}=true", labels::REPORT_OUTPUTS_COMPLETED));
     let apis: Vec<Api<DynamicObject>> = if namespaces.is_empty() {
@@ -198,7 +213,12 @@ fn result_streams(client: &kube::Client, namespaces: &[String]) -> Vec<futures::
 }
 
 /// Runs the recorder against the cluster until `shutdown` resolves.
-pub async fn run(client: kube::Client, recorder: Recorder, cfg: WatchConfig, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run(
+    client: kube::Client,
+    recorder: Recorder,
+    cfg: WatchConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let mut pods = futures::stream::select_all(pod_streams(&client, &cfg.namespaces));
     let mut results = futures::stream::select_all(result_streams(&client, &cfg.namespaces));
     let mut tracker = Tracker::default();

@@ -20,7 +20,18 @@ const CORE: &[&str] = &[
     "src/recorder/assess.rs",
 ];
 
-const FORBIDDEN: &[&str] = &["tokio", "sqlx", "axum", "kube::Client", "reqwest", "std::fs", "Timestamp::now", "SystemTime::now", "Instant::now", "std::env"];
+const FORBIDDEN: &[&str] = &[
+    "tokio",
+    "sqlx",
+    "axum",
+    "kube::Client",
+    "reqwest",
+    "std::fs",
+    "Timestamp::now",
+    "SystemTime::now",
+    "Instant::now",
+    "std::env",
+];
 
 #[test]
 fn the_decision_core_imports_no_io_and_reads_no_clock() {

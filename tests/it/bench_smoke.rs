@@ -18,6 +18,8 @@ async fn bench_smoke_runs_with_zero_errors() {
         no_fill: false,
         json: true,
         server_binary: Some(env!("CARGO_BIN_EXE_stepcache").into()),
+        store_lookups: None,
+        record: None,
     };
     let r = measure(&args, dir.path()).await.unwrap();
     assert_eq!(r.baseline.errors, 0, "{r:?}");

@@ -37,7 +37,8 @@ fn review_prints_a_valid_response_with_the_request_uid_for_every_fixture() {
     let dir = tempfile::tempdir().unwrap();
     for name in all_admission_fixtures() {
         let review = fixture(&name);
-        let out = json_out(&run(dir.path(), &["review", "--now", "2026-11-01T10:00:00Z"], review.to_string().as_bytes()));
+        let out =
+            json_out(&run(dir.path(), &["review", "--now", "2026-11-01T10:00:00Z"], review.to_string().as_bytes()));
         assert_eq!(out["apiVersion"], "admission.k8s.io/v1", "{name}");
         assert_eq!(out["kind"], "AdmissionReview");
         assert_eq!(out["response"]["uid"], review["request"]["uid"], "{name}");
@@ -48,7 +49,11 @@ fn review_prints_a_valid_response_with_the_request_uid_for_every_fixture() {
 #[test]
 fn review_of_unreadable_input_exits_non_zero_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    for bad in [&b"not json"[..], br#"{"apiVersion":"v1","kind":"Pod"}"#, br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#] {
+    for bad in [
+        &b"not json"[..],
+        br#"{"apiVersion":"v1","kind":"Pod"}"#,
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{}}"#,
+    ] {
         let o = run(dir.path(), &["review"], bad);
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
@@ -87,7 +92,8 @@ fn miss_record_hit_walkthrough_with_entries_invalidate_gc_and_stats() {
     let d = dir.path();
     let review = fixture("v3.5-artifacts-s3.admission.json");
     // 1. miss: the pod is marked for recording.
-    let out = json_out(&run(d, &["review", "--explain", "--now", "2026-11-01T10:00:00Z"], review.to_string().as_bytes()));
+    let out =
+        json_out(&run(d, &["review", "--explain", "--now", "2026-11-01T10:00:00Z"], review.to_string().as_bytes()));
     assert_eq!(out["explain"]["decision"], "miss");
     let pod = patched_pod(&review, &out["review"]);
     // 2. the step succeeds; its pod and task result are recorded.
@@ -95,13 +101,18 @@ fn miss_record_hit_walkthrough_with_entries_invalidate_gc_and_stats() {
     let tr = task_result_for(&done, "42");
     std::fs::write(d.join("pod.json"), done.to_string()).unwrap();
     std::fs::write(d.join("tr.json"), tr.to_string()).unwrap();
-    let entry = json_out(&run(d, &["record", "--pod", "pod.json", "--task-result", "tr.json", "--now", "2026-11-01T10:05:00Z"], b""));
+    let entry = json_out(&run(
+        d,
+        &["record", "--pod", "pod.json", "--task-result", "tr.json", "--now", "2026-11-01T10:05:00Z"],
+        b"",
+    ));
     let id = entry["id"].as_i64().unwrap();
     let again = json_out(&run(d, &["record", "--pod", "pod.json", "--task-result", "tr.json"], b""));
     assert_eq!(again["id"].as_i64(), Some(id), "recording the same pod twice stores it once");
     // 3. the same step in a new run hits.
     let second = rerun(&review, "second");
-    let out = json_out(&run(d, &["review", "--explain", "--now", "2026-11-02T10:00:00Z"], second.to_string().as_bytes()));
+    let out =
+        json_out(&run(d, &["review", "--explain", "--now", "2026-11-02T10:00:00Z"], second.to_string().as_bytes()));
     assert_eq!(out["explain"]["decision"], "hit", "{}", out["explain"]);
     assert_eq!(out["explain"]["entry_id"].as_i64(), Some(id));
     assert_eq!(out["explain"]["creates"][0]["kind"], "WorkflowTaskResult");
@@ -122,7 +133,11 @@ fn miss_record_hit_walkthrough_with_entries_invalidate_gc_and_stats() {
     assert_eq!(String::from_utf8_lossy(&inv.stdout).trim(), "invalidated 1 entries");
     let refused = run(d, &["entries", "invalidate"], b"");
     assert!(!refused.status.success(), "an empty filter must not wipe the cache");
-    let out = json_out(&run(d, &["review", "--explain", "--now", "2026-11-02T11:00:00Z"], rerun(&review, "third").to_string().as_bytes()));
+    let out = json_out(&run(
+        d,
+        &["review", "--explain", "--now", "2026-11-02T11:00:00Z"],
+        rerun(&review, "third").to_string().as_bytes(),
+    ));
     assert_eq!(out["explain"]["decision"], "miss");
     assert_eq!(out["explain"]["nearest"]["state"], "invalidated", "{}", out["explain"]);
     let gc = run(d, &["gc"], b"");

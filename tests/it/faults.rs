@@ -33,7 +33,7 @@ impl Proxy {
         let (u, c, pz) = (up.clone(), conns.clone(), paused.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((inbound, _)) = listener.accept().await else { return };
                 let u = u.clone();
                 let pz = pz.clone();
                 let target = target.clone();
@@ -81,7 +81,11 @@ impl Proxy {
 }
 
 /// Copies one direction, holding data back while `paused`.
-async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, paused: Arc<AtomicBool>) {
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    paused: Arc<AtomicBool>,
+) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -110,7 +114,11 @@ fn pg_target() -> String {
     let rest = url.split_once("://").unwrap().1;
     let host = rest.split_once('/').unwrap().0;
     let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
-    if host.contains(':') { host.to_owned() } else { format!("{host}:5432") }
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
 }
 
 #[tokio::test]
@@ -118,7 +126,8 @@ async fn a_postgres_outage_fails_open_within_the_deadline_and_service_resumes() 
     let Some(db) = crate::pg::database().await else { return };
     let proxy = Proxy::start(pg_target()).await;
     let url = via_proxy(&db.url, proxy.port);
-    let store = Store::connect(&url, StoreOptions { timeout: Duration::from_millis(500), max_connections: 4 }).await.unwrap();
+    let store =
+        Store::connect(&url, StoreOptions { timeout: Duration::from_millis(500), max_connections: 4 }).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let deadline = Duration::from_secs(2);
     let s = start(admitter(store, config(), Cluster::default()), dir.path(), deadline, 1 << 22).await;
@@ -150,6 +159,7 @@ async fn a_postgres_outage_fails_open_within_the_deadline_and_service_resumes() 
         assert!(w.contains("cache unavailable") || w.contains("no decision within"), "{w}");
     }
     assert!(worst < deadline + Duration::from_millis(500), "answered within the deadline: worst {worst:?}");
+    eprintln!("outage: 20 admissions answered allowed-unchanged, worst latency {worst:?} (deadline {deadline:?})");
     let ready = s.client.get(s.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let m = s.metrics().await;
@@ -173,9 +183,12 @@ async fn a_postgres_outage_fails_open_within_the_deadline_and_service_resumes() 
 async fn completions_during_a_store_outage_are_recorded_exactly_once_afterwards() {
     let Some(db) = crate::pg::database().await else { return };
     let proxy = Proxy::start(pg_target()).await;
-    let store = Store::connect(&via_proxy(&db.url, proxy.port), StoreOptions { timeout: Duration::from_millis(500), max_connections: 4 })
-        .await
-        .unwrap();
+    let store = Store::connect(
+        &via_proxy(&db.url, proxy.port),
+        StoreOptions { timeout: Duration::from_millis(500), max_connections: 4 },
+    )
+    .await
+    .unwrap();
     let a = admitter(store.clone(), config(), Cluster { offline: true, ..Default::default() });
     let r = recorder(store.clone());
     let review = fixture("v3.6-container-params.admission.json");
@@ -192,7 +205,12 @@ async fn completions_during_a_store_outage_are_recorded_exactly_once_afterwards(
         }
         let (resp, ex) = admit(&a, &run, ts("2026-11-01T10:00:00Z")).await;
         assert_eq!(ex["decision"], "miss");
-        done_pods.push(succeeded(&patched_pod(&run, &resp), &format!("uid-{i}"), "2026-11-01T10:00:00Z", "2026-11-01T10:01:00Z"));
+        done_pods.push(succeeded(
+            &patched_pod(&run, &resp),
+            &format!("uid-{i}"),
+            "2026-11-01T10:00:00Z",
+            "2026-11-01T10:01:00Z",
+        ));
     }
     // Completions stream in; the store goes down a third of the way through.
     for (i, done) in done_pods.into_iter().enumerate() {
@@ -221,6 +239,7 @@ async fn completions_during_a_store_outage_are_recorded_exactly_once_afterwards(
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), n);
+    eprintln!("store outage during {n} completions: {} recorded, 0 lost, 0 duplicated", rows.len());
 }
 
 #[tokio::test]
@@ -233,11 +252,26 @@ async fn a_rotated_certificate_is_served_without_restart_and_without_failed_requ
     let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
     let metrics = a.metrics.clone();
     let tls = stepcache::tls::load(&live.join("tls.crt"), &live.join("tls.key")).await.unwrap();
-    tokio::spawn(stepcache::tls::reload_loop(tls.clone(), live.join("tls.crt"), live.join("tls.key"), Duration::from_millis(100), metrics.clone()));
-    let app = stepcache::server::router(stepcache::server::AppState { admitter: a, deadline: Duration::from_secs(4) }, 1 << 22);
+    tokio::spawn(stepcache::tls::reload_loop(
+        tls.clone(),
+        live.join("tls.crt"),
+        live.join("tls.key"),
+        Duration::from_millis(100),
+        metrics.clone(),
+    ));
+    let app = stepcache::server::router(
+        stepcache::server::AppState { admitter: a, deadline: Duration::from_secs(4) },
+        1 << 22,
+    );
     let handle = axum_server::Handle::new();
     let h = handle.clone();
-    tokio::spawn(async move { axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), tls).handle(h).serve(app.into_make_service()).await.unwrap() });
+    tokio::spawn(async move {
+        axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), tls)
+            .handle(h)
+            .serve(app.into_make_service())
+            .await
+            .unwrap()
+    });
     let s2 = handle.listening().await.unwrap();
     let both = reqwest::Client::builder()
         .use_rustls_tls()
@@ -277,6 +311,7 @@ async fn a_rotated_certificate_is_served_without_restart_and_without_failed_requ
     }
     let (ok, failed) = load.await.unwrap();
     assert_eq!(failed, 0, "no failed requests during rotation ({ok} ok)");
+    eprintln!("certificate rotation under load: {ok} requests, {failed} failed");
     assert!(ok > 20);
     let r = only_new.get(format!("https://{s2}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200, "the rotated certificate is served");
@@ -337,5 +372,6 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert_eq!(body["response"]["allowed"], true);
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status:?}");
+    eprintln!("SIGTERM with a request in flight for {elapsed:?}: answered 200, exit {status}");
     proxy.resume();
 }

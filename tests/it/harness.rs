@@ -111,7 +111,8 @@ pub fn patched_pod(request: &Value, response: &Value) -> Value {
 pub fn rerun(review: &Value, run: &str) -> Value {
     let mut v = review.clone();
     let obj = &v["request"]["object"];
-    let wf = obj.pointer("/metadata/labels/workflows.argoproj.io~1workflow").and_then(Value::as_str).unwrap().to_owned();
+    let wf =
+        obj.pointer("/metadata/labels/workflows.argoproj.io~1workflow").and_then(Value::as_str).unwrap().to_owned();
     let new_wf = format!("{wf}-{run}");
     let new_uid = format!("{run}-uid");
     let rename = |s: &str| s.replacen(&wf, &new_wf, 1);
@@ -163,7 +164,8 @@ pub fn rerun(review: &Value, run: &str) -> Value {
 pub fn succeeded(pod: &Value, uid: &str, started: &str, finished: &str) -> Value {
     let mut p = pod.clone();
     p["metadata"]["uid"] = json!(uid);
-    let names: Vec<String> = p["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect();
+    let names: Vec<String> =
+        p["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_owned()).collect();
     let statuses: Vec<Value> = names
         .iter()
         .map(|n| {
@@ -191,18 +193,39 @@ pub fn failed(pod: &Value, uid: &str, code: i32, reason: &str) -> Value {
 /// The completed WorkflowTaskResult the wait container would write for this pod, with a value
 /// for every declared output parameter and a key for every declared artifact.
 pub fn task_result_for(pod: &Value, value: &str) -> Value {
-    let node = pod.pointer("/metadata/annotations/workflows.argoproj.io~1node-id").and_then(Value::as_str)
-        .or_else(|| pod.pointer("/metadata/name").and_then(Value::as_str)).unwrap();
+    let node = pod
+        .pointer("/metadata/annotations/workflows.argoproj.io~1node-id")
+        .and_then(Value::as_str)
+        .or_else(|| pod.pointer("/metadata/name").and_then(Value::as_str))
+        .unwrap();
     let wf = pod.pointer("/metadata/labels/workflows.argoproj.io~1workflow").and_then(Value::as_str).unwrap();
     let tmpl = template_of(pod);
-    let params: Vec<Value> = tmpl.pointer("/outputs/parameters").and_then(Value::as_array).cloned().unwrap_or_default()
-        .iter().map(|p| json!({"name": p["name"], "value": value})).collect();
-    let arts: Vec<Value> = tmpl.pointer("/outputs/artifacts").and_then(Value::as_array).cloned().unwrap_or_default()
-        .iter().map(|a| json!({"name": a["name"], "s3": {"key": format!("{wf}/{node}/{}.tgz", a["name"].as_str().unwrap())}})).collect();
+    let params: Vec<Value> = tmpl
+        .pointer("/outputs/parameters")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| json!({"name": p["name"], "value": value}))
+        .collect();
+    let arts: Vec<Value> = tmpl
+        .pointer("/outputs/artifacts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| json!({"name": a["name"], "s3": {"key": format!("{wf}/{node}/{}.tgz", a["name"].as_str().unwrap())}}))
+        .collect();
     let mut outputs = json!({});
-    if !params.is_empty() { outputs["parameters"] = json!(params); }
-    if !arts.is_empty() { outputs["artifacts"] = json!(arts); }
-    if tmpl.get("script").is_some() { outputs["result"] = json!(value); }
+    if !params.is_empty() {
+        outputs["parameters"] = json!(params);
+    }
+    if !arts.is_empty() {
+        outputs["artifacts"] = json!(arts);
+    }
+    if tmpl.get("script").is_some() {
+        outputs["result"] = json!(value);
+    }
     json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTaskResult",
         "metadata": {"name": node, "namespace": pod["metadata"]["namespace"],
             "labels": {"workflows.argoproj.io/workflow": wf, "workflows.argoproj.io/report-outputs-completed": "true"}},

@@ -25,7 +25,13 @@ pub fn recorder(store: Store) -> Recorder {
 
 /// Admits `review` (expecting a miss), lets the step succeed with `value` outputs and records it.
 /// Returns the succeeded pod and its task result.
-pub async fn run_and_record(a: &Admitter, review: &Value, uid: &str, value: &str, now: jiff::Timestamp) -> (Value, Value) {
+pub async fn run_and_record(
+    a: &Admitter,
+    review: &Value,
+    uid: &str,
+    value: &str,
+    now: jiff::Timestamp,
+) -> (Value, Value) {
     let (resp, ex) = admit(a, review, now).await;
     assert_eq!(ex["decision"], "miss", "first admission must miss: {ex}");
     let pod = patched_pod(review, &resp);
@@ -47,7 +53,10 @@ fn argo_metadata(pod: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for m in ["labels", "annotations"] {
         for (k, v) in pod["metadata"][m].as_object().cloned().unwrap_or_default() {
-            if k.starts_with("workflows.argoproj.io/") && k != "workflows.argoproj.io/outputs" && k != "workflows.argoproj.io/report-outputs-completed" {
+            if k.starts_with("workflows.argoproj.io/")
+                && k != "workflows.argoproj.io/outputs"
+                && k != "workflows.argoproj.io/report-outputs-completed"
+            {
                 out.push((format!("{m}/{k}"), v.as_str().unwrap_or_default().to_owned()));
             }
         }
@@ -73,7 +82,8 @@ async fn every_step_fixture_misses_records_and_then_hits_with_a_valid_no_op_pod(
         assert_eq!(resp["response"]["patchType"], "JSONPatch");
         let before = &again["request"]["object"];
         let after = patched_pod(&again, &resp);
-        let pod: Pod = serde_json::from_value(after.clone()).unwrap_or_else(|e| panic!("{name}: patched pod is not a Pod: {e}"));
+        let pod: Pod =
+            serde_json::from_value(after.clone()).unwrap_or_else(|e| panic!("{name}: patched pod is not a Pod: {e}"));
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(after["metadata"]["name"], before["metadata"]["name"], "{name}");
         assert_eq!(after["metadata"]["ownerReferences"], before["metadata"]["ownerReferences"], "{name}");
@@ -97,10 +107,16 @@ async fn every_step_fixture_misses_records_and_then_hits_with_a_valid_no_op_pod(
         let stored_outputs = &tr["outputs"];
         match layout {
             "template-annotation" | "template-env-all-containers" => {
-                let ann: Value = serde_json::from_str(after["metadata"]["annotations"]["workflows.argoproj.io/outputs"].as_str().unwrap()).unwrap();
+                let ann: Value = serde_json::from_str(
+                    after["metadata"]["annotations"]["workflows.argoproj.io/outputs"].as_str().unwrap(),
+                )
+                .unwrap();
                 assert_eq!(&ann, stored_outputs, "{name}: outputs annotation");
             }
-            _ => assert!(after["metadata"]["annotations"].get("workflows.argoproj.io/outputs").is_none(), "{name}: 3.6+ never reads the annotation"),
+            _ => assert!(
+                after["metadata"]["annotations"].get("workflows.argoproj.io/outputs").is_none(),
+                "{name}: 3.6+ never reads the annotation"
+            ),
         }
         if layout == "template-env-all-containers" {
             assert_eq!(after["metadata"]["annotations"]["workflows.argoproj.io/report-outputs-completed"], "true");
@@ -113,7 +129,10 @@ async fn every_step_fixture_misses_records_and_then_hits_with_a_valid_no_op_pod(
             assert_eq!(created["kind"], "WorkflowTaskResult");
             assert_eq!(created["metadata"]["name"], node, "{name}: task result is named after the node id");
             assert_eq!(created["metadata"]["namespace"], before["metadata"]["namespace"]);
-            assert_eq!(created["metadata"]["labels"]["workflows.argoproj.io/workflow"], before["metadata"]["labels"]["workflows.argoproj.io/workflow"]);
+            assert_eq!(
+                created["metadata"]["labels"]["workflows.argoproj.io/workflow"],
+                before["metadata"]["labels"]["workflows.argoproj.io/workflow"]
+            );
             assert_eq!(created["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"], "true");
             assert!(created["metadata"]["labels"].get("workflows.argoproj.io/controller-instanceid").is_none());
             let owner = &created["metadata"]["ownerReferences"][0];
@@ -123,8 +142,13 @@ async fn every_step_fixture_misses_records_and_then_hits_with_a_valid_no_op_pod(
             assert!(owner.get("controller").is_none(), "Argo's own task results carry no controller flag");
             assert_eq!(&created["outputs"], stored_outputs, "{name}: task result outputs");
         }
-        let kfp = before["metadata"]["labels"].as_object().unwrap().keys().any(|k| k.starts_with("pipelines.kubeflow.org/"));
-        assert_eq!(after["metadata"]["labels"].get("pipelines.kubeflow.org/reused_from_cache").is_some(), kfp, "{name}");
+        let kfp =
+            before["metadata"]["labels"].as_object().unwrap().keys().any(|k| k.starts_with("pipelines.kubeflow.org/"));
+        assert_eq!(
+            after["metadata"]["labels"].get("pipelines.kubeflow.org/reused_from_cache").is_some(),
+            kfp,
+            "{name}"
+        );
     }
 }
 
@@ -178,7 +202,10 @@ async fn a_step_with_a_different_argument_misses_and_the_miss_names_the_differen
     assert_eq!(ex["decision"], "miss");
     let diffs = ex["nearest"]["differences"].as_array().unwrap();
     assert!(diffs.iter().any(|d| d.as_str().unwrap().contains("/tmp/other.txt")), "{ex}");
-    let reason = patched_pod(&changed, &resp)["metadata"]["annotations"]["stepcache.dev/miss-reason"].as_str().unwrap().to_owned();
+    let reason = patched_pod(&changed, &resp)["metadata"]["annotations"]["stepcache.dev/miss-reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(reason.contains("/tmp/other.txt"), "{reason}");
 }
 
@@ -211,8 +238,13 @@ async fn an_entry_missing_a_declared_output_is_never_served() {
     let mut tr = task_result_for(&done, "1");
     tr["outputs"] = json!({});
     let p: Pod = serde_json::from_value(done).unwrap();
-    let attempt = recorder(store).record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:05:00Z")).await;
-    assert!(matches!(attempt, Attempt::Skipped(stepcache::recorder::assess::NotRecorded::OutputsIncomplete(_))), "{attempt:?}");
+    let attempt = recorder(store)
+        .record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:05:00Z"))
+        .await;
+    assert!(
+        matches!(attempt, Attempt::Skipped(stepcache::recorder::assess::NotRecorded::OutputsIncomplete(_))),
+        "{attempt:?}"
+    );
     let (_, ex) = admit(&a, &rerun(&review, "n"), ts("2026-11-01T11:00:00Z")).await;
     assert_eq!(ex["decision"], "miss");
 }

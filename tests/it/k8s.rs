@@ -52,7 +52,10 @@ async fn a_hit_creates_the_task_result_the_controller_expects() {
     let (store, again) = recorded_rerun(dir.path()).await;
     let (w, mut handle) = mock(Duration::from_secs(5));
     let a = admitter(store, config(), online(w));
-    let node = again["request"]["object"]["metadata"]["annotations"]["workflows.argoproj.io/node-id"].as_str().unwrap().to_owned();
+    let node = again["request"]["object"]["metadata"]["annotations"]["workflows.argoproj.io/node-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let server = tokio::spawn(async move {
         let (req, send) = handle.next_request().await.expect("one request");
         assert_eq!(req.method(), Method::POST);
@@ -61,7 +64,9 @@ async fn a_hit_creates_the_task_result_the_controller_expects() {
         assert_eq!(body["metadata"]["name"], node);
         assert_eq!(body["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"], "true");
         assert_eq!(body["outputs"]["parameters"][0]["value"], "150");
-        send.send_response(Response::builder().status(201).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap());
+        send.send_response(
+            Response::builder().status(201).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap(),
+        );
     });
     let (resp, ex) = admit(&a, &again, ts("2026-11-02T10:00:00Z")).await;
     server.await.unwrap();
@@ -75,7 +80,10 @@ async fn an_existing_task_result_is_patched_to_the_same_content() {
     let (store, again) = recorded_rerun(dir.path()).await;
     let (w, mut handle) = mock(Duration::from_secs(5));
     let a = admitter(store, config(), online(w));
-    let node = again["request"]["object"]["metadata"]["annotations"]["workflows.argoproj.io/node-id"].as_str().unwrap().to_owned();
+    let node = again["request"]["object"]["metadata"]["annotations"]["workflows.argoproj.io/node-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let server = tokio::spawn(async move {
         let (req, send) = handle.next_request().await.expect("create");
         assert_eq!(req.method(), Method::POST);
@@ -87,7 +95,9 @@ async fn an_existing_task_result_is_patched_to_the_same_content() {
         let body = body_json(req).await;
         assert_eq!(body["outputs"]["parameters"][0]["value"], "150");
         assert_eq!(body["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"], "true");
-        send.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap());
+        send.send_response(
+            Response::builder().status(200).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap(),
+        );
     });
     let (_, ex) = admit(&a, &again, ts("2026-11-02T10:00:00Z")).await;
     server.await.unwrap();

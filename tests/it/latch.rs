@@ -104,15 +104,31 @@ async fn ten_identical_admissions_at_once_elect_one_leader_and_its_success_compl
     let done = succeeded(&patched_pod(lr, lresp), "leader-uid", "2026-11-01T10:00:00Z", "2026-11-01T10:03:00Z");
     let tr = task_result_for(&done, "150");
     let p: Pod = serde_json::from_value(done).unwrap();
-    let got = recorder(store.clone()).record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:01Z")).await;
+    let got = recorder(store.clone())
+        .record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:01Z"))
+        .await;
     assert!(matches!(got, Attempt::Recorded(_)), "{got:?}");
-    assert_eq!(store.latch_get(&stepcache::types::CacheKey::parse(results[0].2["key"].as_str().unwrap()).unwrap()).await.unwrap().unwrap().state, "succeeded");
+    assert_eq!(
+        store
+            .latch_get(&stepcache::types::CacheKey::parse(results[0].2["key"].as_str().unwrap()).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "succeeded"
+    );
     for (review, resp, _) in &waiters {
         let ans = a.poll_latch(&token_of(&patched_pod(review, resp)), ts("2026-11-01T10:04:00Z")).await.unwrap();
         assert_eq!(ans.state, "done", "{ans:?}");
         let created = ans.task_result.unwrap();
-        assert_eq!(created["metadata"]["name"], review["request"]["object"]["metadata"]["annotations"]["workflows.argoproj.io/node-id"]);
-        assert_eq!(created["metadata"]["labels"]["workflows.argoproj.io/workflow"], review["request"]["object"]["metadata"]["labels"]["workflows.argoproj.io/workflow"]);
+        assert_eq!(
+            created["metadata"]["name"],
+            review["request"]["object"]["metadata"]["annotations"]["workflows.argoproj.io/node-id"]
+        );
+        assert_eq!(
+            created["metadata"]["labels"]["workflows.argoproj.io/workflow"],
+            review["request"]["object"]["metadata"]["labels"]["workflows.argoproj.io/workflow"]
+        );
         assert_eq!(created["outputs"], tr["outputs"], "the waiter gets the leader's outputs");
     }
 }
@@ -128,7 +144,9 @@ async fn a_failed_leader_promotes_exactly_one_waiter() {
     let bad = failed(&patched_pod(lr, lresp), "leader-uid", 1, "Error");
     let tr = task_result_for(&bad, "x");
     let p: Pod = serde_json::from_value(bad).unwrap();
-    let got = recorder(store.clone()).record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:01Z")).await;
+    let got = recorder(store.clone())
+        .record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:01Z"))
+        .await;
     assert!(matches!(got, Attempt::Skipped(_)));
     let mut polls = Vec::new();
     for (review, resp, _) in &waiters {
@@ -169,7 +187,11 @@ async fn the_wait_command_completes_over_tls_once_the_leader_is_recorded() {
     let forged = {
         let (url, ca_arg, d) = (url.clone(), ca_arg.clone(), dir.path().to_owned());
         tokio::task::spawn_blocking(move || {
-            crate::cli::run(&d, &["wait", "--url", &url, "--token", "eyJ9.AAAA", &ca_arg, "--interval", "100ms", "--timeout", "20s"], b"")
+            crate::cli::run(
+                &d,
+                &["wait", "--url", &url, "--token", "eyJ9.AAAA", &ca_arg, "--interval", "100ms", "--timeout", "20s"],
+                b"",
+            )
         })
         .await
         .unwrap()
@@ -177,14 +199,22 @@ async fn the_wait_command_completes_over_tls_once_the_leader_is_recorded() {
     assert!(!forged.status.success(), "a forged token is refused");
     let waiter = {
         let (url, token, ca_arg, d) = (url.clone(), token.clone(), ca_arg.clone(), dir.path().to_owned());
-        tokio::task::spawn_blocking(move || crate::cli::run(&d, &["wait", "--url", &url, "--token", &token, &ca_arg, "--interval", "100ms", "--timeout", "60s"], b""))
+        tokio::task::spawn_blocking(move || {
+            crate::cli::run(
+                &d,
+                &["wait", "--url", &url, "--token", &token, &ca_arg, "--interval", "100ms", "--timeout", "60s"],
+                b"",
+            )
+        })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (lr, lresp, _) = leaders[0];
     let done = succeeded(&patched_pod(lr, lresp), "leader-uid", "2026-11-01T10:00:00Z", "2026-11-01T10:03:00Z");
     let tr = task_result_for(&done, "7");
     let p: Pod = serde_json::from_value(done).unwrap();
-    recorder(store).record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:01Z")).await;
+    recorder(store)
+        .record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:01Z"))
+        .await;
     let out = waiter.await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -29,7 +29,8 @@ impl Drop for TestDb {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 rt.block_on(async {
                     if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await;
                     }
                 });
             }
@@ -67,7 +68,8 @@ pub async fn database() -> Option<TestDb> {
     let name = format!("stepcache_it_{}", rand_suffix());
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
     let url = with_db(&admin, &name);
-    let store = Store::connect(&url, StoreOptions { timeout: Duration::from_secs(10), max_connections: 8 }).await.unwrap();
+    let store =
+        Store::connect(&url, StoreOptions { timeout: Duration::from_secs(10), max_connections: 8 }).await.unwrap();
     store.migrate().await.unwrap();
     Some(TestDb { store, url, name })
 }

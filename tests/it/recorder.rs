@@ -69,10 +69,16 @@ async fn failed_oom_killed_and_unfinished_pods_are_never_recorded() {
     }
     let mut evicted = failed(&marked, "u3", 0, "Completed");
     evicted["status"]["reason"] = json!("Evicted");
-    assert!(matches!(r.record(&pod(&evicted), &src, ts("2026-11-01T10:03:00Z")).await, Attempt::Skipped(NotRecorded::NotSucceeded(_))));
+    assert!(matches!(
+        r.record(&pod(&evicted), &src, ts("2026-11-01T10:03:00Z")).await,
+        Attempt::Skipped(NotRecorded::NotSucceeded(_))
+    ));
     let mut running = succeeded(&marked, "u4", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
     running["status"]["phase"] = json!("Running");
-    assert!(matches!(r.record(&pod(&running), &src, ts("2026-11-01T10:03:00Z")).await, Attempt::Skipped(NotRecorded::NotFinished(_))));
+    assert!(matches!(
+        r.record(&pod(&running), &src, ts("2026-11-01T10:03:00Z")).await,
+        Attempt::Skipped(NotRecorded::NotFinished(_))
+    ));
     assert_eq!(count(&store).await, 0);
 }
 
@@ -86,17 +92,35 @@ async fn a_forged_or_replayed_mark_is_refused() {
     let mut forged = succeeded(&marked, "f1", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
     forged["metadata"]["annotations"]["stepcache.dev/mark"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     let tr = task_result_for(&forged, "1");
-    let a = r.record(&pod(&forged), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await;
+    let a = r
+        .record(
+            &pod(&forged),
+            &OutputSources { task_result: Some(&tr), workflow_node: None },
+            ts("2026-11-01T10:03:00Z"),
+        )
+        .await;
     assert!(matches!(a, Attempt::Skipped(NotRecorded::ForgedMark(_))), "{a:?}");
     // Replayed: a valid mark copied onto another pod of another workflow.
     let mut replayed = succeeded(&marked, "f2", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
     replayed["metadata"]["name"] = json!("someone-elses-pod");
-    let a = r.record(&pod(&replayed), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await;
+    let a = r
+        .record(
+            &pod(&replayed),
+            &OutputSources { task_result: Some(&tr), workflow_node: None },
+            ts("2026-11-01T10:03:00Z"),
+        )
+        .await;
     assert!(matches!(a, Attempt::Skipped(NotRecorded::ForgedMark(_))), "{a:?}");
     // Staleness annotation edited after admission.
     let mut edited = succeeded(&marked, "f3", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
     edited["metadata"]["annotations"]["stepcache.dev/staleness"] = json!("5");
-    let a = r.record(&pod(&edited), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await;
+    let a = r
+        .record(
+            &pod(&edited),
+            &OutputSources { task_result: Some(&tr), workflow_node: None },
+            ts("2026-11-01T10:03:00Z"),
+        )
+        .await;
     assert!(matches!(a, Attempt::Skipped(NotRecorded::ForgedMark(_))), "{a:?}");
     assert_eq!(count(&store).await, 0);
 }
@@ -111,11 +135,19 @@ async fn a_placeholder_task_result_waits_and_the_completed_one_records() {
     placeholder["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"] = json!("false");
     placeholder["outputs"] = json!({});
     let r = recorder(store.clone());
-    let a = r.record(&pod(&done), &OutputSources { task_result: Some(&placeholder), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await;
+    let a = r
+        .record(
+            &pod(&done),
+            &OutputSources { task_result: Some(&placeholder), workflow_node: None },
+            ts("2026-11-01T10:03:00Z"),
+        )
+        .await;
     assert!(matches!(a, Attempt::Skipped(NotRecorded::OutputsPending)), "{a:?}");
     assert!(!a.is_final(), "pending outputs keep the pod in the pending set");
     let tr = task_result_for(&done, "9");
-    let a = r.record(&pod(&done), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await;
+    let a = r
+        .record(&pod(&done), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z"))
+        .await;
     assert!(matches!(a, Attempt::Recorded(_)), "{a:?}");
 }
 
@@ -160,7 +192,11 @@ async fn a_pod_deleted_by_pod_gc_after_success_is_still_recorded_from_the_workfl
     let tr = task_result_for(&done, "77");
     let node = json!({"phase": "Succeeded", "outputs": tr["outputs"].clone()});
     let a = recorder(store.clone())
-        .record(&pod(&done), &OutputSources { task_result: None, workflow_node: Some(&node) }, ts("2026-11-01T10:03:00Z"))
+        .record(
+            &pod(&done),
+            &OutputSources { task_result: None, workflow_node: Some(&node) },
+            ts("2026-11-01T10:03:00Z"),
+        )
         .await;
     let Attempt::Recorded(e) = a else { panic!("{a:?}") };
     assert_eq!(e.outputs.parameters[0].value.as_deref(), Some("77"));
@@ -203,7 +239,8 @@ async fn racing_recorders_write_one_row(store: Store) {
         let r = recorder(store.clone());
         let (p, tr) = (pod(&done), tr.clone());
         tasks.push(tokio::spawn(async move {
-            r.record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z")).await
+            r.record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z"))
+                .await
         }));
     }
     let mut inserted = 0;

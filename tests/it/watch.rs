@@ -16,7 +16,11 @@ use stepcache::store::{EntryFilter, Store};
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 fn ok(v: &Value) -> Response<Body> {
-    Response::builder().status(200).header("content-type", "application/json").body(Body::from(serde_json::to_vec(v).unwrap())).unwrap()
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(v).unwrap()))
+        .unwrap()
 }
 
 fn list(kind: &str, items: &[Value]) -> Value {
@@ -47,7 +51,9 @@ async fn mock_api(mut handle: Handle, pods: Vec<Value>, pod_events: Vec<Value>, 
             });
         } else {
             let status = json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"not found"});
-            send.send_response(Response::builder().status(404).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap());
+            send.send_response(
+                Response::builder().status(404).body(Body::from(serde_json::to_vec(&status).unwrap())).unwrap(),
+            );
         }
     }
 }
@@ -68,15 +74,26 @@ async fn the_watch_loop_catches_up_by_list_records_once_and_skips_failures() {
     let store = sqlite_store(dir.path()).await;
     let base = fixture("v3.6-container-params.admission.json");
     // Finished while the recorder was down: in the initial list with its task result.
-    let p1 = succeeded(&marked(&store, &rerun(&base, "one")).await, "uid-1", "2026-11-01T10:00:00Z", "2026-11-01T10:01:00Z");
+    let p1 =
+        succeeded(&marked(&store, &rerun(&base, "one")).await, "uid-1", "2026-11-01T10:00:00Z", "2026-11-01T10:01:00Z");
     let t1 = task_result_for(&p1, "1");
     // Failed: listed, never recorded.
     let p2 = failed(&marked(&store, &rerun(&base, "two")).await, "uid-2", 1, "Error");
     // Succeeded during the watch, reported twice (duplicate event).
-    let p3 = succeeded(&marked(&store, &rerun(&base, "three")).await, "uid-3", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let p3 = succeeded(
+        &marked(&store, &rerun(&base, "three")).await,
+        "uid-3",
+        "2026-11-01T10:00:00Z",
+        "2026-11-01T10:02:00Z",
+    );
     let t3 = task_result_for(&p3, "3");
     // Succeeded but its task result lacks the declared parameter.
-    let p4 = succeeded(&marked(&store, &rerun(&base, "four")).await, "uid-4", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let p4 = succeeded(
+        &marked(&store, &rerun(&base, "four")).await,
+        "uid-4",
+        "2026-11-01T10:00:00Z",
+        "2026-11-01T10:02:00Z",
+    );
     let mut t4 = task_result_for(&p4, "4");
     t4["outputs"] = json!({"parameters": []});
 
@@ -96,7 +113,11 @@ async fn the_watch_loop_catches_up_by_list_records_once_and_skips_failures() {
     let r = recorder(store.clone());
     let metrics = r.metrics.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let cfg = WatchConfig { namespaces: Vec::new(), resync: Duration::from_millis(100), give_up_after: Duration::from_secs(60) };
+    let cfg = WatchConfig {
+        namespaces: Vec::new(),
+        resync: Duration::from_millis(100),
+        give_up_after: Duration::from_secs(60),
+    };
     let task = tokio::spawn(run(client, r, cfg, async move {
         let _ = rx.await;
     }));

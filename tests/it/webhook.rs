@@ -27,7 +27,14 @@ impl TestServer {
 
     /// POSTs a review and returns (status, body JSON).
     pub async fn post(&self, review: &Value) -> (u16, Value) {
-        let r = self.client.post(self.url("/mutate")).header("content-type", "application/json").body(review.to_string()).send().await.unwrap();
+        let r = self
+            .client
+            .post(self.url("/mutate"))
+            .header("content-type", "application/json")
+            .body(review.to_string())
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -49,7 +56,11 @@ pub async fn start(admitter: Admitter, dir: &Path, deadline: Duration, body_limi
     let handle = axum_server::Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {
-        axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), tls).handle(h).serve(app.into_make_service()).await.unwrap();
+        axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), tls)
+            .handle(h)
+            .serve(app.into_make_service())
+            .await
+            .unwrap();
     });
     let addr = handle.listening().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -98,11 +109,19 @@ async fn http2_and_health_endpoints_work() {
     assert_eq!(r.status(), 200);
     let h1 = reqwest::Client::builder()
         .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("certs/ca.crt")).unwrap()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("certs/ca.crt")).unwrap()).unwrap(),
+        )
         .http1_only()
         .build()
         .unwrap();
-    let r = h1.post(s.url("/mutate")).header("content-type", "application/json").body(fixture("v3.6-container-params.admission.json").to_string()).send().await.unwrap();
+    let r = h1
+        .post(s.url("/mutate"))
+        .header("content-type", "application/json")
+        .body(fixture("v3.6-container-params.admission.json").to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
     assert_eq!(r.status(), 200);
 }
@@ -139,7 +158,11 @@ async fn bad_requests_get_specific_answers_and_never_hang() {
         let c = s.client.clone();
         let url = s.url("/mutate");
         async move {
-            let r = tokio::time::timeout(Duration::from_secs(10), c.post(url).header("content-type", ct).body(body).send()).await.expect("hung").unwrap();
+            let r =
+                tokio::time::timeout(Duration::from_secs(10), c.post(url).header("content-type", ct).body(body).send())
+                    .await
+                    .expect("hung")
+                    .unwrap();
             let status = r.status().as_u16();
             (status, r.json::<Value>().await.unwrap_or(Value::Null))
         }
@@ -148,9 +171,17 @@ async fn bad_requests_get_specific_answers_and_never_hang() {
     assert_eq!((st, b["error"].as_str()), (400, Some("not_json")));
     let (st, b) = post(fixture("v3.6-container-params.admission.json").to_string().into_bytes(), "text/plain").await;
     assert_eq!((st, b["error"].as_str()), (415, Some("content_type")));
-    let (st, b) = post(br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"x"}}"#.to_vec(), "application/json").await;
+    let (st, b) = post(
+        br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"x"}}"#.to_vec(),
+        "application/json",
+    )
+    .await;
     assert_eq!((st, b["error"].as_str()), (400, Some("wrong_version")));
-    let (st, b) = post(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"operation":"CREATE"}}"#.to_vec(), "application/json").await;
+    let (st, b) = post(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"operation":"CREATE"}}"#.to_vec(),
+        "application/json",
+    )
+    .await;
     assert_eq!((st, b["error"].as_str()), (400, Some("missing_uid")));
     let (st, _) = post(vec![b' '; 100 * 1024], "application/json").await;
     assert_eq!(st, 413, "body over the limit");
