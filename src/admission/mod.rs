@@ -152,6 +152,43 @@ pub struct Admitter {
     pub cluster: Cluster,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Hits not yet written to the store (flushed in batches by `serve`).
+    pub hits: HitCounter,
+}
+
+/// Hit counts accumulated in memory and written in batches: a write per hit would make every
+/// hit compete with lookups for connections and WAL flushes. Counts are statistics; a crash
+/// loses at most one flush interval of them.
+#[derive(Clone, Default)]
+pub struct HitCounter(Arc<std::sync::Mutex<std::collections::HashMap<crate::types::EntryId, i64>>>);
+
+impl HitCounter {
+    /// Counts one hit.
+    pub fn note(&self, id: crate::types::EntryId) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(id).or_insert(0) += 1;
+        }
+    }
+
+    /// Takes the pending counts.
+    pub fn drain(&self) -> Vec<(crate::types::EntryId, i64)> {
+        self.0.lock().map(|mut m| m.drain().collect()).unwrap_or_default()
+    }
+
+    /// Writes the pending counts; on failure they are kept for the next flush.
+    pub async fn flush(&self, store: &Store) -> Result<usize, StoreError> {
+        let batch = self.drain();
+        let n = batch.len();
+        if let Err(e) = store.add_hits(&batch).await {
+            if let Ok(mut m) = self.0.lock() {
+                for (id, c) in batch {
+                    *m.entry(id).or_insert(0) += c;
+                }
+            }
+            return Err(e);
+        }
+        Ok(n)
+    }
 }
 
 struct Ctx<'a> {
@@ -466,7 +503,9 @@ impl Admitter {
                     tracing::warn!(error = %e, entry = entry.id.0, "adopting copy not recorded");
                 }
             }
-            if let Err(e) = this.timed("note_hit", this.store.note_hit(entry.id)).await {
+            if this.config.background_side_effects {
+                this.hits.note(entry.id);
+            } else if let Err(e) = this.timed("note_hit", this.store.note_hit(entry.id)).await {
                 tracing::debug!(error = %e, "hit count not updated");
             }
             if let Some(p) = &this.cluster.events {
@@ -475,9 +514,12 @@ impl Admitter {
                 }
             }
         };
-        if self.config.background_side_effects {
+        if !self.config.background_side_effects {
+            work.await;
+        } else if adopt || self.cluster.events.is_some() {
             tokio::spawn(work);
         } else {
+            // Nothing to wait for: count the hit without spawning a task.
             work.await;
         }
     }

@@ -75,6 +75,7 @@ pub fn offline_admitter(store: Store, signer: Signer, policy: &PolicyArgs) -> Ad
         signer,
         cluster: Cluster { offline: true, ..Default::default() },
         metrics: Arc::new(Metrics::new()),
+        hits: Default::default(),
     }
 }
 

@@ -116,6 +116,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signer: signer.clone(),
         cluster,
         metrics: metrics.clone(),
+        hits: Default::default(),
     };
     let (cert, key) = resolve_certs(args.tls_cert.clone(), args.tls_key.clone())?;
     let tls = crate::tls::load(&cert, &key).await?;
@@ -134,6 +135,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     if !args.noop {
+        let hits = admitter.hits.clone();
+        let hit_store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                if let Err(e) = hits.flush(&hit_store).await {
+                    tracing::debug!(error = %e, "hit counts kept for the next flush");
+                }
+            }
+        });
         let gc_store = store.clone();
         let gc_metrics = metrics.clone();
         let every = args.gc_interval;

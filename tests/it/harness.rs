@@ -79,6 +79,7 @@ pub fn admitter(store: Store, cfg: AdmitConfig, cluster: Cluster) -> Admitter {
         signer: Signer::new(SECRET).unwrap(),
         cluster,
         metrics: Arc::new(Metrics::new()),
+        hits: Default::default(),
     }
 }
 
