@@ -468,7 +468,10 @@ impl Store {
         let setup: Arc<str> = match backend {
             Backend::Postgres => format!("SET statement_timeout = {}", millis(timeout)).into(),
             Backend::Sqlite => {
-                bounded(timeout, backend, prepare_sqlite(url, timeout)).await?;
+                // Opening may replay a large WAL left by a crash or a bulk load: give it the
+                // migration bound, not the per-call one.
+                let open_bound = timeout.max(MIGRATE_MIN_TIMEOUT);
+                bounded(open_bound, backend, prepare_sqlite(url, open_bound)).await?;
                 format!("PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL", millis(timeout)).into()
             }
         };
