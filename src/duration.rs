@@ -24,6 +24,13 @@ pub enum DurationError {
 }
 
 /// Parses ISO-8601 or Go duration syntax into whole seconds (fractions are truncated).
+///
+/// ```
+/// use stepcache::duration::parse_seconds;
+/// assert_eq!(parse_seconds("P7D"), Ok(7 * 86400));
+/// assert_eq!(parse_seconds("1h30m"), Ok(5400));
+/// assert!(parse_seconds("forever").is_err());
+/// ```
 pub fn parse_seconds(raw: &str) -> Result<u64, DurationError> {
     let s = raw.trim();
     if s.is_empty() {
