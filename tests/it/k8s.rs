@@ -154,3 +154,40 @@ async fn a_dry_run_hit_creates_nothing() {
     assert!(none.is_err(), "dryRun must not call the API server");
     let _ = StatusCode::OK;
 }
+
+#[tokio::test]
+async fn a_hit_posts_a_provenance_event_on_the_workflow() {
+    use stepcache::k8s::events::EventPoster;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, again) = recorded_rerun(dir.path()).await;
+    let (w, mut handle) = mock(Duration::from_secs(5));
+    let (svc, mut events) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let poster = EventPoster::new(kube::Client::new(svc, "default"), Duration::from_secs(5), "stepcache-0".into());
+    let a = admitter(store, config(), Cluster { task_results: Some(w), events: Some(poster), offline: false });
+    let wf =
+        again["request"]["object"]["metadata"]["labels"]["workflows.argoproj.io/workflow"].as_str().unwrap().to_owned();
+    let api = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("task result");
+        let body = body_json(req).await;
+        send.send_response(
+            Response::builder().status(201).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap(),
+        );
+    });
+    let ev = tokio::spawn(async move {
+        let (req, send) = events.next_request().await.expect("event");
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri().path(), format!("/api/v1/namespaces/{NS}/events"));
+        let body = body_json(req).await;
+        assert_eq!(body["involvedObject"]["kind"], "Workflow");
+        assert_eq!(body["involvedObject"]["name"], wf);
+        assert_eq!(body["reason"], "StepServedFromCache");
+        assert!(body["message"].as_str().unwrap().contains("saved 4m12s"), "{body}");
+        send.send_response(
+            Response::builder().status(201).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap(),
+        );
+    });
+    let (_, ex) = admit(&a, &again, ts("2026-11-02T10:00:00Z")).await;
+    api.await.unwrap();
+    ev.await.unwrap();
+    assert_eq!(ex["decision"], "hit");
+}
