@@ -378,70 +378,41 @@ impl Admitter {
         let task_result = rewrite::build_task_result(step, &entry.outputs);
         if rewrite::uses_task_result(step.layout) {
             let required = rewrite::requires_task_result(step.layout);
-            if step.workflow_uid.is_none() && required {
-                ctx.warnings
-                    .push("stepcache: hit not served: pod has no Workflow owner uid for the task result".into());
-                return self
-                    .miss(
-                        ctx,
-                        pod,
-                        step,
-                        settings,
-                        km,
-                        "hit could not be delivered: no owner uid".into(),
-                        true,
-                        now,
-                        ex,
-                    )
-                    .await;
-            }
-            match (&self.cluster.task_results, ctx.decoded.dry_run) {
-                (_, true) => {}
-                (Some(w), false) => {
-                    if let Err(e) = w.upsert(&task_result).await {
-                        self.metrics
-                            .task_result_errors
-                            .get_or_create(&crate::metrics::ReasonLabel { reason: e.kind().into() })
-                            .inc();
-                        if required {
-                            ctx.warnings
-                                .push(format!("stepcache: hit not served: task result not written ({e}); step runs"));
-                            let mut ex = self
-                                .miss(
-                                    ctx,
-                                    pod,
-                                    step,
-                                    settings,
-                                    km,
-                                    format!("hit could not be delivered: {e}"),
-                                    true,
-                                    now,
-                                    ex,
-                                )
-                                .await;
-                            ex.detail = decision::ERROR.into();
-                            return ex;
+            // (why the hit cannot be delivered, whether that is an error worth its own metric)
+            let failure: Option<(String, bool)> = if step.workflow_uid.is_none() && required {
+                Some(("pod has no Workflow owner uid for the task result".into(), false))
+            } else {
+                match (&self.cluster.task_results, ctx.decoded.dry_run) {
+                    (_, true) => None,
+                    (Some(w), false) => match w.upsert(&task_result).await {
+                        Ok(()) => None,
+                        Err(e) => {
+                            self.metrics
+                                .task_result_errors
+                                .get_or_create(&crate::metrics::ReasonLabel { reason: e.kind().into() })
+                                .inc();
+                            if required {
+                                Some((format!("task result not written ({e})"), true))
+                            } else {
+                                tracing::warn!(error = %e, "task result not written; relying on the outputs annotation");
+                                None
+                            }
                         }
-                        tracing::warn!(error = %e, "task result not written; relying on the outputs annotation");
+                    },
+                    (None, false) if required && !self.cluster.offline => {
+                        Some(("no Kubernetes API to write the task result".into(), false))
                     }
+                    (None, false) => None,
                 }
-                (None, false) if required && !self.cluster.offline => {
-                    ctx.warnings.push("stepcache: hit not served: no Kubernetes API to write the task result".into());
-                    return self
-                        .miss(
-                            ctx,
-                            pod,
-                            step,
-                            settings,
-                            km,
-                            "hit could not be delivered: no Kubernetes API".into(),
-                            true,
-                            now,
-                            ex,
-                        )
-                        .await;
+            };
+            if let Some((why, is_error)) = failure {
+                ctx.warnings.push(format!("stepcache: hit not served: {why}; step runs"));
+                let reason = format!("hit could not be delivered: {why}");
+                let mut ex = self.miss(ctx, pod, step, settings, km, reason, true, now, ex).await;
+                if is_error {
+                    ex.detail = decision::ERROR.into();
                 }
-                (None, false) => {}
+                return ex;
             }
             ex.creates.push(task_result);
         }
