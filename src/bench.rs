@@ -503,6 +503,7 @@ pub async fn measure_recording(args: &BenchArgs, n: usize) -> anyhow::Result<ser
         cluster: crate::admission::Cluster { offline: true, ..Default::default() },
         metrics: Arc::new(crate::metrics::Metrics::new()),
         hits: Default::default(),
+        nearest_cache: Default::default(),
     };
     // Admit (miss → marked pod), then turn each into the pod and task result of a success.
     let prefix = format!("rec{}", jiff::Timestamp::now().as_millisecond());

@@ -24,7 +24,7 @@ use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -154,7 +154,20 @@ pub struct Admitter {
     pub metrics: Arc<Metrics>,
     /// Hits not yet written to the store (flushed in batches by `serve`).
     pub hits: HitCounter,
+    /// Recent answers to "newest entry of this template" (used by `serve` only).
+    pub nearest_cache: NearestCache,
 }
+
+/// Newest entry per (namespace, template) for explaining misses, kept a few seconds so a fan-out
+/// of misses of one template asks the store once rather than once per pod.
+#[derive(Clone, Default)]
+pub struct NearestCache(Arc<std::sync::Mutex<NearestMap>>);
+
+/// (namespace, template name) → (when fetched, newest entry).
+type NearestMap = HashMap<(String, String), (Instant, Option<Entry>)>;
+
+/// How long a cached nearest entry is used.
+const NEAREST_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Hit counts accumulated in memory and written in batches: a write per hit would make every
 /// hit compete with lookups for connections and WAL flushes. Counts are statistics; a crash
@@ -194,13 +207,15 @@ impl HitCounter {
 struct Ctx<'a> {
     decoded: &'a Decoded,
     warnings: Vec<String>,
+    /// The newest entry with the key in any state, when the lookup already fetched it.
+    known_latest: Option<Option<Entry>>,
 }
 
 impl Admitter {
     /// Answers a decoded review. Never fails: every error becomes an allowed response.
     pub async fn admit(&self, decoded: &Decoded, now: Timestamp) -> Outcome {
         let started = Instant::now();
-        let mut ctx = Ctx { decoded, warnings: Vec::new() };
+        let mut ctx = Ctx { decoded, warnings: Vec::new(), known_latest: None };
         let explain = if self.config.noop {
             Explain {
                 decision: "skip".into(),
@@ -305,8 +320,11 @@ impl Admitter {
         let candidate = if settings.staleness.never_reuse() {
             None
         } else {
-            match self.timed("lookup", self.store.lookup(&km.key, settings.staleness, now)).await {
-                Ok(c) => c,
+            match self.timed("lookup", self.store.lookup_explained(&km.key, settings.staleness, now)).await {
+                Ok(found) => {
+                    ctx.known_latest = Some(found.latest);
+                    found.candidate
+                }
                 Err(e) => {
                     ctx.warnings.push(format!("stepcache: cache unavailable ({e}); step runs uncached"));
                     ex.decision = "skip".into();
@@ -498,7 +516,7 @@ impl Admitter {
     #[allow(clippy::too_many_arguments)]
     async fn miss(
         &self,
-        _ctx: &mut Ctx<'_>,
+        ctx: &mut Ctx<'_>,
         pod: &Pod,
         step: &StepPod,
         settings: &StepSettings,
@@ -519,7 +537,8 @@ impl Admitter {
         };
         let mark = self.signer.sign(&claims);
         let nearest = if explain_nearest && self.config.explain_misses {
-            self.nearest(&step.namespace, step.template.name(), &km.key, &km.material, settings, now).await
+            let known = ctx.known_latest.take();
+            self.nearest(&step.namespace, step.template.name(), &km.key, &km.material, settings, known, now).await
         } else {
             None
         };
@@ -544,6 +563,7 @@ impl Admitter {
         ex
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn nearest(
         &self,
         ns: &Namespace,
@@ -551,18 +571,16 @@ impl Admitter {
         key: &CacheKey,
         material: &Value,
         settings: &StepSettings,
+        known_latest: Option<Option<Entry>>,
         now: Timestamp,
     ) -> Option<Nearest> {
-        let same_key = match self.timed("latest_for_key", self.store.latest_for_key(key)).await {
-            Ok(Some(e)) => Some(e),
-            _ => None,
+        let same_key = match known_latest {
+            Some(latest) => latest,
+            None => self.timed("latest_for_key", self.store.latest_for_key(key)).await.ok().flatten(),
         };
         let entry = match same_key {
             Some(e) => e,
-            None => match self.timed("nearest", self.store.nearest(ns, template_name)).await {
-                Ok(Some(e)) => e,
-                _ => return None,
-            },
+            None => self.nearest_of_template(ns, template_name).await?,
         };
         let state = if entry.invalidated_at.is_some() {
             "invalidated"
@@ -583,6 +601,30 @@ impl Admitter {
             state: state.into(),
             differences: if &entry.key == key { Vec::new() } else { diff_material(&entry.material, material) },
         })
+    }
+}
+
+impl Admitter {
+    /// Newest entry of a template in a namespace; cached briefly when serving.
+    async fn nearest_of_template(&self, ns: &Namespace, template_name: &str) -> Option<Entry> {
+        let cache_key = (ns.to_string(), template_name.to_owned());
+        let cached = self.config.background_side_effects.then_some(()).and_then(|_| {
+            let m = self.nearest_cache.0.lock().ok()?;
+            m.get(&cache_key).filter(|(at, _)| at.elapsed() < NEAREST_TTL).map(|(_, e)| e.clone())
+        });
+        if let Some(e) = cached {
+            return e;
+        }
+        let found = self.timed("nearest", self.store.nearest(ns, template_name)).await.ok()?;
+        if self.config.background_side_effects {
+            if let Ok(mut m) = self.nearest_cache.0.lock() {
+                if m.len() > 10_000 {
+                    m.clear();
+                }
+                m.insert(cache_key, (Instant::now(), found.clone()));
+            }
+        }
+        found
     }
 }
 

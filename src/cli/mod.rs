@@ -76,6 +76,7 @@ pub fn offline_admitter(store: Store, signer: Signer, policy: &PolicyArgs) -> Ad
         cluster: Cluster { offline: true, ..Default::default() },
         metrics: Arc::new(Metrics::new()),
         hits: Default::default(),
+        nearest_cache: Default::default(),
     }
 }
 

@@ -117,6 +117,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cluster,
         metrics: metrics.clone(),
         hits: Default::default(),
+        nearest_cache: Default::default(),
     };
     let (cert, key) = resolve_certs(args.tls_cert.clone(), args.tls_key.clone())?;
     let tls = crate::tls::load(&cert, &key).await?;

@@ -10,6 +10,7 @@
 //! `ON CONFLICT (dedup) DO NOTHING`, so racing replicas never duplicate or lose a row.
 
 mod estimate;
+pub mod explain;
 pub mod latch;
 mod rows;
 mod sql;

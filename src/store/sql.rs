@@ -50,6 +50,27 @@ pub const LOOKUP: &str = concat!(
     " ORDER BY finished_at DESC, id DESC LIMIT 1) AS any_s) AS c ORDER BY pref DESC LIMIT 1"
 );
 
+/// [`LOOKUP`] plus, in the same round trip, the newest entry with the key whatever its state
+/// (`pref = -1`), which explains a miss (stale, expired, invalidated). Up to three rows, best first.
+pub const LOOKUP_EXPLAINED: &str = concat!(
+    "SELECT pref, ",
+    cols!(),
+    " FROM (SELECT * FROM (SELECT CAST(1 AS BIGINT) AS pref, ",
+    cols!(),
+    " FROM executions WHERE ",
+    viable!(),
+    " AND max_cache_staleness = $2 ORDER BY finished_at DESC, id DESC LIMIT 1) AS same_s",
+    " UNION ALL SELECT * FROM (SELECT CAST(0 AS BIGINT) AS pref, ",
+    cols!(),
+    " FROM executions WHERE ",
+    viable!(),
+    " ORDER BY finished_at DESC, id DESC LIMIT 1) AS any_s",
+    " UNION ALL SELECT * FROM (SELECT CAST(-1 AS BIGINT) AS pref, ",
+    cols!(),
+    " FROM executions WHERE cache_key = $1 ORDER BY finished_at DESC, id DESC LIMIT 1) AS latest) AS c",
+    " ORDER BY pref DESC"
+);
+
 /// Inserts an original or an adopting copy unless its dedup token exists; returns the new row.
 pub const INSERT: &str = concat!(
     "INSERT INTO executions (namespace, cache_key, cache_seed, max_cache_staleness, outputs, \

@@ -80,6 +80,7 @@ pub fn admitter(store: Store, cfg: AdmitConfig, cluster: Cluster) -> Admitter {
         cluster,
         metrics: Arc::new(Metrics::new()),
         hits: Default::default(),
+        nearest_cache: Default::default(),
     }
 }
 

@@ -793,3 +793,41 @@ async fn lookup_latency_is_flat_from_ten_thousand_to_a_million_rows() {
         s.close().await;
     }
 }
+
+/// The explained lookup chooses exactly like `lookup` and also returns the newest entry in any
+/// state, on both backends.
+async fn explained_lookup_matches_lookup_and_reports_the_latest_entry(store: &stepcache::store::Store) {
+    use stepcache::types::Staleness;
+    let now: jiff::Timestamp = "2026-11-01T12:00:00Z".parse().unwrap();
+    let key = stepcache::store::synthetic_key("explain", 0);
+    let none = store.lookup_explained(&key, Staleness::Unbounded, now).await.unwrap();
+    assert!(none.candidate.is_none() && none.latest.is_none());
+    store.fill_synthetic(1, "explain", true).await.unwrap();
+    let got = store.lookup_explained(&key, Staleness::Unbounded, now).await.unwrap();
+    let plain = store.lookup(&key, Staleness::Unbounded, now).await.unwrap();
+    assert!(got.candidate.is_some());
+    assert_eq!(got.candidate, plain);
+    assert_eq!(got.latest.as_ref().map(|e| e.id), plain.as_ref().map(|e| e.id));
+    let id = plain.unwrap().id;
+    let f = stepcache::store::EntryFilter { id: Some(id), ..Default::default() };
+    store.invalidate(&f, now).await.unwrap();
+    let after = store.lookup_explained(&key, Staleness::Unbounded, now).await.unwrap();
+    assert!(after.candidate.is_none(), "invalidated entries are never candidates");
+    let latest = after.latest.unwrap();
+    assert_eq!(latest.id, id);
+    assert!(latest.invalidated_at.is_some(), "but they explain the miss");
+    let zero = store.lookup_explained(&key, Staleness::Seconds(0), now).await.unwrap();
+    assert!(zero.candidate.is_none() && zero.latest.is_some());
+}
+
+#[tokio::test]
+async fn explained_lookup_on_sqlite() {
+    let (store, _dir) = crate::support::sqlite_store().await;
+    explained_lookup_matches_lookup_and_reports_the_latest_entry(&store).await;
+}
+
+#[tokio::test]
+async fn explained_lookup_on_postgres() {
+    let Some((store, _scratch)) = crate::support::postgres_store().await else { return };
+    explained_lookup_matches_lookup_and_reports_the_latest_entry(&store).await;
+}
