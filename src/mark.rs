@@ -100,10 +100,7 @@ impl Signer {
     /// Signs an opaque token: `<base64url(payload)>.<base64url(hmac)>`, for latch polls.
     pub fn sign_token(&self, payload: &[u8]) -> String {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let mut mac = self.keyed();
-        mac.update(b"stepcache-token-v1");
-        mac.update(payload);
-        format!("{}.{}", b64.encode(payload), b64.encode(mac.finalize().into_bytes()))
+        format!("{}.{}", b64.encode(payload), b64.encode(self.token_mac(payload).finalize().into_bytes()))
     }
 
     /// Verifies a token from [`Signer::sign_token`] in constant time and returns its payload.
@@ -112,11 +109,16 @@ impl Signer {
         let (p, sig) = token.trim().split_once('.').ok_or(MarkError::Encoding)?;
         let payload = b64.decode(p).map_err(|_| MarkError::Encoding)?;
         let sig = b64.decode(sig).map_err(|_| MarkError::Encoding)?;
+        self.token_mac(&payload).verify_slice(&sig).map_err(|_| MarkError::Mismatch)?;
+        Ok(payload)
+    }
+
+    /// The MAC of a token payload, domain-separated from marks.
+    fn token_mac(&self, payload: &[u8]) -> HmacSha256 {
         let mut mac = self.keyed();
         mac.update(b"stepcache-token-v1");
-        mac.update(&payload);
-        mac.verify_slice(&sig).map_err(|_| MarkError::Mismatch)?;
-        Ok(payload)
+        mac.update(payload);
+        mac
     }
 
     fn keyed(&self) -> HmacSha256 {

@@ -28,10 +28,7 @@ impl Store {
             return Ok(Explained { candidate: None, latest: self.latest_for_key(key).await? });
         }
         let now_ms = now.as_millisecond();
-        let oldest = match staleness {
-            Staleness::Unbounded => i64::MIN,
-            Staleness::Seconds(s) => now_ms.saturating_sub(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)),
-        };
+        let oldest = super::oldest_finished_ms(staleness, now_ms);
         self.bounded(async {
             let found = sqlx::query(sql::LOOKUP_EXPLAINED)
                 .bind(key.as_str())

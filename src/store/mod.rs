@@ -419,6 +419,15 @@ impl<'a> InsertRow<'a> {
     }
 }
 
+/// Oldest `finished_at` (ms) a step with `staleness` may be served at `now_ms`
+/// (`i64::MIN` when unbounded); shared by every lookup so the boundary is defined once.
+pub(super) fn oldest_finished_ms(staleness: Staleness, now_ms: i64) -> i64 {
+    match staleness {
+        Staleness::Unbounded => i64::MIN,
+        Staleness::Seconds(s) => now_ms.saturating_sub(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)),
+    }
+}
+
 /// A duration as the integer milliseconds `statement_timeout` / `busy_timeout` take (both are
 /// 32-bit ints; 0 would mean "no limit", so at least 1).
 fn millis(d: Duration) -> u128 {
@@ -589,10 +598,7 @@ impl Store {
             return Ok(None);
         }
         let now_ms = now.as_millisecond();
-        let oldest = match staleness {
-            Staleness::Unbounded => i64::MIN,
-            Staleness::Seconds(s) => now_ms.saturating_sub(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)),
-        };
+        let oldest = oldest_finished_ms(staleness, now_ms);
         self.bounded(async {
             let row = sqlx::query(sql::LOOKUP)
                 .bind(key.as_str())

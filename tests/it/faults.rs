@@ -339,11 +339,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
         .env("STEPCACHE_LOG", "warn")
         .spawn()
         .unwrap();
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&certs.ca_cert).unwrap()).unwrap())
-        .build()
-        .unwrap();
+    let client = stepcache::bench::client(&d.join("certs")).unwrap();
     let base = format!("https://127.0.0.1:{port}");
     let t = Instant::now();
     while client.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {

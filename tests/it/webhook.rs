@@ -66,12 +66,7 @@ pub async fn start(admitter: Admitter, dir: &Path, deadline: Duration, body_limi
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, server::metrics_router(metrics)).await.unwrap() });
-    let ca = std::fs::read(certs.join("ca.crt")).unwrap();
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .build()
-        .unwrap();
+    let client = stepcache::bench::client(&certs).unwrap();
     let _ = handle;
     TestServer { addr, metrics_addr, client }
 }
