@@ -49,13 +49,14 @@ pub struct TelemetryArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Execution store: `sqlite://PATH` (embedded, created on start) or `postgres://...`.
-    #[arg(long, env = "STEPCACHE_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    /// Global: accepted before or after a subcommand (`entries list --database-url URL`).
+    #[arg(long, global = true, env = "STEPCACHE_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
     /// Bound on every store call; past it the webhook fails open.
-    #[arg(long, env = "STEPCACHE_STORE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "STEPCACHE_STORE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub store_timeout: Duration,
     /// Store connection pool size.
-    #[arg(long, env = "STEPCACHE_STORE_POOL", default_value_t = 16)]
+    #[arg(long, global = true, env = "STEPCACHE_STORE_POOL", default_value_t = 16)]
     pub store_pool: u32,
 }
 

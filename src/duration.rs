@@ -47,7 +47,13 @@ pub fn parse_seconds(raw: &str) -> Result<u64, DurationError> {
         parse_go(s)
     };
     let secs = secs.ok_or_else(|| {
-        if s.contains('-') {
+        // A sign before a number (`P-1D`, `1h-30m`) is a negative duration; any other `-`
+        // (`forever-ish`) is just not duration syntax.
+        let signed_number = s
+            .as_bytes()
+            .windows(2)
+            .any(|w| w.first() == Some(&b'-') && w.get(1).is_some_and(|c| c.is_ascii_digit() || *c == b'.'));
+        if signed_number {
             DurationError::Negative(s.chars().take(64).collect())
         } else {
             DurationError::Syntax(s.chars().take(64).collect())
@@ -164,6 +170,10 @@ mod tests {
         assert!(matches!(parse_seconds("P-1D"), Err(DurationError::Negative(_))));
         assert!(matches!(parse_seconds("-5m"), Err(DurationError::Negative(_))));
         assert!(matches!(parse_seconds("forever"), Err(DurationError::Syntax(_))));
+        assert!(matches!(parse_seconds("1h-30m"), Err(DurationError::Negative(_))));
+        // A hyphen inside a word is a typo, not a sign: the author gets the syntax help.
+        assert!(matches!(parse_seconds("forever-ish"), Err(DurationError::Syntax(_))));
+        assert!(matches!(parse_seconds("P1D-ish"), Err(DurationError::Syntax(_))));
         assert!(matches!(parse_seconds("9999999999999h"), Err(DurationError::TooLarge(_))));
         assert!(matches!(parse_seconds(""), Err(DurationError::Empty)));
         assert!(matches!(parse_seconds("P"), Err(DurationError::Syntax(_))));

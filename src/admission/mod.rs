@@ -85,6 +85,10 @@ pub struct Explain {
     pub nearest: Option<Nearest>,
     /// Warnings returned to the API server.
     pub warnings: Vec<String>,
+    /// Offline (`review`) only: what this decision assumed would succeed but did not perform.
+    /// `/mutate` on a `serve` without the Kubernetes API answers **miss** where this is set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub offline_assumed: Vec<String>,
 }
 
 /// Explanation of a miss against the nearest earlier entry.
@@ -420,7 +424,16 @@ impl Admitter {
                     (None, false) if required && !self.cluster.offline => {
                         Some(("no Kubernetes API to write the task result".into(), false))
                     }
-                    (None, false) => None,
+                    (None, false) => {
+                        if required {
+                            ex.offline_assumed.push(
+                                "the WorkflowTaskResult under `creates` was not written (no Kubernetes API offline); \
+                                 a `serve` without the Kubernetes API answers miss for this step instead"
+                                    .into(),
+                            );
+                        }
+                        None
+                    }
                 }
             };
             if let Some((why, is_error)) = failure {

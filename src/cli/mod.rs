@@ -99,6 +99,9 @@ pub async fn review(
     let store = open_store(store).await?;
     let admitter = offline_admitter(store, signer(signing)?, policy);
     let outcome = admitter.admit(&decoded, now.unwrap_or_else(jiff::Timestamp::now)).await;
+    for note in &outcome.explain.offline_assumed {
+        eprintln!("stepcache review: offline difference from /mutate: {note}");
+    }
     let out = if explain {
         serde_json::json!({"review": outcome.review, "explain": outcome.explain})
     } else {

@@ -21,19 +21,42 @@ pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Connects to the Kubernetes API according to `mode`.
+/// Connects to the Kubernetes API according to `mode`, and says on stderr which cluster and
+/// context it will act on: with `auto`, a developer's current kube context is picked up, and
+/// nobody should find the recorder and the hit writer working there by surprise.
 pub async fn kube_client(mode: KubeMode) -> anyhow::Result<Option<kube::Client>> {
-    match mode {
-        KubeMode::Off => Ok(None),
-        KubeMode::On => Ok(Some(kube::Client::try_default().await.context("connecting to the Kubernetes API")?)),
-        KubeMode::Auto => match tokio::time::timeout(Duration::from_secs(5), kube::Client::try_default()).await {
-            Ok(Ok(c)) => Ok(Some(c)),
+    let client = match mode {
+        KubeMode::Off => return Ok(None),
+        KubeMode::On => connect().await.context("connecting to the Kubernetes API")?,
+        KubeMode::Auto => match tokio::time::timeout(Duration::from_secs(5), connect()).await {
+            Ok(Ok(c)) => c,
             _ => {
-                tracing::info!("no Kubernetes configuration found: running without the Kubernetes API (no task results, events or recorder)");
-                Ok(None)
+                eprintln!("stepcache: no Kubernetes configuration found: running without the Kubernetes API (no task results, events or recorder)");
+                return Ok(None);
             }
         },
-    }
+    };
+    let (config, source) = client;
+    let url = config.cluster_url.clone();
+    eprintln!(
+        "stepcache: using the Kubernetes API at {url} ({source}); the recorder watches pods and task results there, and hits write task results and Events there (--kube off to run without it)"
+    );
+    tracing::info!(cluster = %url, source = %source, "using the Kubernetes API");
+    Ok(Some(kube::Client::try_from(config).context("building the Kubernetes client")?))
+}
+
+/// The inferred configuration, with where it came from (kubeconfig context or in-cluster).
+async fn connect() -> anyhow::Result<(kube::Config, String)> {
+    let config = kube::Config::infer().await?;
+    let source = match kube::config::Kubeconfig::read() {
+        Ok(k) => match (std::env::var_os("KUBECONFIG"), k.current_context) {
+            (Some(path), Some(ctx)) => format!("context {ctx} of {}", path.to_string_lossy()),
+            (None, Some(ctx)) => format!("context {ctx} of ~/.kube/config"),
+            (_, None) => "kubeconfig without a current context".to_owned(),
+        },
+        Err(_) => "in-cluster ServiceAccount".to_owned(),
+    };
+    Ok((config, source))
 }
 
 /// Resolves the serving certificate, generating a development CA and certificate when none exists.

@@ -118,6 +118,10 @@ fn check_succeeded(pod: &Pod) -> Result<(Option<Timestamp>, Timestamp), NotRecor
         return Err(NotRecorded::NotSucceeded(format!("phase {phase}{reason}")));
     }
     let mut finished: Option<Timestamp> = None;
+    // When the step really started computing: `main`'s start, else the earliest user container's
+    // (not the pod's `startTime`, which includes scheduling, image pulls and init containers).
+    let mut main_started: Option<Timestamp> = None;
+    let mut user_started: Option<Timestamp> = None;
     let mut saw_user = false;
     for cs in status.container_statuses.iter().flatten() {
         if cs.name == labels::WAIT_CONTAINER {
@@ -140,11 +144,17 @@ fn check_succeeded(pod: &Pod) -> Result<(Option<Timestamp>, Timestamp), NotRecor
         if let Some(t) = &term.finished_at {
             finished = Some(finished.map_or(t.0, |f| f.max(t.0)));
         }
+        if let Some(t) = &term.started_at {
+            user_started = Some(user_started.map_or(t.0, |s| s.min(t.0)));
+            if cs.name == labels::MAIN_CONTAINER {
+                main_started = Some(t.0);
+            }
+        }
     }
     if !saw_user {
         return Err(NotRecorded::NotSucceeded("no user container status".into()));
     }
-    let started = status.start_time.as_ref().map(|t| t.0);
+    let started = main_started.or(user_started).or_else(|| status.start_time.as_ref().map(|t| t.0));
     Ok((started, finished.unwrap_or_else(|| started.unwrap_or(Timestamp::UNIX_EPOCH))))
 }
 

