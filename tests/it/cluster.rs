@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use crate::harness::{fixture, rerun, succeeded, task_result_for};
-use crate::kit::{self, pod_object, register, unregister, wait_effective, webhook_entry, Serve, ServeOptions};
+use crate::kit::{self, pod_object, register, unregister, wait_effective, webhook_entry, Kit, Serve, ServeOptions};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
@@ -17,8 +17,11 @@ use std::time::{Duration, Instant};
 use stepcache::argo::template::{classify, ArgoLayout, Classification};
 use stepcache::k8s::task_result_resource;
 
+const V36: &str = "v3.6-container-params.admission.json";
+
 /// One test's slice of the cluster: a namespace, a `stepcache serve` and its webhook.
 struct Env {
+    kit: &'static Kit,
     client: kube::Client,
     ns: String,
     serve: Serve,
@@ -26,22 +29,33 @@ struct Env {
 }
 
 impl Env {
-    /// A namespace `prefix-N` (plus `extra` namespaces the webhook also covers), a
-    /// `stepcache serve` watching them, registered and effective. `None` = skipped.
+    /// A namespace `prefix-N`, a `stepcache serve` watching it, registered and effective.
+    /// `None` = skipped (no kit).
     async fn new(prefix: &str, opts: ServeOptions) -> Option<Env> {
         let kit = kit::shared()?;
         let client = kit.client().await;
         let ns = kit.namespace(&client, prefix, &[]).await;
-        let mut opts = opts;
+        Some(Env::attach(kit, client, &[&ns], opts).await)
+    }
+
+    /// A `stepcache serve` (watching `namespaces` unless `opts` says otherwise) registered with
+    /// the chart's webhook entry limited to `namespaces`; the first one is the test's own.
+    async fn attach(kit: &'static Kit, client: kube::Client, namespaces: &[&str], mut opts: ServeOptions) -> Env {
         if opts.watch_namespaces.is_empty() {
-            opts.watch_namespaces = vec![ns.clone()];
+            opts.watch_namespaces = namespaces.iter().map(|n| (*n).to_owned()).collect();
         }
+        let ns = namespaces[0].to_owned();
         let serve = Serve::start(kit, opts).await;
         let webhook = format!("stepcache-{ns}");
-        register(&client, kit, &webhook, webhook_entry(&[&ns]), &serve.url()).await;
-        let probe = pod_object(&rerun(&fixture("v3.6-container-params.admission.json"), "probe"), &ns);
-        wait_effective(&client, &ns, &probe).await;
-        Some(Env { client, ns, serve, webhook })
+        register(&client, kit, &webhook, webhook_entry(namespaces), &serve.url()).await;
+        for n in namespaces {
+            wait_effective(&client, n, &pod_object(&rerun(&fixture(V36), "probe"), n)).await;
+        }
+        Env { kit, client, ns, serve, webhook }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns)
     }
 
     fn task_results(&self) -> Api<DynamicObject> {
@@ -217,4 +231,116 @@ cycle_tests! {
     cycle_v3_6_container_params: "v3.6-container-params.admission.json",
     cycle_v3_7_script: "v3.7-script.admission.json",
     cycle_kfp_v1_staleness: "kfp-v1-staleness.admission.json",
+}
+
+/// Records `fixture_name`'s step once in `env` (miss → succeeded → outputs → recorded).
+async fn record_once(env: &Env, fixture_name: &str, value: &str) -> Value {
+    let review = fixture(fixture_name);
+    let first = env.create(&rerun(&review, "first")).await;
+    assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"), "{}", first["metadata"]);
+    succeed(&env.client, &first).await;
+    report_outputs(&env.client, &first, value).await;
+    recorded(&env.serve, 1.0).await;
+    review
+}
+
+fn workflow_of(pod: &Value) -> String {
+    pod["metadata"]["labels"]["workflows.argoproj.io/workflow"].as_str().unwrap().to_owned()
+}
+
+fn node_of(pod: &Value) -> String {
+    pod["metadata"]["annotations"]["workflows.argoproj.io/node-id"].as_str().unwrap().to_owned()
+}
+
+async fn events_about(client: &kube::Client, ns: &str, workflow: &str) -> Vec<Event> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = events.list(&ListParams::default()).await.unwrap();
+    list.items.into_iter().filter(|e| e.involved_object.name.as_deref() == Some(workflow)).collect()
+}
+
+/// Sum of `stepcache_admission_requests_total` over every decision: how often it was called.
+fn admissions(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("stepcache_admission_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_side_dry_run_of_a_hit_creates_nothing() {
+    let Some(env) = Env::new("dryrun", ServeOptions::default()).await else { return };
+    let review = record_once(&env, V36, "7").await;
+    let again = rerun(&review, "dry");
+    let pod: Pod = serde_json::from_value(pod_object(&again, &env.ns)).unwrap();
+    let dry = env.pods().create(&PostParams { dry_run: true, ..Default::default() }, &pod).await.unwrap();
+    let dry = serde_json::to_value(dry).unwrap();
+    assert_eq!(label(&dry, "stepcache.dev/decision"), Some("hit"), "the dry run shows the decision");
+    // Give a background side effect the time it would take, then look for any.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let name = dry["metadata"]["name"].as_str().unwrap();
+    assert!(env.pods().get_opt(name).await.unwrap().is_none(), "no pod");
+    assert!(env.task_results().get_opt(&node_of(&dry)).await.unwrap().is_none(), "no task result");
+    assert!(events_about(&env.client, &env.ns, &workflow_of(&dry)).await.is_empty(), "no event");
+    env.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_step_in_another_namespace_misses() {
+    let Some(kit) = kit::shared() else { return };
+    let client = kit.client().await;
+    let a = kit.namespace(&client, "scope-a", &[]).await;
+    let b = kit.namespace(&client, "scope-b", &[]).await;
+    let env = Env::attach(kit, client, &[&a, &b], ServeOptions::default()).await;
+    let review = record_once(&env, V36, "7").await;
+    let elsewhere = create_pod(&env.client, &b, &rerun(&review, "other")).await;
+    assert_eq!(label(&elsewhere, "stepcache.dev/decision"), Some("miss"), "{}", elsewhere["metadata"]);
+    let here = env.create(&rerun(&review, "same")).await;
+    assert_eq!(label(&here, "stepcache.dev/decision"), Some("hit"), "{}", here["metadata"]);
+    env.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opted_out_and_non_argo_pods_never_reach_the_webhook() {
+    let Some(env) = Env::new("optout", ServeOptions::default()).await else { return };
+    let review = fixture(V36);
+    let before = admissions(&env.serve.metrics().await);
+    let mut opted_out = pod_object(&rerun(&review, "optout"), &env.ns);
+    opted_out["metadata"]["labels"]["stepcache.dev/enabled"] = json!("false");
+    let mut agent = pod_object(&rerun(&review, "agent"), &env.ns);
+    agent["metadata"]["labels"]["workflows.argoproj.io/component"] = json!("agent");
+    let mut plain = pod_object(&rerun(&review, "plain"), &env.ns);
+    plain["metadata"]["labels"].as_object_mut().unwrap().remove("workflows.argoproj.io/workflow");
+    for want in [opted_out, agent, plain] {
+        let pod: Pod = serde_json::from_value(want.clone()).unwrap();
+        let got = serde_json::to_value(env.pods().create(&PostParams::default(), &pod).await.unwrap()).unwrap();
+        assert_eq!(got["metadata"]["labels"], want["metadata"]["labels"], "labels untouched");
+        assert_eq!(got["metadata"]["annotations"], want["metadata"]["annotations"], "annotations untouched");
+        assert_eq!(
+            got["spec"]["containers"].as_array().unwrap().len(),
+            want["spec"]["containers"].as_array().unwrap().len()
+        );
+    }
+    assert_eq!(admissions(&env.serve.metrics().await), before, "the objectSelector kept them from the webhook");
+    env.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_over_an_existing_task_result_makes_it_complete() {
+    let Some(env) = Env::new("existing", ServeOptions::default()).await else { return };
+    let review = record_once(&env, V36, "7").await;
+    let again = rerun(&review, "again");
+    let want = pod_object(&again, &env.ns);
+    // A placeholder with the node's name, as a wait container that started would leave it.
+    let mut placeholder = task_result_for(&want, "0");
+    placeholder["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"] = json!("false");
+    placeholder["outputs"] = json!({});
+    let obj: DynamicObject = serde_json::from_value(placeholder).unwrap();
+    env.task_results().create(&PostParams::default(), &obj).await.unwrap();
+    let hit = env.create(&again).await;
+    assert_eq!(label(&hit, "stepcache.dev/decision"), Some("hit"), "{}", hit["metadata"]);
+    let got = serde_json::to_value(env.task_results().get(&node_of(&want)).await.unwrap()).unwrap();
+    assert_eq!(got["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"], "true");
+    assert_eq!(got["outputs"]["parameters"][0]["value"], "7", "{got}");
+    env.done().await;
 }
