@@ -27,11 +27,15 @@ pub struct AdminPolicy {
     pub latch: bool,
 }
 
+/// Namespaces Kubernetes owns; stepcache never acts on them, whatever the admin lists say
+/// (as KFP's cache server, which skips the same two).
+pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public"];
+
 impl AdminPolicy {
     /// True when stepcache acts on pods of this namespace.
     pub fn covers(&self, ns: &Namespace) -> bool {
         let n = ns.as_str();
-        if self.exclude_namespaces.iter().any(|x| x == n) {
+        if SYSTEM_NAMESPACES.contains(&n) || self.exclude_namespaces.iter().any(|x| x == n) {
             return false;
         }
         self.include_namespaces.is_empty() || self.include_namespaces.iter().any(|x| x == n)
@@ -236,6 +240,16 @@ mod tests {
             Plan::Lookup(s) => s,
             other => panic!("expected lookup, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn system_namespaces_are_never_covered_even_when_included() {
+        let admin = AdminPolicy { include_namespaces: vec!["kube-public".into(), "ml".into()], ..Default::default() };
+        for ns in ["kube-system", "kube-public"] {
+            assert!(!admin.covers(&Namespace::parse(ns).unwrap()), "{ns}");
+            assert!(!AdminPolicy::default().covers(&Namespace::parse(ns).unwrap()), "{ns}");
+        }
+        assert!(admin.covers(&Namespace::parse("ml").unwrap()));
     }
 
     #[test]

@@ -287,6 +287,12 @@ impl Admitter {
             }
             Classification::Step(step) => step,
         };
+        if let Some(x) = crate::argo::exclusion::exclusion(&pod) {
+            if x.warns() {
+                ctx.warnings.push(format!("stepcache: step not cached: {x}"));
+            }
+            return skip(decision::SKIPPED, x.to_string());
+        }
         if !self.config.admin.covers(&step.namespace) {
             return skip(
                 decision::SKIPPED,
@@ -432,7 +438,10 @@ impl Admitter {
                 }
                 return ex;
             }
-            ex.creates.push(task_result);
+            if !ctx.decoded.dry_run {
+                // A dry run writes nothing, so it lists nothing as created.
+                ex.creates.push(task_result);
+            }
         }
         let hit = HitInfo {
             entry_id: entry.id,

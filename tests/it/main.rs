@@ -11,6 +11,7 @@ mod k8s;
 mod latch;
 mod pg;
 mod recorder;
+mod soundness;
 mod store;
 mod support;
 mod watch;
