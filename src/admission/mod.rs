@@ -94,7 +94,8 @@ pub struct Nearest {
     pub entry_id: i64,
     /// Workflow it came from.
     pub workflow: String,
-    /// State of that entry (`live`, `stale`, `expired`, `invalidated`).
+    /// State of that entry (`live`, `stale`, `future` (finished after this clock's now),
+    /// `expired`, `invalidated`).
     pub state: String,
     /// Key-material differences, one per line.
     pub differences: Vec<String>,
@@ -353,7 +354,7 @@ impl Admitter {
             }
             (Choice::Miss(cause), _) => {
                 let ex = if self.may_latch(&step, settings.latch) && cause != MissCause::NeverReuse {
-                    match self.try_latch(&pod, &step, &km, now, ex).await {
+                    match self.try_latch(&pod, &step, &km, now, ctx.decoded.dry_run, ex).await {
                         Ok(waiting) => return waiting,
                         Err(ex) => ex,
                     }
@@ -591,16 +592,18 @@ impl Admitter {
             Some(e) => e,
             None => self.nearest_of_template(ns, template_name).await?,
         };
+        // The lookup's own arithmetic (milliseconds, same boundary), so an entry the lookup
+        // refused is never explained as live.
+        let finished_ms = entry.finished_at.as_millisecond();
+        let now_ms = now.as_millisecond();
         let state = if entry.invalidated_at.is_some() {
             "invalidated"
         } else if entry.expires_at.is_some_and(|x| x <= now) {
             "expired"
-        } else if let crate::types::Staleness::Seconds(s) = settings.staleness {
-            if now.as_second() - entry.finished_at.as_second() > s as i64 {
-                "stale"
-            } else {
-                "live"
-            }
+        } else if finished_ms > now_ms {
+            "future"
+        } else if finished_ms < crate::store::oldest_finished_ms(settings.staleness, now_ms) {
+            "stale"
         } else {
             "live"
         };

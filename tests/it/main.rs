@@ -10,6 +10,7 @@ mod hitpath;
 mod k8s;
 mod latch;
 mod pg;
+mod provenance;
 mod recorder;
 mod soundness;
 mod store;

@@ -42,7 +42,9 @@ async fn mock_api(mut handle: Handle, pods: Vec<Value>, pod_events: Vec<Value>, 
             let lines: String = pod_events.iter().map(|e| format!("{e}\n")).collect();
             send.send_response(Response::builder().status(200).body(Body::from(lines.into_bytes())).unwrap());
         } else if path == "/apis/argoproj.io/v1alpha1/workflowtaskresults" && !watch {
-            assert!(query.contains("report-outputs-completed%3Dtrue"), "{query}");
+            // Every task result of a workflow: v3.3–v3.5.1 never label them complete.
+            assert!(query.contains("labelSelector=workflows.argoproj.io%2Fworkflow"), "{query}");
+            assert!(!query.contains("report-outputs-completed"), "{query}");
             send.send_response(ok(&list("WorkflowTaskResultList", &results)));
         } else if watch {
             tokio::spawn(async move {
