@@ -140,3 +140,48 @@ async fn the_watch_loop_catches_up_by_list_records_once_and_skips_failures() {
     assert!(m.contains("reason=\"outputs_incomplete\""), "{m}");
     assert!(m.contains("reason=\"not_succeeded\""), "{m}");
 }
+
+#[tokio::test]
+async fn a_latch_leader_whose_outputs_never_arrive_releases_its_waiters_when_the_recorder_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let mut cfg = config();
+    cfg.admin.latch = true;
+    cfg.latch = Some(stepcache::admission::latch::LatchConfig {
+        url: "https://stepcache.test/latch".into(),
+        ca_bundle: None,
+        window: Duration::from_secs(3600),
+        timeout: Duration::from_secs(6 * 3600),
+    });
+    let a = admitter(store.clone(), cfg, Cluster { offline: true, ..Default::default() });
+    let review = with_annotation(&fixture("v3.6-container-params.admission.json"), "stepcache.dev/latch", "true");
+    let (resp, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "miss", "{ex}");
+    let key = stepcache::types::CacheKey::parse(ex["key"].as_str().unwrap()).unwrap();
+    // Succeeded, but its task result never comes and the Workflow is gone (404).
+    let leader = succeeded(&patched_pod(&review, &resp), "uid-l", "2026-11-01T10:00:00Z", "2026-11-01T10:01:00Z");
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    tokio::spawn(mock_api(handle, vec![leader], Vec::new(), Vec::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let wc = WatchConfig {
+        namespaces: Vec::new(),
+        resync: Duration::from_millis(50),
+        give_up_after: Duration::from_millis(300),
+    };
+    let task = tokio::spawn(run(client, recorder(store.clone()), wc, async move {
+        let _ = rx.await;
+    }));
+    let t = Instant::now();
+    loop {
+        let state = store.latch_get(&key).await.unwrap().unwrap().state;
+        if state == "failed" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "latch still {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(rows(&store).await.is_empty());
+}
