@@ -279,3 +279,18 @@ async fn a_pod_with_a_forged_mark_cannot_settle_anothers_latch() {
     recorder(store.clone()).settle_latch(&pod(&impostor), false).await;
     assert_eq!(store.latch_get(&key).await.unwrap().unwrap().state, "running", "the leader still leads");
 }
+
+#[tokio::test]
+async fn a_waiter_promoted_from_another_namespace_settles_its_own_latch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let key = CacheKey::parse(&format!("v1:{}", "ab".repeat(32))).unwrap();
+    let now = ts("2026-11-01T10:00:00Z");
+    store.latch_acquire(&key, "team-a", "leader", now, Duration::from_secs(3600)).await.unwrap();
+    assert!(!store.latch_finish(&key, "team-b", "leader", false).await.unwrap(), "same name, other namespace");
+    assert!(store.latch_finish(&key, "team-a", "leader", false).await.unwrap());
+    assert!(store.latch_promote(&key, "team-b", "waiter", now, Duration::from_secs(60)).await.unwrap());
+    let l = store.latch_get(&key).await.unwrap().unwrap();
+    assert_eq!((l.namespace.as_str(), l.leader_pod.as_str(), l.state.as_str()), ("team-b", "waiter", "running"));
+    assert!(store.latch_finish(&key, "team-b", "waiter", false).await.unwrap(), "the promoted pod's failure settles");
+}
