@@ -16,7 +16,7 @@ import base64, json, sys
 review = json.load(open(sys.argv[1])); work = sys.argv[2]
 out = json.load(open(f"{work}/miss.json"))
 print("   decision:", out["explain"]["decision"], "| key:", out["explain"]["key"])
-pod = review["request"]["object"]
+pod = json.loads(json.dumps(review["request"]["object"]))  # a copy: the rerun below starts from the unpatched pod
 for op in json.loads(base64.b64decode(out["review"]["response"]["patch"])):
     # apply the JSON Patch (adds of single keys) the way the API server does
     parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
@@ -40,6 +40,7 @@ outputs = {"parameters": [{"name": p["name"], "value": "42"} for p in declared.g
 wf = pod["metadata"]["labels"]["workflows.argoproj.io/workflow"]
 tr = {"apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTaskResult",
       "metadata": {"name": node, "namespace": pod["metadata"]["namespace"],
+                   "ownerReferences": [{k: o[k] for k in ("apiVersion", "kind", "name", "uid")} for o in pod["metadata"]["ownerReferences"]],
                    "labels": {"workflows.argoproj.io/workflow": wf, "workflows.argoproj.io/report-outputs-completed": "true"}},
       "outputs": outputs}
 json.dump(tr, open(f"{work}/task-result.json", "w"))

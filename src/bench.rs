@@ -554,8 +554,11 @@ pub async fn measure_recording(args: &BenchArgs, n: usize) -> anyhow::Result<ser
         let permit = sem.clone().acquire_owned().await?;
         tasks.spawn(async move {
             let node = pod.metadata.annotations.as_ref().and_then(|a| a.get(crate::argo::labels::NODE_ID_ANNOTATION).cloned()).unwrap_or_default();
-            let tr = serde_json::json!({"metadata": {"name": node, "labels": {crate::argo::labels::REPORT_OUTPUTS_COMPLETED: "true"}}, "outputs": outputs});
-            let a = r.record(&pod, &OutputSources { task_result: Some(&tr), workflow_node: None }, jiff::Timestamp::now()).await;
+            let wf = pod.metadata.labels.as_ref().and_then(|l| l.get(crate::argo::labels::WORKFLOW_LABEL).cloned()).unwrap_or_default();
+            let owners: Vec<Value> = pod.metadata.owner_references.iter().flatten().map(|o| serde_json::json!({"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid})).collect();
+            let tr = serde_json::json!({"metadata": {"name": node, "namespace": pod.metadata.namespace, "ownerReferences": owners,
+                "labels": {crate::argo::labels::REPORT_OUTPUTS_COMPLETED: "true", crate::argo::labels::WORKFLOW_LABEL: wf}}, "outputs": outputs});
+            let a = r.record(&pod, &OutputSources { task_result: Some(&tr), workflow: None }, jiff::Timestamp::now()).await;
             drop(permit);
             matches!(a, Attempt::Recorded(_))
         });

@@ -453,5 +453,10 @@ pub fn parse_staleness(s: &str) -> Result<Staleness, String> {
     if s.trim().eq_ignore_ascii_case("unbounded") {
         return Ok(Staleness::Unbounded);
     }
-    crate::duration::parse_seconds(s).map(Staleness::Seconds).map_err(|e| e.to_string())
+    let d = crate::duration::parse_exact(s).map_err(|e| e.to_string())?;
+    if d.as_secs() == 0 && !d.is_zero() {
+        // Staleness counts whole seconds: this would silently mean "never reuse" everywhere.
+        return Err(format!("{s:?} is under one second; staleness counts whole seconds (use 0 to never reuse)"));
+    }
+    Ok(Staleness::Seconds(d.as_secs()))
 }

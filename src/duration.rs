@@ -32,6 +32,18 @@ pub enum DurationError {
 /// assert!(parse_seconds("forever").is_err());
 /// ```
 pub fn parse_seconds(raw: &str) -> Result<u64, DurationError> {
+    parse_exact(raw).map(|d| d.as_secs())
+}
+
+/// Parses like [`parse_seconds`] but keeps fractions of a second (to the nanosecond), so a
+/// caller can tell `300ms` (under a second, so 0 whole seconds) from `0`.
+///
+/// ```
+/// use stepcache::duration::parse_exact;
+/// assert_eq!(parse_exact("300ms").map(|d| d.as_millis()), Ok(300));
+/// assert_eq!(parse_exact("PT0.9S").map(|d| d.as_millis()), Ok(900));
+/// ```
+pub fn parse_exact(raw: &str) -> Result<std::time::Duration, DurationError> {
     let s = raw.trim();
     if s.is_empty() {
         return Err(DurationError::Empty);
@@ -62,7 +74,8 @@ pub fn parse_seconds(raw: &str) -> Result<u64, DurationError> {
     if !secs.is_finite() || secs > MAX_SECONDS as f64 {
         return Err(DurationError::TooLarge(s.chars().take(64).collect()));
     }
-    Ok(secs as u64)
+    // Round to the nanosecond so decimal spellings (`0.9s`) do not lose a unit to binary floats.
+    Ok(std::time::Duration::from_nanos((secs * 1e9).round() as u64))
 }
 
 /// ISO-8601 `PnYnMnWnDTnHnMnS` after the `P`; years are 365 days and months 30 days, as KFP did.
@@ -153,6 +166,15 @@ mod tests {
         assert_eq!(parse_seconds("P1DT1H30M"), Ok(86400 + 5400));
         assert_eq!(parse_seconds("P1W"), Ok(7 * 86400));
         assert_eq!(parse_seconds("PT0.5S"), Ok(0));
+    }
+
+    #[test]
+    fn exact_parsing_keeps_fractions_of_a_second() {
+        assert_eq!(parse_exact("300ms"), Ok(std::time::Duration::from_millis(300)));
+        assert_eq!(parse_exact("PT0.9S"), Ok(std::time::Duration::from_millis(900)));
+        assert_eq!(parse_exact("1.5s"), Ok(std::time::Duration::from_millis(1500)));
+        assert_eq!(parse_exact("0"), Ok(std::time::Duration::ZERO));
+        assert_eq!(parse_seconds("1.999s"), Ok(1));
     }
 
     #[test]

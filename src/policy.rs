@@ -27,11 +27,15 @@ pub struct AdminPolicy {
     pub latch: bool,
 }
 
+/// Namespaces Kubernetes owns; stepcache never acts on them, whatever the admin lists say
+/// (as KFP's cache server, which skips the same two).
+pub const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public"];
+
 impl AdminPolicy {
     /// True when stepcache acts on pods of this namespace.
     pub fn covers(&self, ns: &Namespace) -> bool {
         let n = ns.as_str();
-        if self.exclude_namespaces.iter().any(|x| x == n) {
+        if SYSTEM_NAMESPACES.contains(&n) || self.exclude_namespaces.iter().any(|x| x == n) {
             return false;
         }
         self.include_namespaces.is_empty() || self.include_namespaces.iter().any(|x| x == n)
@@ -103,8 +107,17 @@ pub fn plan(
         (None, None) => (None, ""),
     };
     let authored = match raw {
-        Some(r) => match duration::parse_seconds(r) {
-            Ok(s) => Some(Staleness::Seconds(s)),
+        Some(r) => match duration::parse_exact(r) {
+            Ok(d) => {
+                if d.as_secs() == 0 && !d.is_zero() {
+                    warnings.push(format!(
+                        "{source}: {:?} is under one second; staleness counts whole seconds, so it \
+                         rounds down to 0: this step never reuses a result (it is still recorded)",
+                        r.trim()
+                    ));
+                }
+                Some(Staleness::Seconds(d.as_secs()))
+            }
             Err(e) => {
                 errors.push(format!("{source}: {e}; caching disabled for this step"));
                 None
@@ -239,6 +252,16 @@ mod tests {
     }
 
     #[test]
+    fn system_namespaces_are_never_covered_even_when_included() {
+        let admin = AdminPolicy { include_namespaces: vec!["kube-public".into(), "ml".into()], ..Default::default() };
+        for ns in ["kube-system", "kube-public"] {
+            assert!(!admin.covers(&Namespace::parse(ns).unwrap()), "{ns}");
+            assert!(!AdminPolicy::default().covers(&Namespace::parse(ns).unwrap()), "{ns}");
+        }
+        assert!(admin.covers(&Namespace::parse("ml").unwrap()));
+    }
+
+    #[test]
     fn stepcache_label_false_opts_out() {
         let p = plan(&map(&[(labels::ENABLED_LABEL, "false")]), &map(&[]), &AdminPolicy::default());
         assert_eq!(p, Plan::OptedOut { by: labels::ENABLED_LABEL });
@@ -264,6 +287,20 @@ mod tests {
         assert_eq!(s.staleness, Staleness::Seconds(3600));
         assert_eq!(s.warnings.len(), 1);
         assert!(s.warnings[0].contains("wins"));
+    }
+
+    #[test]
+    fn sub_second_staleness_rounds_down_to_never_reuse_with_a_warning() {
+        for raw in ["300ms", "PT0.9S", "999ms"] {
+            let s = settings(plan(&map(&[]), &map(&[(labels::MAX_CACHE_STALENESS, raw)]), &AdminPolicy::default()));
+            assert_eq!(s.staleness, Staleness::Seconds(0), "{raw}");
+            assert_eq!(s.warnings.len(), 1, "{raw}");
+            assert!(s.warnings[0].contains("under one second"), "{raw}: {:?}", s.warnings);
+        }
+        for raw in ["0", "P0D", "1s", "1.5s"] {
+            let s = settings(plan(&map(&[]), &map(&[(labels::MAX_CACHE_STALENESS, raw)]), &AdminPolicy::default()));
+            assert!(s.warnings.is_empty(), "{raw}: {:?}", s.warnings);
+        }
     }
 
     #[test]

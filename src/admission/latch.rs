@@ -90,17 +90,24 @@ impl Admitter {
     }
 
     /// Leader: `None` (the caller marks a normal miss). Waiter: the waiting explanation.
+    /// A dry run only predicts the role from the current latch and writes nothing: a pod that
+    /// will never exist must not become the leader every identical real step waits for.
     pub(super) async fn try_latch(
         &self,
         pod: &Pod,
         step: &StepPod,
         km: &KeyMaterial,
         now: Timestamp,
+        dry_run: bool,
         mut ex: Explain,
     ) -> Result<Explain, Explain> {
         let Some(cfg) = &self.config.latch else { return Err(ex) };
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let role = self.store.latch_acquire(&km.key, step.namespace.as_str(), &pod_name, now, cfg.window).await;
+        let role = if dry_run {
+            self.predict_latch(&km.key, step.namespace.as_str(), &pod_name, now, cfg.window).await
+        } else {
+            self.store.latch_acquire(&km.key, step.namespace.as_str(), &pod_name, now, cfg.window).await
+        };
         match role {
             Ok(LatchRole::Waiter { leader_pod }) => {
                 let claims = LatchClaims { key: km.key.clone(), pod: pod_name, target: TaskResultTarget::from(step) };
@@ -124,6 +131,28 @@ impl Admitter {
                 Err(ex)
             }
         }
+    }
+
+    /// The role `latch_acquire` would give, read-only.
+    async fn predict_latch(
+        &self,
+        key: &CacheKey,
+        namespace: &str,
+        pod: &str,
+        now: Timestamp,
+        window: Duration,
+    ) -> Result<LatchRole, crate::store::StoreError> {
+        let stale_before = now.as_millisecond().saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        Ok(match self.store.latch_get(key).await? {
+            Some(l)
+                if l.state == state::RUNNING
+                    && l.admitted_at.as_millisecond() >= stale_before
+                    && !(l.leader_pod == pod && l.namespace == namespace) =>
+            {
+                LatchRole::Waiter { leader_pod: l.leader_pod }
+            }
+            _ => LatchRole::Leader,
+        })
     }
 
     /// Answers a waiter's poll: deliver the leader's recorded outputs, promote one waiter
@@ -161,12 +190,18 @@ impl Admitter {
             });
         }
         match latch {
-            Some(l) if l.leader_pod == claims.pod => Ok(answer("run", "this pod leads: it must run the step".into())),
+            Some(l) if l.leader_pod == claims.pod && l.namespace == claims.target.namespace => {
+                Ok(answer("run", "this pod leads: it must run the step".into()))
+            }
             Some(l)
                 if l.state == state::FAILED
                     || l.admitted_at.as_millisecond() + cfg.timeout.as_millis() as i64 <= now.as_millisecond() =>
             {
-                match self.store.latch_promote(&claims.key, &claims.pod, now, cfg.timeout).await {
+                match self
+                    .store
+                    .latch_promote(&claims.key, &claims.target.namespace, &claims.pod, now, cfg.timeout)
+                    .await
+                {
                     Ok(true) => {
                         Ok(answer("run", format!("leader {} failed or timed out; this pod takes over", l.leader_pod)))
                     }

@@ -98,7 +98,8 @@ pub struct Nearest {
     pub entry_id: i64,
     /// Workflow it came from.
     pub workflow: String,
-    /// State of that entry (`live`, `stale`, `expired`, `invalidated`).
+    /// State of that entry (`live`, `stale`, `future` (finished after this clock's now),
+    /// `expired`, `invalidated`).
     pub state: String,
     /// Key-material differences, one per line.
     pub differences: Vec<String>,
@@ -291,6 +292,12 @@ impl Admitter {
             }
             Classification::Step(step) => step,
         };
+        if let Some(x) = crate::argo::exclusion::exclusion(&pod) {
+            if x.warns() {
+                ctx.warnings.push(format!("stepcache: step not cached: {x}"));
+            }
+            return skip(decision::SKIPPED, x.to_string());
+        }
         if !self.config.admin.covers(&step.namespace) {
             return skip(
                 decision::SKIPPED,
@@ -351,7 +358,7 @@ impl Admitter {
             }
             (Choice::Miss(cause), _) => {
                 let ex = if self.may_latch(&step, settings.latch) && cause != MissCause::NeverReuse {
-                    match self.try_latch(&pod, &step, &km, now, ex).await {
+                    match self.try_latch(&pod, &step, &km, now, ctx.decoded.dry_run, ex).await {
                         Ok(waiting) => return waiting,
                         Err(ex) => ex,
                     }
@@ -445,7 +452,10 @@ impl Admitter {
                 }
                 return ex;
             }
-            ex.creates.push(task_result);
+            if !ctx.decoded.dry_run {
+                // A dry run writes nothing, so it lists nothing as created.
+                ex.creates.push(task_result);
+            }
         }
         let hit = HitInfo {
             entry_id: entry.id,
@@ -595,16 +605,18 @@ impl Admitter {
             Some(e) => e,
             None => self.nearest_of_template(ns, template_name).await?,
         };
+        // The lookup's own arithmetic (milliseconds, same boundary), so an entry the lookup
+        // refused is never explained as live.
+        let finished_ms = entry.finished_at.as_millisecond();
+        let now_ms = now.as_millisecond();
         let state = if entry.invalidated_at.is_some() {
             "invalidated"
         } else if entry.expires_at.is_some_and(|x| x <= now) {
             "expired"
-        } else if let crate::types::Staleness::Seconds(s) = settings.staleness {
-            if now.as_second() - entry.finished_at.as_second() > s as i64 {
-                "stale"
-            } else {
-                "live"
-            }
+        } else if finished_ms > now_ms {
+            "future"
+        } else if finished_ms < crate::store::oldest_finished_ms(settings.staleness, now_ms) {
+            "stale"
         } else {
             "live"
         };

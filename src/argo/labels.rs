@@ -62,6 +62,16 @@ pub const KFP_CACHE_ENABLED: &str = "pipelines.kubeflow.org/cache_enabled";
 pub const KFP_REUSED_FROM_CACHE: &str = "pipelines.kubeflow.org/reused_from_cache";
 /// KFP v1: label prefix that marks a pod as coming from KFP.
 pub const KFP_PREFIX: &str = "pipelines.kubeflow.org/";
+/// KFP: label naming the SDK that compiled the pipeline (`tfx`, `tfx-template`, ...).
+pub const KFP_PIPELINE_SDK_TYPE: &str = "pipelines.kubeflow.org/pipeline-sdk-type";
+/// KFP v2: annotation `"true"` on pods whose caching the KFP v2 driver owns.
+pub const KFP_V2_COMPONENT: &str = "pipelines.kubeflow.org/v2_component";
+/// Suffix of the TFX component entrypoint (the last element of a TFX `main` command).
+pub const TFX_ENTRYPOINT_SUFFIX: &str = "tfx/orchestration/kubeflow/container_entrypoint.py";
+/// Argo ≤ v2.12 annotation carrying the executor's execution control (`includeScriptOutput`).
+pub const EXECUTION_CONTROL_ANNOTATION: &str = "workflows.argoproj.io/execution";
+/// Env var telling Argo's executor to capture stdout as `outputs.result` (v3.0+).
+pub const ARGO_INCLUDE_SCRIPT_OUTPUT_ENV: &str = "ARGO_INCLUDE_SCRIPT_OUTPUT";
 
 /// Author label: `"false"` opts the step out (a label so the objectSelector can skip it).
 pub const ENABLED_LABEL: &str = "stepcache.dev/enabled";
@@ -71,6 +81,10 @@ pub const MAX_CACHE_STALENESS: &str = "stepcache.dev/max-cache-staleness";
 pub const CACHE_SEED: &str = "stepcache.dev/cache-seed";
 /// Author annotation: wait for an identical running step instead of running again.
 pub const LATCH: &str = "stepcache.dev/latch";
+/// Prefix of every stepcache label and annotation.
+pub const STEPCACHE_PREFIX: &str = "stepcache.dev/";
+/// The only `stepcache.dev/` names a pod author may set; every other one is stepcache's own.
+pub const AUTHOR_NAMES: &[&str] = &[ENABLED_LABEL, MAX_CACHE_STALENESS, CACHE_SEED, LATCH];
 
 /// stepcache label: the admission decision (`hit`, `miss`, `shadow-hit`, `latched`).
 pub const DECISION_LABEL: &str = "stepcache.dev/decision";

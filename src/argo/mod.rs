@@ -2,6 +2,7 @@
 //!
 //! Pure: must not import tokio, sqlx, axum or kube::Client.
 
+pub mod exclusion;
 pub mod labels;
 pub mod outputs;
 pub mod template;

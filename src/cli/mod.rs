@@ -170,21 +170,13 @@ pub async fn record(
     let pod = pod_from_json(&pod_doc)?;
     let tr = task_result.map(read_json).transpose()?;
     let wf = workflow.map(read_json).transpose()?;
-    let node_id = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(crate::argo::labels::NODE_ID_ANNOTATION).cloned())
-        .or_else(|| pod.metadata.name.clone())
-        .unwrap_or_default();
-    let node = wf.as_ref().and_then(|w| w.pointer("/status/nodes")).and_then(|n| n.get(&node_id)).cloned();
     let recorder = Recorder {
         store: open_store(store).await?,
         signer: signer(signing)?,
         settings: Arc::new(RecordSettings { scope: policy.scope, default_expiry: policy.default_expiry }),
         metrics: Arc::new(Metrics::new()),
     };
-    let src = crate::recorder::assess::OutputSources { task_result: tr.as_ref(), workflow_node: node.as_ref() };
+    let src = crate::recorder::assess::OutputSources { task_result: tr.as_ref(), workflow: wf.as_ref() };
     match recorder.record(&pod, &src, now.unwrap_or_else(jiff::Timestamp::now)).await {
         Attempt::Recorded(e) | Attempt::AlreadyRecorded(e) => {
             println!("{}", serde_json::to_string_pretty(&e)?);

@@ -1,14 +1,16 @@
 //! Deciding whether a finished step pod is recorded, and with which outputs. Pure.
 //!
 //! A pod is recorded only when it carries a valid signed mark, really succeeded (phase
-//! Succeeded, every user container exited 0) and its outputs are final and complete.
+//! Succeeded, every user container exited 0) and its outputs are final and complete, read from
+//! a source that provably belongs to this pod: a WorkflowTaskResult of the same namespace,
+//! workflow (label and owner uid) and instance id, or the Workflow whose uid owns the pod.
 
 use crate::argo::labels;
 use crate::argo::template::{classify, ArgoLayout, Classification, StepPod};
 use crate::key::{derive_key, Scope};
 use crate::mark::{MarkClaims, Signer};
 use crate::store::NewEntry;
-use crate::types::{CacheKey, CacheSeed, Staleness, StepOutputs};
+use crate::types::{CacheKey, CacheSeed, Namespace, Staleness, StepOutputs};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
@@ -18,11 +20,17 @@ use std::time::Duration;
 /// Where the outputs of a completed step can be read.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OutputSources<'a> {
-    /// The step's WorkflowTaskResult (Argo ≥ 3.3).
+    /// The step's WorkflowTaskResult (Argo ≥ 3.3); used only when it provably is this pod's.
     pub task_result: Option<&'a Value>,
-    /// `Workflow.status.nodes[<node id>]` (persists after task results are deleted).
-    pub workflow_node: Option<&'a Value>,
+    /// The step's Workflow object: `status.nodes[<node id>]` persists after task results are
+    /// deleted. Used only when its uid is the uid of the pod's owning Workflow.
+    pub workflow: Option<&'a Value>,
 }
+
+/// How far ahead of the recorder's clock a reported finish time may be and still be recorded
+/// (as "now"): node clocks drift a little; a finish time further ahead is a broken clock, and an
+/// entry from the future would count as fresh for any staleness.
+pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Why a pod is not (yet) recorded.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -59,6 +67,18 @@ pub enum NotRecorded {
     /// Outputs lack something the template declares.
     #[error("outputs lack declared {0:?}")]
     OutputsIncomplete(Vec<String>),
+    /// The only outputs source seen belongs to another pod, workflow or namespace (a stale
+    /// result of an earlier workflow of the same name, or a forged one); the real one may follow.
+    #[error("outputs source is not this pod's: {0}")]
+    ForeignSource(String),
+    /// The pod reports a finish time further ahead of this clock than [`MAX_CLOCK_SKEW`].
+    #[error("finish time {finished} is ahead of this clock ({now}) by more than the tolerated skew")]
+    FinishedInFuture {
+        /// Reported finish time.
+        finished: Timestamp,
+        /// The recorder's clock.
+        now: Timestamp,
+    },
 }
 
 impl NotRecorded {
@@ -74,12 +94,14 @@ impl NotRecorded {
             NotRecorded::NotSucceeded(_) => "not_succeeded",
             NotRecorded::OutputsPending => "outputs_pending",
             NotRecorded::OutputsIncomplete(_) => "outputs_incomplete",
+            NotRecorded::ForeignSource(_) => "foreign_source",
+            NotRecorded::FinishedInFuture { .. } => "finished_in_future",
         }
     }
 
     /// True when waiting may change the answer (so the recorder keeps the pod around).
     pub fn may_change(&self) -> bool {
-        matches!(self, NotRecorded::OutputsPending | NotRecorded::NotFinished(_))
+        matches!(self, NotRecorded::OutputsPending | NotRecorded::NotFinished(_) | NotRecorded::ForeignSource(_))
     }
 }
 
@@ -166,33 +188,152 @@ fn parse_outputs(v: &Value) -> Option<StepOutputs> {
     serde_json::from_value(v).ok()
 }
 
+/// uid of the Workflow owning `pod` (its ownerReference of kind `Workflow`).
+fn workflow_owner_uid(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == labels::WORKFLOW_KIND)
+        .map(|o| o.uid.as_str())
+        .filter(|u| !u.is_empty())
+}
+
+/// True when Argo's executor captures the main container's stdout as `outputs.result` for this
+/// pod: env `ARGO_INCLUDE_SCRIPT_OUTPUT=true` (v3.0+, read by argoexec from its own env; any
+/// container saying so counts, to be safe) or `includeScriptOutput` in the v2.12 execution
+/// control annotation. Applies to script and container templates alike (`HasOutput`).
+pub fn captures_result(pod: &Pod) -> bool {
+    let env_says =
+        pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter())).any(|c| {
+            c.env.iter().flatten().any(|e| {
+                e.name == labels::ARGO_INCLUDE_SCRIPT_OUTPUT_ENV
+                    && e.value.as_deref().is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            })
+        });
+    let annotation_says = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::EXECUTION_CONTROL_ANNOTATION))
+        .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
+        .and_then(|v| v.get("includeScriptOutput").and_then(Value::as_bool))
+        .unwrap_or(false);
+    env_says || annotation_says
+}
+
+/// Why `tr` is not the WorkflowTaskResult of `pod`, or `None` when it is: same name as the node
+/// id, same namespace, same workflow label and instance-id label, and an owner that is this
+/// pod's Workflow (v3.3.0–v3.3.1, v3.5.2+) or this pod itself (v3.3.2–v3.5.1 own results by the
+/// pod, `kind` `pods` then `Pod`).
+pub fn foreign_task_result(tr: &Value, pod: &Pod, step: &StepPod) -> Option<String> {
+    let meta = tr.get("metadata");
+    let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
+    let label =
+        |k: &str| meta.and_then(|m| m.pointer(&format!("/labels/{}", k.replace('/', "~1")))).and_then(Value::as_str);
+    if field("name") != Some(step.node_id.as_str()) {
+        return Some(format!("task result {:?} is not named for node {}", field("name").unwrap_or(""), step.node_id));
+    }
+    if field("namespace") != Some(step.namespace.as_str()) {
+        return Some(format!(
+            "task result is in namespace {:?}, the pod in {}",
+            field("namespace").unwrap_or(""),
+            step.namespace
+        ));
+    }
+    if label(labels::WORKFLOW_LABEL) != Some(step.workflow_name.as_str()) {
+        return Some(format!(
+            "task result belongs to workflow {:?}, the pod to {}",
+            label(labels::WORKFLOW_LABEL).unwrap_or(""),
+            step.workflow_name
+        ));
+    }
+    if label(labels::INSTANCE_ID_LABEL) != step.instance_id.as_deref() {
+        return Some("task result and pod disagree on the controller instance id".into());
+    }
+    let wf_uid = workflow_owner_uid(pod);
+    let pod_uid = pod.metadata.uid.as_deref().filter(|u| !u.is_empty());
+    let owned = meta.and_then(|m| m.get("ownerReferences")).and_then(Value::as_array).is_some_and(|refs| {
+        refs.iter().any(|r| {
+            let uid = r.get("uid").and_then(Value::as_str);
+            match r.get("kind").and_then(Value::as_str) {
+                Some(labels::WORKFLOW_KIND) => uid.is_some() && uid == wf_uid,
+                Some("Pod") | Some("pods") => uid.is_some() && uid == pod_uid,
+                _ => false,
+            }
+        })
+    });
+    if !owned {
+        return Some("task result is owned by neither this pod's Workflow nor this pod (uid)".into());
+    }
+    None
+}
+
+/// `status.nodes[<node id>]` of `workflow` when that Workflow owns `pod`; else why not.
+fn own_workflow_node<'a>(workflow: &'a Value, pod: &Pod, step: &StepPod) -> Result<Option<&'a Value>, String> {
+    let uid = workflow.pointer("/metadata/uid").and_then(Value::as_str);
+    if uid.is_none() || uid != workflow_owner_uid(pod) {
+        return Err(format!("workflow uid {:?} does not own the pod", uid.unwrap_or("")));
+    }
+    let ns = workflow.pointer("/metadata/namespace").and_then(Value::as_str);
+    if ns.is_some_and(|n| n != step.namespace.as_str()) {
+        return Err(format!("workflow is in namespace {:?}, the pod in {}", ns.unwrap_or(""), step.namespace));
+    }
+    Ok(workflow.pointer("/status/nodes").and_then(|n| n.get(&step.node_id)))
+}
+
+/// True when `outputs` has everything the step must report (declared outputs, and `result`
+/// when the executor captures it).
+fn complete(step: &StepPod, wants_result: bool, outputs: &StepOutputs) -> bool {
+    step.template.declared_outputs().missing(outputs).is_empty() && (!wants_result || outputs.result.is_some())
+}
+
 /// Reads the final outputs from the best available channel for the pod's layout.
-fn final_outputs(step: &StepPod, pod: &Pod, src: &OutputSources<'_>) -> Result<StepOutputs, NotRecorded> {
+///
+/// Never defaults to "no outputs" when a report is still to come: a step whose executor
+/// captures `result` always reports it, and from v3.5.2 (every v3.6+ pod) the executor always
+/// writes a task result, so empty outputs are assumed only for steps that report nothing and
+/// run on controllers that may skip reporting (v3.3–v3.5.1) or use the pod annotation (≤ v3.5).
+fn final_outputs(
+    step: &StepPod,
+    pod: &Pod,
+    src: &OutputSources<'_>,
+    wants_result: bool,
+) -> Result<StepOutputs, NotRecorded> {
+    let mut foreign = None;
     if let Some(tr) = src.task_result {
-        let name_ok = tr.pointer("/metadata/name").and_then(Value::as_str) == Some(step.node_id.as_str());
-        let completed = tr
-            .pointer("/metadata/labels")
-            .and_then(|l| l.get(labels::REPORT_OUTPUTS_COMPLETED))
-            .and_then(Value::as_str);
-        if name_ok {
-            match completed {
-                Some("true") => {
-                    return Ok(tr.get("outputs").and_then(parse_outputs).unwrap_or_default());
-                }
-                Some(_) => return Err(NotRecorded::OutputsPending),
-                // ≤3.5.1: no completion label; the result is written once, at the end.
-                None => {
-                    if let Some(o) = tr.get("outputs").and_then(parse_outputs) {
-                        return Ok(o);
+        match foreign_task_result(tr, pod, step) {
+            Some(why) => foreign = Some(why),
+            None => {
+                let completed = tr
+                    .pointer("/metadata/labels")
+                    .and_then(|l| l.get(labels::REPORT_OUTPUTS_COMPLETED))
+                    .and_then(Value::as_str);
+                match completed {
+                    // v3.5.2+: the label flips to "true" once outputs are final.
+                    Some("true") => return Ok(tr.get("outputs").and_then(parse_outputs).unwrap_or_default()),
+                    Some(_) => return Err(NotRecorded::OutputsPending),
+                    // v3.3–v3.5.1 never set the label: the result is written once, when the wait
+                    // container has collected everything, but may be seen earlier with progress
+                    // only. Use it once it carries everything the step must report.
+                    None => {
+                        if let Some(o) = tr.get("outputs").and_then(parse_outputs) {
+                            if complete(step, wants_result, &o) {
+                                return Ok(o);
+                            }
+                        }
                     }
                 }
             }
         }
     }
-    if let Some(node) = src.workflow_node {
-        let phase = node.get("phase").and_then(Value::as_str).unwrap_or("");
-        if phase == "Succeeded" {
-            return Ok(node.get("outputs").and_then(parse_outputs).unwrap_or_default());
+    if let Some(wf) = src.workflow {
+        match own_workflow_node(wf, pod, step) {
+            Ok(Some(node)) if node.get("phase").and_then(Value::as_str) == Some("Succeeded") => {
+                return Ok(node.get("outputs").and_then(parse_outputs).unwrap_or_default());
+            }
+            Ok(_) => {}
+            Err(why) => foreign = foreign.or(Some(why)),
         }
     }
     if step.layout != ArgoLayout::TemplateEnvInitOnly {
@@ -202,21 +343,58 @@ fn final_outputs(step: &StepPod, pod: &Pod, src: &OutputSources<'_>) -> Result<S
             return parse_outputs(&v).ok_or(NotRecorded::OutputsPending);
         }
     }
-    // ≥ 3.6 reports every step's outputs (even none) in its task result, which may arrive after
-    // the pod is seen as Succeeded: until then the outputs are pending, not empty (a script's
-    // `result` is never declared, yet always reported).
-    if step.template.declared_outputs() == Default::default() && step.layout != ArgoLayout::TemplateEnvInitOnly {
+    let reports_nothing = step.template.declared_outputs() == Default::default() && !wants_result;
+    if reports_nothing && step.layout != ArgoLayout::TemplateEnvInitOnly && foreign.is_none() {
         return Ok(StepOutputs::default());
     }
-    Err(NotRecorded::OutputsPending)
+    Err(foreign.map_or(NotRecorded::OutputsPending, NotRecorded::ForeignSource))
 }
 
-/// Decides whether `pod` is recorded, returning the row to insert.
+/// The key of `pod`'s stepcache mark when its signature binds this very pod (namespace, name,
+/// workflow uid, staleness, seed); `None` for unmarked, malformed or forged marks. Latches are
+/// settled only for pods this returns a key for, so a pod an author dressed up as a leader
+/// cannot release or fail someone else's latch.
+pub fn verified_key(pod: &Pod, signer: &Signer) -> Option<CacheKey> {
+    if !marked(pod) {
+        return None;
+    }
+    let a = pod.metadata.annotations.as_ref()?;
+    let key = CacheKey::parse(a.get(labels::KEY_ANNOTATION)?).ok()?;
+    let staleness = a.get(labels::STALENESS_ANNOTATION)?.parse::<i64>().ok().map(Staleness::from_db)?;
+    let seed = CacheSeed::parse(a.get(labels::SEED_ANNOTATION).map(String::as_str).unwrap_or("")).ok()?;
+    let namespace = Namespace::parse(pod.metadata.namespace.as_deref()?).ok()?;
+    let claims = MarkClaims {
+        key: &key,
+        namespace: &namespace,
+        pod_name: pod.metadata.name.as_deref()?,
+        workflow_uid: workflow_owner_uid(pod).unwrap_or(""),
+        staleness,
+        seed: &seed,
+    };
+    signer.verify(&claims, a.get(labels::MARK_ANNOTATION)?).ok()?;
+    Some(key)
+}
+
+/// A finish time the store may keep: at most `now`; a little ahead (node clock skew) is
+/// clamped to `now`, far ahead is refused.
+fn bounded_finish(finished: Timestamp, now: Timestamp) -> Result<Timestamp, NotRecorded> {
+    if finished <= now {
+        return Ok(finished);
+    }
+    let skew = jiff::SignedDuration::try_from(MAX_CLOCK_SKEW).unwrap_or(jiff::SignedDuration::ZERO);
+    match now.checked_add(skew) {
+        Ok(limit) if finished <= limit => Ok(now),
+        _ => Err(NotRecorded::FinishedInFuture { finished, now }),
+    }
+}
+
+/// Decides whether `pod` is recorded at `now` (the recorder's clock), returning the row to insert.
 pub fn assess(
     pod: &Pod,
     src: &OutputSources<'_>,
     signer: &Signer,
     settings: &RecordSettings,
+    now: Timestamp,
 ) -> Result<NewEntry, NotRecorded> {
     if !marked(pod) {
         return Err(NotRecorded::NotMarked);
@@ -252,8 +430,14 @@ pub fn assess(
         return Err(NotRecorded::KeyMismatch { marked: marked_key.to_string(), derived: km.key.to_string() });
     }
     let (started, finished) = check_succeeded(pod)?;
-    let outputs = final_outputs(&step, pod, src)?;
-    let missing = step.template.declared_outputs().missing(&outputs);
+    let finished = bounded_finish(finished, now)?;
+    let started = started.map(|s| s.min(finished));
+    let wants_result = captures_result(pod);
+    let outputs = final_outputs(&step, pod, src, wants_result)?;
+    let mut missing = step.template.declared_outputs().missing(&outputs);
+    if wants_result && outputs.result.is_none() {
+        missing.push("result".to_owned());
+    }
     if !missing.is_empty() {
         return Err(NotRecorded::OutputsIncomplete(missing));
     }

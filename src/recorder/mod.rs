@@ -41,16 +41,15 @@ impl Attempt {
 }
 
 impl Recorder {
-    /// Settles the latch this pod may lead (a no-op for pods that lead none).
+    /// Settles the latch this pod may lead (a no-op for pods that lead none, and for pods whose
+    /// mark does not verify: an author cannot settle someone else's latch).
     pub async fn settle_latch(&self, pod: &Pod, succeeded: bool) {
-        let key = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(crate::argo::labels::KEY_ANNOTATION))
-            .and_then(|k| crate::types::CacheKey::parse(k).ok());
-        let (Some(key), Some(name)) = (key, pod.metadata.name.as_deref()) else { return };
-        match self.store.latch_finish(&key, name, succeeded).await {
+        let key = assess::verified_key(pod, &self.signer);
+        let (Some(key), Some(name), Some(ns)) = (key, pod.metadata.name.as_deref(), pod.metadata.namespace.as_deref())
+        else {
+            return;
+        };
+        match self.store.latch_finish(&key, ns, name, succeeded).await {
             Ok(true) => tracing::info!(pod = name, succeeded, "latch leader settled"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, pod = name, "latch not settled; waiters fall back to the timeout"),
@@ -74,20 +73,20 @@ pub struct Recorder {
 impl Recorder {
     /// Assesses and, when the step really succeeded with complete outputs, records it.
     pub async fn record(&self, pod: &Pod, src: &OutputSources<'_>, now: Timestamp) -> Attempt {
-        let entry = match assess(pod, src, &self.signer, &self.settings) {
+        let entry = match assess(pod, src, &self.signer, &self.settings, now) {
             Ok(e) => e,
             Err(r) => {
-                if matches!(r, NotRecorded::NotSucceeded(_)) {
-                    // The mark was verified before the success check: a failed latch leader.
-                    self.settle_latch(pod, false).await;
-                }
                 if !r.may_change() {
+                    // Finished for good without an entry (failed, incomplete outputs, key
+                    // mismatch, ...): waiters must not wait for a recording that never comes.
+                    self.settle_latch(pod, false).await;
                     self.metrics.skipped(r.kind());
                     if matches!(
                         r,
                         NotRecorded::ForgedMark(_)
                             | NotRecorded::OutputsIncomplete(_)
                             | NotRecorded::KeyMismatch { .. }
+                            | NotRecorded::FinishedInFuture { .. }
                     ) {
                         tracing::warn!(pod = pod.metadata.name.as_deref().unwrap_or(""), reason = %r, "completion not recorded");
                     }

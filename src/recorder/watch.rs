@@ -16,8 +16,8 @@ use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 /// Watch settings.
 #[derive(Clone, Debug)]
@@ -38,16 +38,31 @@ impl Default for WatchConfig {
 
 struct Pending {
     pod: Pod,
-    first_seen: std::time::Instant,
+    first_seen: Instant,
 }
 
+/// Most task results kept in memory; the oldest are dropped first (a pod whose result was
+/// dropped falls back to the Workflow status). Bounds memory whatever the cluster holds.
+pub const MAX_TASK_RESULTS: usize = 50_000;
+
+/// (namespace, name) of a task result.
+type ResultId = (String, String);
+
 /// In-memory join of pods and task results; the only state that is lost on restart, and the
-/// initial list rebuilds it.
+/// initial list rebuilds it. Task results are kept until recorded, deleted, older than the
+/// give-up time, or pushed out by [`MAX_TASK_RESULTS`] newer ones.
 #[derive(Default)]
 pub struct Tracker {
     pending: HashMap<String, Pending>,
-    results: HashMap<(String, String), Value>,
+    results: HashMap<ResultId, (Instant, Value)>,
+    /// Insertion order of `results` (entries whose instant no longer matches are stale).
+    order: VecDeque<(ResultId, Instant)>,
     done: HashSet<String>,
+}
+
+fn result_id(tr: &Value) -> ResultId {
+    let field = |k: &str| tr.pointer(&format!("/metadata/{k}")).and_then(Value::as_str).unwrap_or("").to_owned();
+    (field("namespace"), field("name"))
 }
 
 fn pod_uid(pod: &Pod) -> String {
@@ -93,26 +108,49 @@ impl Tracker {
 
     /// A task result was added or changed; returns the uids of pending pods it completes.
     pub fn on_task_result(&mut self, tr: Value) -> Vec<String> {
-        let ns = tr.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned();
-        let name = tr.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
+        let id = result_id(&tr);
         let uids = self
             .pending
             .iter()
             .filter(|(_, p)| {
-                p.pod.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && node_id(&p.pod).as_deref() == Some(name.as_str())
+                p.pod.metadata.namespace.as_deref() == Some(id.0.as_str())
+                    && node_id(&p.pod).as_deref() == Some(id.1.as_str())
             })
             .map(|(u, _)| u.clone())
             .collect();
-        self.results.insert((ns, name), tr);
+        let now = Instant::now();
+        self.results.insert(id.clone(), (now, tr));
+        self.order.push_back((id, now));
+        while self.results.len() > MAX_TASK_RESULTS {
+            let Some((old, at)) = self.order.pop_front() else { break };
+            if self.results.get(&old).is_some_and(|(t, _)| *t == at) {
+                self.results.remove(&old);
+            }
+        }
+        // Keep the order queue from growing with stale entries of often-updated results.
+        if self.order.len() > 2 * MAX_TASK_RESULTS.max(self.results.len()) {
+            let results = &self.results;
+            self.order.retain(|(id, at)| results.get(id).is_some_and(|(t, _)| t == at));
+        }
         uids
+    }
+
+    /// A task result was deleted (its workflow completed or was deleted): forget it, so it can
+    /// never be paired with a later pod of a same-named workflow.
+    pub fn on_task_result_deleted(&mut self, tr: &Value) {
+        self.results.remove(&result_id(tr));
+    }
+
+    /// Number of task results held.
+    pub fn task_results(&self) -> usize {
+        self.results.len()
     }
 
     /// The pod and its task result, when pending.
     pub fn sources(&self, uid: &str) -> Option<(Pod, Option<Value>)> {
         let p = self.pending.get(uid)?;
         let ns = p.pod.metadata.namespace.clone().unwrap_or_default();
-        let tr = node_id(&p.pod).and_then(|n| self.results.get(&(ns, n)).cloned());
+        let tr = node_id(&p.pod).and_then(|n| self.results.get(&(ns, n)).map(|(_, v)| v.clone()));
         Some((p.pod.clone(), tr))
     }
 
@@ -130,8 +168,10 @@ impl Tracker {
         }
     }
 
-    /// Pending uids, oldest first, and those that waited too long.
-    pub fn pending(&self, give_up_after: Duration) -> (Vec<String>, Vec<String>) {
+    /// Pending uids, oldest first, and those that waited too long; task results not updated
+    /// for that long are dropped.
+    pub fn pending(&mut self, give_up_after: Duration) -> (Vec<String>, Vec<String>) {
+        self.results.retain(|_, (at, _)| at.elapsed() <= give_up_after);
         let mut live = Vec::new();
         let mut expired = Vec::new();
         for (u, p) in &self.pending {
@@ -155,14 +195,14 @@ impl Tracker {
     }
 }
 
-/// Reads `Workflow.status.nodes[<node id>]` as the last source of outputs.
-async fn workflow_node(client: &kube::Client, pod: &Pod) -> Option<Value> {
+/// Reads the pod's Workflow, whose `status.nodes[<node id>]` is the last source of outputs
+/// (assessment checks that its uid owns the pod: a same-named later workflow does not).
+async fn workflow_object(client: &kube::Client, pod: &Pod) -> Option<Value> {
     let ns = pod.metadata.namespace.as_deref()?;
     let wf = pod.metadata.labels.as_ref()?.get(labels::WORKFLOW_LABEL)?;
-    let node = node_id(pod)?;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &workflow_resource());
     let obj = tokio::time::timeout(Duration::from_secs(5), api.get_opt(wf)).await.ok()?.ok()??;
-    obj.data.pointer("/status/nodes").and_then(|n| n.get(&node)).cloned()
+    serde_json::to_value(&obj).ok()
 }
 
 /// Assesses one pending pod and settles it when the attempt is final.
@@ -174,11 +214,11 @@ pub async fn process(
     use_fallback: bool,
 ) {
     let Some((pod, tr)) = tracker.sources(uid) else { return };
-    let node = match (use_fallback, client) {
-        (true, Some(c)) => workflow_node(c, &pod).await,
+    let workflow = match (use_fallback, client) {
+        (true, Some(c)) => workflow_object(c, &pod).await,
         _ => None,
     };
-    let src = OutputSources { task_result: tr.as_ref(), workflow_node: node.as_ref() };
+    let src = OutputSources { task_result: tr.as_ref(), workflow: workflow.as_ref() };
     let attempt = recorder.record(&pod, &src, Timestamp::now()).await;
     if attempt.is_final() {
         tracker.finish(uid);
@@ -203,7 +243,9 @@ fn result_streams(
     namespaces: &[String],
 ) -> Vec<futures::stream::BoxStream<'static, Result<Event<DynamicObject>, watcher::Error>>> {
     let ar = task_result_resource();
-    let cfg = watcher::Config::default().labels(&format!("{}=true", labels::REPORT_OUTPUTS_COMPLETED));
+    // Every task result of a workflow, not only those labelled complete: v3.3–v3.5.1 never set
+    // `report-outputs-completed`. Assessment decides whether one is final and this pod's.
+    let cfg = watcher::Config::default().labels(labels::WORKFLOW_LABEL);
     let apis: Vec<Api<DynamicObject>> = if namespaces.is_empty() {
         vec![Api::all_with(client.clone(), &ar)]
     } else {
@@ -255,6 +297,11 @@ pub async fn run(
                         }
                     }
                 }
+                Some(Ok(Event::Delete(o))) => {
+                    if let Ok(v) = serde_json::to_value(&o) {
+                        tracker.on_task_result_deleted(&v);
+                    }
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => tracing::warn!(error = %e, "task result watch error; retrying with backoff"),
                 None => break,
@@ -266,6 +313,10 @@ pub async fn run(
                 }
                 for uid in expired {
                     recorder.metrics.skipped("gave_up");
+                    if let Some((pod, _)) = tracker.sources(&uid) {
+                        // Never recorded: a latch this pod leads must not keep its waiters.
+                        recorder.settle_latch(&pod, false).await;
+                    }
                     tracker.finish(&uid);
                 }
             }

@@ -136,16 +136,25 @@ impl Store {
         .await
     }
 
-    /// Settles the latch led by `pod` (no-op when `pod` does not lead `key`).
-    pub async fn latch_finish(&self, key: &CacheKey, pod: &str, succeeded: bool) -> Result<bool, StoreError> {
+    /// Settles the latch led by `pod` of `namespace` (no-op when that pod does not lead `key`;
+    /// under `--scope cluster` a pod of the same name in another namespace is another pod).
+    pub async fn latch_finish(
+        &self,
+        key: &CacheKey,
+        namespace: &str,
+        pod: &str,
+        succeeded: bool,
+    ) -> Result<bool, StoreError> {
         let s = if succeeded { state::SUCCEEDED } else { state::FAILED };
         self.bounded(async {
             let n = sqlx::query(
-                "UPDATE latches SET state = $3 WHERE cache_key = $1 AND leader_pod = $2 AND state = 'running'",
+                "UPDATE latches SET state = $3 WHERE cache_key = $1 AND leader_pod = $2 AND state = 'running' \
+                 AND namespace = $4",
             )
             .bind(key.as_str())
             .bind(pod)
             .bind(s)
+            .bind(namespace)
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -159,6 +168,7 @@ impl Store {
     pub async fn latch_promote(
         &self,
         key: &CacheKey,
+        namespace: &str,
         pod: &str,
         now: Timestamp,
         timeout: Duration,
@@ -166,14 +176,16 @@ impl Store {
         let now_ms = now.as_millisecond();
         self.bounded(async {
             let n = sqlx::query(
-                "UPDATE latches SET leader_pod = $2, admitted_at = $3, state = 'running', generation = generation + 1 \
-                 WHERE cache_key = $1 AND leader_pod <> $2 \
+                "UPDATE latches SET leader_pod = $2, admitted_at = $3, state = 'running', generation = generation + 1, \
+                 namespace = $5 \
+                 WHERE cache_key = $1 AND (leader_pod <> $2 OR namespace <> $5) \
                  AND (state = 'failed' OR (state = 'running' AND admitted_at < $4))",
             )
             .bind(key.as_str())
             .bind(pod)
             .bind(now_ms)
             .bind(now_ms.saturating_sub(ms(timeout)))
+            .bind(namespace)
             .execute(&self.pool)
             .await?
             .rows_affected();

@@ -420,8 +420,9 @@ impl<'a> InsertRow<'a> {
 }
 
 /// Oldest `finished_at` (ms) a step with `staleness` may be served at `now_ms`
-/// (`i64::MIN` when unbounded); shared by every lookup so the boundary is defined once.
-pub(super) fn oldest_finished_ms(staleness: Staleness, now_ms: i64) -> i64 {
+/// (`i64::MIN` when unbounded); shared by every lookup and by the miss explanation so the
+/// boundary is defined once.
+pub fn oldest_finished_ms(staleness: Staleness, now_ms: i64) -> i64 {
     match staleness {
         Staleness::Unbounded => i64::MIN,
         Staleness::Seconds(s) => now_ms.saturating_sub(i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000)),
@@ -585,7 +586,8 @@ impl Store {
     /// The entry to serve a step with `key` and `staleness` at `now`, in one round trip.
     ///
     /// Viable: not invalidated, not expired (`expires_at > now`), finished at most `staleness`
-    /// ago (exactly that old still counts). Among viable entries the newest whose own staleness
+    /// ago (exactly that old still counts) and not after `now` (an entry from the future — a
+    /// skewed clock — would otherwise be fresh for any staleness). Among viable entries the newest whose own staleness
     /// equals the step's wins; else the newest viable one (the caller then adopts it). Ties go to
     /// the higher id. `Seconds(0)` never reuses and does not touch the database.
     pub async fn lookup(

@@ -23,12 +23,13 @@ macro_rules! cols {
     };
 }
 
-/// Condition shared by both lookup branches: the key's live rows young enough for the step.
-/// `$1` key, `$3` now (ms), `$4` oldest acceptable finished_at (ms; i64::MIN when unbounded).
+/// Condition shared by both lookup branches: the key's live rows young enough for the step and
+/// not finished after now. `$1` key, `$3` now (ms), `$4` oldest acceptable finished_at (ms;
+/// i64::MIN when unbounded).
 macro_rules! viable {
     () => {
         "cache_key = $1 AND invalidated_at IS NULL AND (expires_at IS NULL OR expires_at > $3) \
-         AND finished_at >= $4"
+         AND finished_at >= $4 AND finished_at <= $3"
     };
 }
 

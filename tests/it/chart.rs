@@ -371,18 +371,19 @@ fn object_selector_takes_argo_step_pods_and_honours_both_opt_out_labels() {
 }
 
 #[test]
-fn namespace_selector_always_excludes_the_release_namespace_and_kube_system() {
+fn namespace_selector_always_excludes_the_release_namespace_and_the_system_namespaces() {
     let Some(helm) = helm() else { return };
     let r = render(helm, "");
-    let expected = yaml("[{key: kubernetes.io/metadata.name, operator: NotIn, values: [stepcache, kube-system]}]");
+    let expected =
+        yaml("[{key: kubernetes.io/metadata.name, operator: NotIn, values: [stepcache, kube-system, kube-public]}]");
     assert_eq!(r.webhook()["namespaceSelector"]["matchExpressions"], expected);
     let exclude = r.env_value("STEPCACHE_EXCLUDE_NAMESPACES");
-    assert_eq!(exclude.as_deref(), Some("stepcache,kube-system"));
+    assert_eq!(exclude.as_deref(), Some("stepcache,kube-system,kube-public"));
     assert_eq!(r.env_value("STEPCACHE_INCLUDE_NAMESPACES"), None);
 
     let elsewhere = render_with(helm, "", &["--namespace", "caching"]);
     let selector = &elsewhere.webhook()["namespaceSelector"]["matchExpressions"];
-    assert_eq!(strings(&selector[0]["values"]), ["caching", "kube-system"]);
+    assert_eq!(strings(&selector[0]["values"]), ["caching", "kube-system", "kube-public"]);
 }
 
 #[test]
@@ -391,7 +392,7 @@ fn admin_include_and_exclude_lists_reach_the_namespace_selector_and_the_server()
     let r = render(helm, "webhook: {namespaces: {include: [ml, etl], exclude: [sandbox]}}");
     let expected = yaml(
         r#"
-- {key: kubernetes.io/metadata.name, operator: NotIn, values: [stepcache, kube-system, sandbox]}
+- {key: kubernetes.io/metadata.name, operator: NotIn, values: [stepcache, kube-system, kube-public, sandbox]}
 - {key: kubernetes.io/metadata.name, operator: In, values: [ml, etl]}
 "#,
     );
@@ -399,7 +400,7 @@ fn admin_include_and_exclude_lists_reach_the_namespace_selector_and_the_server()
     let include = r.env_value("STEPCACHE_INCLUDE_NAMESPACES");
     assert_eq!(include.as_deref(), Some("ml,etl"));
     let exclude = r.env_value("STEPCACHE_EXCLUDE_NAMESPACES");
-    assert_eq!(exclude.as_deref(), Some("stepcache,kube-system,sandbox"));
+    assert_eq!(exclude.as_deref(), Some("stepcache,kube-system,kube-public,sandbox"));
     // The recorder watches what the webhook admits unless told otherwise.
     let watch = r.env_value("STEPCACHE_WATCH_NAMESPACES");
     assert_eq!(watch.as_deref(), Some("ml,etl"));
@@ -1007,6 +1008,7 @@ fn misspelt_or_malformed_values_are_refused() {
         ("policy: {defaultStaleness: forever}", "policy.defaultStaleness"),
         ("store: {type: mysql}", "store.type"),
         ("webhook: {namespaces: {include: [kube-system]}}", r#"must not list "kube-system""#),
+        ("webhook: {namespaces: {include: [kube-public]}}", r#"must not list "kube-public""#),
         ("signingKey: {value: short}", "signingKey.value"),
         ("metrics: {enabled: false, serviceMonitor: {enabled: true}}", "needs metrics.enabled"),
     ];

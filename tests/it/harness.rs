@@ -228,10 +228,34 @@ pub fn task_result_for(pod: &Value, value: &str) -> Value {
     if tmpl.get("script").is_some() {
         outputs["result"] = json!(value);
     }
+    // As v3.5.2+ (and v3.3.0–v3.3.1) write it: owned by the pod's Workflow.
+    let owners: Vec<Value> = pod["metadata"]["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|o| json!({"apiVersion": o["apiVersion"], "kind": o["kind"], "name": o["name"], "uid": o["uid"]}))
+        .collect();
     json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTaskResult",
-        "metadata": {"name": node, "namespace": pod["metadata"]["namespace"],
+        "metadata": {"name": node, "namespace": pod["metadata"]["namespace"], "ownerReferences": owners,
             "labels": {"workflows.argoproj.io/workflow": wf, "workflows.argoproj.io/report-outputs-completed": "true"}},
         "outputs": outputs})
+}
+
+/// The Workflow owning `pod` (name, namespace, uid from its ownerReference) with `node` as the
+/// status of the pod's node.
+pub fn workflow_with_node(pod: &Value, node: Value) -> Value {
+    let owner = &pod["metadata"]["ownerReferences"][0];
+    let node_id = pod
+        .pointer("/metadata/annotations/workflows.argoproj.io~1node-id")
+        .and_then(Value::as_str)
+        .or_else(|| pod.pointer("/metadata/name").and_then(Value::as_str))
+        .unwrap();
+    let mut nodes = serde_json::Map::new();
+    nodes.insert(node_id.to_owned(), node);
+    json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+        "metadata": {"name": owner["name"], "namespace": pod["metadata"]["namespace"], "uid": owner["uid"]},
+        "status": {"nodes": nodes}})
 }
 
 /// The resolved template carried by a pod (annotation or ARGO_TEMPLATE on any container).

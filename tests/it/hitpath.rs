@@ -40,7 +40,7 @@ pub async fn run_and_record(
     let tr = task_result_for(&done, value);
     let r = recorder(a.store.clone());
     let p: Pod = serde_json::from_value(done.clone()).unwrap();
-    let attempt = r.record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, now).await;
+    let attempt = r.record(&p, &OutputSources { task_result: Some(&tr), workflow: None }, now).await;
     assert!(matches!(attempt, Attempt::Recorded(_)), "{attempt:?}");
     (done, tr)
 }
@@ -239,7 +239,7 @@ async fn an_entry_missing_a_declared_output_is_never_served() {
     tr["outputs"] = json!({});
     let p: Pod = serde_json::from_value(done).unwrap();
     let attempt = recorder(store)
-        .record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:05:00Z"))
+        .record(&p, &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:05:00Z"))
         .await;
     assert!(
         matches!(attempt, Attempt::Skipped(stepcache::recorder::assess::NotRecorded::OutputsIncomplete(_))),

@@ -105,7 +105,7 @@ async fn ten_identical_admissions_at_once_elect_one_leader_and_its_success_compl
     let tr = task_result_for(&done, "150");
     let p: Pod = serde_json::from_value(done).unwrap();
     let got = recorder(store.clone())
-        .record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:01Z"))
+        .record(&p, &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:03:01Z"))
         .await;
     assert!(matches!(got, Attempt::Recorded(_)), "{got:?}");
     assert_eq!(
@@ -145,7 +145,7 @@ async fn a_failed_leader_promotes_exactly_one_waiter() {
     let tr = task_result_for(&bad, "x");
     let p: Pod = serde_json::from_value(bad).unwrap();
     let got = recorder(store.clone())
-        .record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:01Z"))
+        .record(&p, &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:03:01Z"))
         .await;
     assert!(matches!(got, Attempt::Skipped(_)));
     let mut polls = Vec::new();
@@ -213,7 +213,7 @@ async fn the_wait_command_completes_over_tls_once_the_leader_is_recorded() {
     let tr = task_result_for(&done, "7");
     let p: Pod = serde_json::from_value(done).unwrap();
     recorder(store)
-        .record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:01Z"))
+        .record(&p, &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:03:01Z"))
         .await;
     let out = waiter.await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

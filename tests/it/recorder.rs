@@ -41,7 +41,7 @@ async fn a_success_is_recorded_once_even_when_events_repeat() {
     let done = succeeded(&marked, "uid-1", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
     let tr = task_result_for(&done, "150");
     let r = recorder(store.clone());
-    let src = OutputSources { task_result: Some(&tr), workflow_node: None };
+    let src = OutputSources { task_result: Some(&tr), workflow: None };
     let first = r.record(&pod(&done), &src, ts("2026-11-01T10:03:00Z")).await;
     let Attempt::Recorded(e) = first else { panic!("{first:?}") };
     assert_eq!(e.outputs.parameters[0].value.as_deref(), Some("150"));
@@ -62,7 +62,7 @@ async fn failed_oom_killed_and_unfinished_pods_are_never_recorded() {
     let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
     let r = recorder(store.clone());
     let tr = task_result_for(&succeeded(&marked, "u", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z"), "1");
-    let src = OutputSources { task_result: Some(&tr), workflow_node: None };
+    let src = OutputSources { task_result: Some(&tr), workflow: None };
     for bad in [failed(&marked, "u1", 1, "Error"), failed(&marked, "u2", 137, "OOMKilled")] {
         let a = r.record(&pod(&bad), &src, ts("2026-11-01T10:03:00Z")).await;
         assert!(matches!(a, Attempt::Skipped(NotRecorded::NotSucceeded(_))), "{a:?}");
@@ -93,33 +93,21 @@ async fn a_forged_or_replayed_mark_is_refused() {
     forged["metadata"]["annotations"]["stepcache.dev/mark"] = json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     let tr = task_result_for(&forged, "1");
     let a = r
-        .record(
-            &pod(&forged),
-            &OutputSources { task_result: Some(&tr), workflow_node: None },
-            ts("2026-11-01T10:03:00Z"),
-        )
+        .record(&pod(&forged), &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:03:00Z"))
         .await;
     assert!(matches!(a, Attempt::Skipped(NotRecorded::ForgedMark(_))), "{a:?}");
     // Replayed: a valid mark copied onto another pod of another workflow.
     let mut replayed = succeeded(&marked, "f2", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
     replayed["metadata"]["name"] = json!("someone-elses-pod");
     let a = r
-        .record(
-            &pod(&replayed),
-            &OutputSources { task_result: Some(&tr), workflow_node: None },
-            ts("2026-11-01T10:03:00Z"),
-        )
+        .record(&pod(&replayed), &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:03:00Z"))
         .await;
     assert!(matches!(a, Attempt::Skipped(NotRecorded::ForgedMark(_))), "{a:?}");
     // Staleness annotation edited after admission.
     let mut edited = succeeded(&marked, "f3", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
     edited["metadata"]["annotations"]["stepcache.dev/staleness"] = json!("5");
     let a = r
-        .record(
-            &pod(&edited),
-            &OutputSources { task_result: Some(&tr), workflow_node: None },
-            ts("2026-11-01T10:03:00Z"),
-        )
+        .record(&pod(&edited), &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:03:00Z"))
         .await;
     assert!(matches!(a, Attempt::Skipped(NotRecorded::ForgedMark(_))), "{a:?}");
     assert_eq!(count(&store).await, 0);
@@ -134,13 +122,13 @@ async fn a_script_seen_succeeded_before_its_task_result_waits_for_its_result() {
     let marked = marked_pod(&store, "v3.7-script.admission.json").await;
     let done = succeeded(&marked, "uid-s", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
     let r = recorder(store.clone());
-    let early = OutputSources { task_result: None, workflow_node: None };
+    let early = OutputSources { task_result: None, workflow: None };
     let a = r.record(&pod(&done), &early, ts("2026-11-01T10:03:00Z")).await;
     assert!(matches!(a, Attempt::Skipped(NotRecorded::OutputsPending)), "{a:?}");
     assert!(!a.is_final(), "the pod stays pending until its task result arrives");
     let tr = task_result_for(&done, "42");
     let a = r
-        .record(&pod(&done), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z"))
+        .record(&pod(&done), &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:03:00Z"))
         .await;
     let Attempt::Recorded(e) = a else { panic!("{a:?}") };
     assert_eq!(e.outputs.result.as_deref(), Some("42"));
@@ -159,7 +147,7 @@ async fn a_placeholder_task_result_waits_and_the_completed_one_records() {
     let a = r
         .record(
             &pod(&done),
-            &OutputSources { task_result: Some(&placeholder), workflow_node: None },
+            &OutputSources { task_result: Some(&placeholder), workflow: None },
             ts("2026-11-01T10:03:00Z"),
         )
         .await;
@@ -167,7 +155,7 @@ async fn a_placeholder_task_result_waits_and_the_completed_one_records() {
     assert!(!a.is_final(), "pending outputs keep the pod in the pending set");
     let tr = task_result_for(&done, "9");
     let a = r
-        .record(&pod(&done), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z"))
+        .record(&pod(&done), &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:03:00Z"))
         .await;
     assert!(matches!(a, Attempt::Recorded(_)), "{a:?}");
 }
@@ -211,13 +199,9 @@ async fn a_pod_deleted_by_pod_gc_after_success_is_still_recorded_from_the_workfl
     let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
     let done = succeeded(&marked, "uid-g", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
     let tr = task_result_for(&done, "77");
-    let node = json!({"phase": "Succeeded", "outputs": tr["outputs"].clone()});
+    let wf = workflow_with_node(&done, json!({"phase": "Succeeded", "outputs": tr["outputs"].clone()}));
     let a = recorder(store.clone())
-        .record(
-            &pod(&done),
-            &OutputSources { task_result: None, workflow_node: Some(&node) },
-            ts("2026-11-01T10:03:00Z"),
-        )
+        .record(&pod(&done), &OutputSources { task_result: None, workflow: Some(&wf) }, ts("2026-11-01T10:03:00Z"))
         .await;
     let Attempt::Recorded(e) = a else { panic!("{a:?}") };
     assert_eq!(e.outputs.parameters[0].value.as_deref(), Some("77"));
@@ -260,8 +244,7 @@ async fn racing_recorders_write_one_row(store: Store) {
         let r = recorder(store.clone());
         let (p, tr) = (pod(&done), tr.clone());
         tasks.push(tokio::spawn(async move {
-            r.record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z"))
-                .await
+            r.record(&p, &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:03:00Z")).await
         }));
     }
     let mut inserted = 0;
@@ -286,4 +269,51 @@ async fn two_recorders_racing_on_sqlite_write_one_row() {
 async fn two_recorders_racing_on_postgres_write_one_row() {
     let Some(db) = crate::pg::database().await else { return };
     racing_recorders_write_one_row(db.store.clone()).await;
+}
+
+#[tokio::test]
+async fn a_deleted_task_result_is_forgotten_and_never_paired_with_a_later_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let done = succeeded(&marked, "uid-late", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let tr = task_result_for(&done, "5");
+    let mut t = Tracker::default();
+    assert!(t.on_task_result(tr.clone()).is_empty());
+    assert_eq!(t.task_results(), 1);
+    t.on_task_result_deleted(&tr);
+    assert_eq!(t.task_results(), 0);
+    let uid = t.on_pod(pod(&done), false).unwrap();
+    assert_eq!(t.sources(&uid).unwrap().1, None, "the deleted result is gone");
+}
+
+#[test]
+fn the_task_result_map_is_bounded() {
+    use stepcache::recorder::watch::MAX_TASK_RESULTS;
+    let mut t = Tracker::default();
+    for i in 0..MAX_TASK_RESULTS + 10 {
+        t.on_task_result(json!({"metadata": {"namespace": "ns", "name": format!("wf-{i}")}}));
+    }
+    assert_eq!(t.task_results(), MAX_TASK_RESULTS);
+    // Updates of one result do not grow it either.
+    for _ in 0..100 {
+        t.on_task_result(json!({"metadata": {"namespace": "ns", "name": "wf-busy"}}));
+    }
+    assert_eq!(t.task_results(), MAX_TASK_RESULTS);
+}
+
+#[tokio::test]
+async fn the_status_of_a_same_named_later_workflow_is_never_used_as_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let done = succeeded(&marked, "uid-wf", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let tr = task_result_for(&done, "77");
+    let mut other = workflow_with_node(&done, json!({"phase": "Succeeded", "outputs": tr["outputs"].clone()}));
+    other["metadata"]["uid"] = json!("uid-of-a-resubmitted-workflow");
+    let a = recorder(store.clone())
+        .record(&pod(&done), &OutputSources { task_result: None, workflow: Some(&other) }, ts("2026-11-01T10:03:00Z"))
+        .await;
+    assert!(matches!(a, Attempt::Skipped(NotRecorded::ForeignSource(_))), "{a:?}");
+    assert_eq!(count(&store).await, 0);
 }

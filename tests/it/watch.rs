@@ -42,7 +42,9 @@ async fn mock_api(mut handle: Handle, pods: Vec<Value>, pod_events: Vec<Value>, 
             let lines: String = pod_events.iter().map(|e| format!("{e}\n")).collect();
             send.send_response(Response::builder().status(200).body(Body::from(lines.into_bytes())).unwrap());
         } else if path == "/apis/argoproj.io/v1alpha1/workflowtaskresults" && !watch {
-            assert!(query.contains("report-outputs-completed%3Dtrue"), "{query}");
+            // Every task result of a workflow: v3.3–v3.5.1 never label them complete.
+            assert!(query.contains("labelSelector=workflows.argoproj.io%2Fworkflow"), "{query}");
+            assert!(!query.contains("report-outputs-completed"), "{query}");
             send.send_response(ok(&list("WorkflowTaskResultList", &results)));
         } else if watch {
             tokio::spawn(async move {
@@ -137,4 +139,49 @@ async fn the_watch_loop_catches_up_by_list_records_once_and_skips_failures() {
     assert!(m.contains("stepcache_recorder_recorded_total 2"), "{m}");
     assert!(m.contains("reason=\"outputs_incomplete\""), "{m}");
     assert!(m.contains("reason=\"not_succeeded\""), "{m}");
+}
+
+#[tokio::test]
+async fn a_latch_leader_whose_outputs_never_arrive_releases_its_waiters_when_the_recorder_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let mut cfg = config();
+    cfg.admin.latch = true;
+    cfg.latch = Some(stepcache::admission::latch::LatchConfig {
+        url: "https://stepcache.test/latch".into(),
+        ca_bundle: None,
+        window: Duration::from_secs(3600),
+        timeout: Duration::from_secs(6 * 3600),
+    });
+    let a = admitter(store.clone(), cfg, Cluster { offline: true, ..Default::default() });
+    let review = with_annotation(&fixture("v3.6-container-params.admission.json"), "stepcache.dev/latch", "true");
+    let (resp, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "miss", "{ex}");
+    let key = stepcache::types::CacheKey::parse(ex["key"].as_str().unwrap()).unwrap();
+    // Succeeded, but its task result never comes and the Workflow is gone (404).
+    let leader = succeeded(&patched_pod(&review, &resp), "uid-l", "2026-11-01T10:00:00Z", "2026-11-01T10:01:00Z");
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    tokio::spawn(mock_api(handle, vec![leader], Vec::new(), Vec::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let wc = WatchConfig {
+        namespaces: Vec::new(),
+        resync: Duration::from_millis(50),
+        give_up_after: Duration::from_millis(300),
+    };
+    let task = tokio::spawn(run(client, recorder(store.clone()), wc, async move {
+        let _ = rx.await;
+    }));
+    let t = Instant::now();
+    loop {
+        let state = store.latch_get(&key).await.unwrap().unwrap().state;
+        if state == "failed" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "latch still {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(rows(&store).await.is_empty());
 }

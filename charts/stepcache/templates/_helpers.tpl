@@ -73,9 +73,9 @@ app.kubernetes.io/part-of: stepcache
 {{- end }}
 {{- end }}
 
-{{/* Namespaces the webhook never sees: the release namespace, kube-system, then the admin's list. */}}
+{{/* Namespaces the webhook never sees: the release namespace, kube-system, kube-public, then the admin's list. */}}
 {{- define "stepcache.excludedNamespaces" -}}
-{{- $out := list .Release.Namespace "kube-system" }}
+{{- $out := list .Release.Namespace "kube-system" "kube-public" }}
 {{- range .Values.webhook.namespaces.exclude }}
 {{- $out = append $out . }}
 {{- end }}
@@ -175,8 +175,8 @@ enum checks (for --skip-schema-validation) and cover what a schema cannot say cl
 {{- fail (printf "webhook.timeoutSeconds must be between 1 and 30 (got %v)" $v.webhook.timeoutSeconds) }}
 {{- end }}
 {{- range $v.webhook.namespaces.include }}
-{{- if or (eq . $.Release.Namespace) (eq . "kube-system") }}
-{{- fail (printf "webhook.namespaces.include must not list %q: the release namespace and kube-system are always excluded" .) }}
+{{- if or (eq . $.Release.Namespace) (eq . "kube-system") (eq . "kube-public") }}
+{{- fail (printf "webhook.namespaces.include must not list %q: the release namespace, kube-system and kube-public are always excluded" .) }}
 {{- end }}
 {{- end }}
 {{- if and $v.signingKey.value (lt (len $v.signingKey.value) 16) }}
