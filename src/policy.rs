@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn choose_prefers_same_staleness_and_adopts_otherwise() {
-        let d = DeclaredOutputs { parameters: vec!["p".into()], artifacts: vec![] };
+        let d = DeclaredOutputs { parameters: vec!["p".into()], artifacts: vec![], result: false };
         let o = outputs(&["p"]);
         let c = Candidate { id: EntryId(1), staleness: Staleness::Seconds(60), outputs: &o };
         assert_eq!(choose(Staleness::Seconds(60), &d, Some(c)), Choice::Hit(EntryId(1)));
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn choose_refuses_entries_missing_declared_outputs() {
-        let d = DeclaredOutputs { parameters: vec!["p".into(), "q".into()], artifacts: vec![] };
+        let d = DeclaredOutputs { parameters: vec!["p".into(), "q".into()], artifacts: vec![], result: false };
         let o = outputs(&["p"]);
         let c = Candidate { id: EntryId(1), staleness: Staleness::Unbounded, outputs: &o };
         assert!(matches!(choose(Staleness::Unbounded, &d, Some(c)), Choice::Miss(MissCause::IncompleteEntry(_))));

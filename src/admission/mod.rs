@@ -279,7 +279,7 @@ impl Admitter {
             }
             Classification::Skip(reason) => {
                 let malformed = matches!(reason, crate::argo::template::SkipReason::Malformed(_));
-                if asked || malformed {
+                if asked || reason.warns() {
                     ctx.warnings.push(format!("stepcache: step not cached: {reason}"));
                 }
                 let detail = if malformed { decision::INVALID } else { decision::SKIPPED };

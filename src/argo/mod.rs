@@ -2,6 +2,8 @@
 //!
 //! Pure: must not import tokio, sqlx, axum or kube::Client.
 
+pub mod contract;
 pub mod labels;
+pub mod offload;
 pub mod outputs;
 pub mod template;

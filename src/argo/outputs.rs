@@ -12,6 +12,9 @@ pub struct DeclaredOutputs {
     pub parameters: Vec<String>,
     /// Declared output artifacts: name and whether it is optional.
     pub artifacts: Vec<(String, bool)>,
+    /// `outputs.result` is required: the pod asks Argo to capture stdout
+    /// (`ARGO_INCLUDE_SCRIPT_OUTPUT=true`) because a later step reads it.
+    pub result: bool,
 }
 
 impl DeclaredOutputs {
@@ -34,6 +37,7 @@ impl DeclaredOutputs {
                     Some((name.to_owned(), optional))
                 })
                 .collect(),
+            result: false,
         }
     }
 
@@ -50,6 +54,9 @@ impl DeclaredOutputs {
             if !optional && !outputs.artifacts.iter().any(|o| &o.name == a) {
                 missing.push(format!("artifact {a}"));
             }
+        }
+        if self.result && outputs.result.is_none() {
+            missing.push("result".into());
         }
         missing
     }

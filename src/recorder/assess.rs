@@ -107,7 +107,7 @@ fn ann<'a>(a: &'a BTreeMap<String, String>, k: &str) -> Result<&'a str, NotRecor
 
 /// Checks success the way the Argo controller does: phase Succeeded and every user
 /// container terminated with exit code 0 (the `main` one in particular).
-fn check_succeeded(pod: &Pod) -> Result<(Option<Timestamp>, Timestamp), NotRecorded> {
+fn check_succeeded(pod: &Pod, collector: &str) -> Result<(Option<Timestamp>, Timestamp), NotRecorded> {
     let status = pod.status.as_ref().ok_or_else(|| NotRecorded::NotFinished("no status".into()))?;
     let phase = status.phase.as_deref().unwrap_or("Unknown");
     if phase != "Succeeded" && phase != "Failed" {
@@ -120,7 +120,7 @@ fn check_succeeded(pod: &Pod) -> Result<(Option<Timestamp>, Timestamp), NotRecor
     let mut finished: Option<Timestamp> = None;
     let mut saw_user = false;
     for cs in status.container_statuses.iter().flatten() {
-        if cs.name == labels::WAIT_CONTAINER {
+        if cs.name == collector {
             continue;
         }
         saw_user = true;
@@ -185,7 +185,7 @@ fn final_outputs(step: &StepPod, pod: &Pod, src: &OutputSources<'_>) -> Result<S
             return Ok(node.get("outputs").and_then(parse_outputs).unwrap_or_default());
         }
     }
-    if step.layout != ArgoLayout::TemplateEnvInitOnly {
+    if matches!(step.layout, ArgoLayout::TemplateAnnotation | ArgoLayout::TemplateEnvAllContainers) {
         let a = pod.metadata.annotations.as_ref();
         if let Some(raw) = a.and_then(|a| a.get(labels::OUTPUTS_ANNOTATION)) {
             let v: Value = serde_json::from_str(raw).map_err(|_| NotRecorded::OutputsPending)?;
@@ -238,7 +238,9 @@ pub fn assess(
     if km.key != marked_key {
         return Err(NotRecorded::KeyMismatch { marked: marked_key.to_string(), derived: km.key.to_string() });
     }
-    let (started, finished) = check_succeeded(pod)?;
+    // `wait`, or `supervisor` in the v4.1 init-less layout: Argo's, not the step's.
+    let collector = step.layout.output_collector();
+    let (started, finished) = check_succeeded(pod, collector)?;
     let outputs = final_outputs(&step, pod, src)?;
     let missing = step.template.declared_outputs().missing(&outputs);
     if !missing.is_empty() {
@@ -246,13 +248,13 @@ pub fn assess(
     }
     let mut images = BTreeMap::new();
     for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-        if c.name != labels::WAIT_CONTAINER {
+        if c.name != collector {
             images.insert(c.name.clone(), c.image.clone().unwrap_or_default());
         }
     }
     let mut image_digests = BTreeMap::new();
     for cs in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
-        if cs.name != labels::WAIT_CONTAINER && !cs.image_id.is_empty() {
+        if cs.name != collector && !cs.image_id.is_empty() {
             image_digests.insert(cs.name.clone(), cs.image_id.clone());
         }
     }
