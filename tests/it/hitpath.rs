@@ -248,3 +248,29 @@ async fn an_entry_missing_a_declared_output_is_never_served() {
     let (_, ex) = admit(&a, &rerun(&review, "n"), ts("2026-11-01T11:00:00Z")).await;
     assert_eq!(ex["decision"], "miss");
 }
+
+#[tokio::test]
+async fn the_v41_supervisor_is_treated_like_wait_when_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = admitter(sqlite_store(dir.path()).await, config(), offline());
+    let review = fixture("v4.1-initless-container-artifacts.admission.json");
+    let (resp, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "miss", "{ex}");
+    assert_eq!(ex["layout"], "template-env-supervisor");
+    let mut done =
+        succeeded(&patched_pod(&review, &resp), "pod-initless", "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z");
+    // The supervisor is Argo's: its state (still reporting outputs) must not decide success.
+    for cs in done["status"]["containerStatuses"].as_array_mut().unwrap() {
+        if cs["name"] == "supervisor" {
+            cs["state"] = json!({"running": {"startedAt": "2026-11-01T10:00:00Z"}});
+        }
+    }
+    let tr = task_result_for(&done, "7");
+    let p: Pod = serde_json::from_value(done).unwrap();
+    let attempt = recorder(a.store.clone())
+        .record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:05:00Z"))
+        .await;
+    let Attempt::Recorded(entry) = attempt else { panic!("{attempt:?}") };
+    assert!(!entry.images.contains_key("supervisor"), "{:?}", entry.images);
+    assert!(entry.images.contains_key("main"));
+}
