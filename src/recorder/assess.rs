@@ -4,7 +4,7 @@
 //! Succeeded, every user container exited 0) and its outputs are final and complete.
 
 use crate::argo::labels;
-use crate::argo::template::{classify, ArgoLayout, Classification, StepPod};
+use crate::argo::template::{classify_with, ArgoLayout, Classification, StepPod};
 use crate::key::{derive_key, Scope};
 use crate::mark::{MarkClaims, Signer};
 use crate::store::NewEntry;
@@ -205,6 +205,18 @@ pub fn assess(
     signer: &Signer,
     settings: &RecordSettings,
 ) -> Result<NewEntry, NotRecorded> {
+    assess_with(pod, src, None, signer, settings)
+}
+
+/// [`assess`] for a pod whose template or args Argo offloaded, with its ConfigMap (read by the
+/// caller; the key is re-derived from it exactly as admission derived it).
+pub fn assess_with(
+    pod: &Pod,
+    src: &OutputSources<'_>,
+    offloaded: Option<&crate::argo::offload::Offloaded>,
+    signer: &Signer,
+    settings: &RecordSettings,
+) -> Result<NewEntry, NotRecorded> {
     if !marked(pod) {
         return Err(NotRecorded::NotMarked);
     }
@@ -219,7 +231,7 @@ pub fn assess(
         .map_err(|e| NotRecorded::MalformedMark(format!("staleness: {e}")))?;
     let seed = CacheSeed::parse(a.get(labels::SEED_ANNOTATION).map(String::as_str).unwrap_or(""))
         .map_err(|e| NotRecorded::MalformedMark(e.to_string()))?;
-    let step = match classify(pod) {
+    let step = match classify_with(pod, offloaded) {
         Classification::Step(s) => s,
         Classification::Skip(r) => return Err(NotRecorded::NotStep(r.to_string())),
         Classification::NotArgo => return Err(NotRecorded::NotStep("not an Argo pod".into())),

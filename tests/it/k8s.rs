@@ -313,3 +313,64 @@ async fn a_missing_or_foreign_config_map_is_not_used() {
         assert!(resp["response"].get("patch").is_none());
     }
 }
+
+/// The offload ConfigMap the controller would create for `review`'s pod (name, owner, label).
+fn config_map_for(review: &Value) -> Value {
+    let pod = &review["request"]["object"];
+    let mut cm = fixture("v3.7-offloaded-template-args.configmap.json");
+    cm["metadata"]["name"] = pod["metadata"]["name"].clone();
+    cm["metadata"]["labels"] =
+        json!({"workflows.argoproj.io/workflow": pod["metadata"]["labels"]["workflows.argoproj.io/workflow"]});
+    cm["metadata"]["ownerReferences"] = pod["metadata"]["ownerReferences"].clone();
+    cm
+}
+
+#[tokio::test]
+async fn an_offloaded_step_is_recorded_from_its_config_map_and_hits_on_its_next_run() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    use stepcache::argo::offload::Offloaded;
+    use stepcache::recorder::assess::OutputSources;
+    use stepcache::recorder::Attempt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let review = fixture(OFFLOADED);
+
+    let (cluster, mut handle) = offload_cluster(Duration::from_secs(1));
+    let a = admitter(store.clone(), config(), cluster);
+    let cm = config_map_for(&review);
+    let server = tokio::spawn(async move { serve_config_map(&mut handle, cm).await });
+    let (resp, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
+    server.await.unwrap();
+    assert_eq!(ex["decision"], "miss", "{ex}");
+
+    let done = succeeded(&patched_pod(&review, &resp), "pod-off", "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z");
+    // The task result `wait` writes: the template (in the ConfigMap) declares `n-scored`.
+    let node = done["metadata"]["annotations"]["workflows.argoproj.io/node-id"].clone();
+    let tr = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTaskResult",
+        "metadata": {"name": node, "namespace": NS, "labels": {
+            "workflows.argoproj.io/workflow": done["metadata"]["labels"]["workflows.argoproj.io/workflow"],
+            "workflows.argoproj.io/report-outputs-completed": "true"}},
+        "outputs": {"parameters": [{"name": "n-scored", "value": "42"}]}});
+    let p: Pod = serde_json::from_value(done).unwrap();
+    let r = crate::hitpath::recorder(store.clone());
+    let src = OutputSources { task_result: Some(&tr), workflow_node: None };
+    // Without the ConfigMap the recorder cannot re-derive the key.
+    assert!(matches!(r.record(&p, &src, ts("2026-11-01T10:05:00Z")).await, Attempt::Skipped(_)));
+    let cm: ConfigMap = serde_json::from_value(config_map_for(&review)).unwrap();
+    let attempt = r.record_with(&p, &src, Some(&Offloaded::from_config_map(&cm)), ts("2026-11-01T10:05:00Z")).await;
+    assert!(matches!(attempt, Attempt::Recorded(_)), "{attempt:?}");
+
+    let again = rerun(&review, "next");
+    let (cluster, mut handle) = offload_cluster(Duration::from_secs(1));
+    let b = admitter(store, config(), cluster);
+    let cm = config_map_for(&again);
+    let server = tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("GET");
+        assert!(req.uri().path().ends_with(cm["metadata"]["name"].as_str().unwrap()));
+        send.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&cm).unwrap())).unwrap());
+    });
+    let (_, ex2) = admit(&b, &again, ts("2026-11-02T10:00:00Z")).await;
+    server.await.unwrap();
+    assert_eq!(ex2["decision"], "hit", "{ex2}");
+    assert_eq!(ex2["key"], ex["key"]);
+}
