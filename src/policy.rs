@@ -21,6 +21,9 @@ pub struct AdminPolicy {
     pub include_namespaces: Vec<String>,
     /// Namespaces never to act on.
     pub exclude_namespaces: Vec<String>,
+    /// Under cluster scope, the namespaces whose steps share one cache (empty = every covered
+    /// namespace); the others keep namespace-private entries.
+    pub share_namespaces: Vec<String>,
     /// Decide and record but never rewrite a pod.
     pub shadow: bool,
     /// Allow execution latching for steps that ask for it.
@@ -35,6 +38,11 @@ impl AdminPolicy {
             return false;
         }
         self.include_namespaces.is_empty() || self.include_namespaces.iter().any(|x| x == n)
+    }
+
+    /// True when this namespace's steps may share entries with other namespaces (cluster scope).
+    pub fn shares(&self, ns: &Namespace) -> bool {
+        self.share_namespaces.is_empty() || self.share_namespaces.iter().any(|x| x == ns.as_str())
     }
 }
 

@@ -305,7 +305,12 @@ impl Admitter {
             Plan::Lookup(s) => s,
         };
         ctx.warnings.extend(settings.warnings.iter().map(|w| format!("stepcache: {w}")));
-        let km = match derive_key(&pod, &step, &settings.seed, self.config.scope) {
+        // Cluster scope applies only to namespaces the admin lets share (`--share-namespaces`).
+        let scope = match self.config.scope {
+            Scope::Cluster if !self.config.admin.shares(&step.namespace) => Scope::Namespace,
+            s => s,
+        };
+        let km = match derive_key(&pod, &step, &settings.seed, scope) {
             Ok(k) => k,
             Err(e) => {
                 ctx.warnings.push(format!("stepcache: step not cached: {e}"));

@@ -246,7 +246,16 @@ pub fn assess_with(
         seed: &seed,
     };
     signer.verify(&claims, mark).map_err(|e| NotRecorded::ForgedMark(e.to_string()))?;
-    let km = derive_key(pod, &step, &seed, settings.scope).map_err(|e| NotRecorded::NotStep(e.to_string()))?;
+    let mut km = derive_key(pod, &step, &seed, settings.scope).map_err(|e| NotRecorded::NotStep(e.to_string()))?;
+    if km.key != marked_key && settings.scope == Scope::Cluster {
+        // A namespace outside `--share-namespaces` is keyed with namespace scope under cluster
+        // scope; the signed mark says which key admission gave it.
+        if let Ok(private) = derive_key(pod, &step, &seed, Scope::Namespace) {
+            if private.key == marked_key {
+                km = private;
+            }
+        }
+    }
     if km.key != marked_key {
         return Err(NotRecorded::KeyMismatch { marked: marked_key.to_string(), derived: km.key.to_string() });
     }

@@ -274,3 +274,53 @@ async fn the_v41_supervisor_is_treated_like_wait_when_recording() {
     assert!(!entry.images.contains_key("supervisor"), "{:?}", entry.images);
     assert!(entry.images.contains_key("main"));
 }
+
+/// The review with its pod moved to namespace `ns`.
+fn in_namespace(review: &Value, ns: &str) -> Value {
+    let mut v = review.clone();
+    v["request"]["namespace"] = json!(ns);
+    v["request"]["object"]["metadata"]["namespace"] = json!(ns);
+    v
+}
+
+#[tokio::test]
+async fn cluster_scope_shares_only_between_the_namespaces_the_admin_lists() {
+    use stepcache::key::Scope;
+    use stepcache::policy::AdminPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let admin = AdminPolicy { share_namespaces: vec!["team-a".into(), "team-b".into()], ..Default::default() };
+    let cfg = stepcache::admission::AdmitConfig { scope: Scope::Cluster, admin, ..config() };
+    let a = admitter(store.clone(), cfg, offline());
+    let r = Recorder {
+        settings: Arc::new(RecordSettings { scope: Scope::Cluster, default_expiry: None }),
+        ..recorder(store.clone())
+    };
+    let base = fixture("v3.6-container-params.admission.json");
+    let record = |review: Value, uid: &'static str| {
+        let (a, r) = (a.clone(), r.clone());
+        async move {
+            let (resp, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
+            assert_eq!(ex["decision"], "miss", "{ex}");
+            let done = succeeded(&patched_pod(&review, &resp), uid, "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z");
+            let tr = task_result_for(&done, "5");
+            let p: Pod = serde_json::from_value(done).unwrap();
+            let attempt = r
+                .record(&p, &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:05:00Z"))
+                .await;
+            assert!(matches!(attempt, Attempt::Recorded(_)), "{attempt:?}");
+            ex["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let shared_key = record(in_namespace(&base, "team-a"), "pod-a").await;
+    // Listed namespaces share: team-b is served team-a's run.
+    let (_, ex) = admit(&a, &rerun(&in_namespace(&base, "team-b"), "b"), ts("2026-11-02T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "hit", "{ex}");
+    assert_eq!(ex["key"], shared_key);
+    // Any other namespace keeps a private cache, which the recorder still records.
+    let private_key = record(rerun(&in_namespace(&base, "team-c"), "c"), "pod-c").await;
+    assert_ne!(private_key, shared_key);
+    let (_, ex) = admit(&a, &rerun(&in_namespace(&base, "team-c"), "c2"), ts("2026-11-02T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "hit", "{ex}");
+    assert_eq!(ex["key"], private_key);
+}
