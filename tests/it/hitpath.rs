@@ -324,3 +324,48 @@ async fn cluster_scope_shares_only_between_the_namespaces_the_admin_lists() {
     assert_eq!(ex["decision"], "hit", "{ex}");
     assert_eq!(ex["key"], private_key);
 }
+
+#[tokio::test]
+async fn a_v41_initless_container_set_hit_keeps_one_no_op_per_user_container_and_drops_argos() {
+    let mut review = fixture("v4.1-initless-container-artifacts.admission.json");
+    let pod = &mut review["request"]["object"];
+    let containers = pod["spec"]["containers"].as_array_mut().unwrap();
+    let main = containers.iter().find(|c| c["name"] == "main").unwrap().clone();
+    containers.retain(|c| c["name"] != "main");
+    for n in ["a", "b"] {
+        let mut c = main.clone();
+        c["name"] = json!(n);
+        containers.push(c);
+    }
+    let mut plugin = main.clone();
+    plugin["name"] = json!("artifact-plugin-acme");
+    containers.push(plugin);
+    let sup = containers.iter_mut().find(|c| c["name"] == "supervisor").unwrap();
+    let env = sup["env"].as_array_mut().unwrap();
+    env.push(json!({"name": "ARGO_ARTIFACT_PLUGIN_NAMES", "value": "artifact-plugin-acme"}));
+    for e in env.iter_mut() {
+        if e["name"] == "ARGO_TEMPLATE" {
+            let mut t: Value = serde_json::from_str(e["value"].as_str().unwrap()).unwrap();
+            let c = t["container"].clone();
+            t.as_object_mut().unwrap().remove("container");
+            let mut a = c.clone();
+            a["name"] = json!("a");
+            let mut b = c;
+            b["name"] = json!("b");
+            t["containerSet"] = json!({"containers": [a, b]});
+            t["outputs"]["artifacts"][0]["plugin"] = json!({"name": "acme"});
+            e["value"] = json!(t.to_string());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = admitter(sqlite_store(dir.path()).await, config(), offline());
+    run_and_record(&a, &review, "pod-set", "3", ts("2026-11-01T10:05:00Z")).await;
+    let again = rerun(&review, "set2");
+    let (resp, ex) = admit(&a, &again, ts("2026-11-02T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "hit", "{ex}");
+    let after: Pod = serde_json::from_value(patched_pod(&again, &resp)).unwrap();
+    let spec = after.spec.unwrap();
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"], "no supervisor, no plugin sidecar");
+    assert!(spec.volumes.is_none(), "no argoexec-bin image volume, no credential secret");
+}
