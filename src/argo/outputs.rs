@@ -61,3 +61,19 @@ impl DeclaredOutputs {
         missing
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_is_missing_only_when_the_pod_asks_for_it() {
+        let outputs: StepOutputs = serde_json::from_value(serde_json::json!({})).unwrap();
+        let asked = DeclaredOutputs { result: true, ..Default::default() };
+        assert_eq!(asked.missing(&outputs), vec!["result".to_owned()]);
+        assert!(DeclaredOutputs::default().missing(&outputs).is_empty());
+        let with: StepOutputs = serde_json::from_value(serde_json::json!({"result": ""})).unwrap();
+        assert!(asked.missing(&with).is_empty(), "an empty stdout is a result");
+    }
+}
