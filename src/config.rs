@@ -92,6 +92,10 @@ pub struct PolicyArgs {
     /// Never act on these namespaces (comma-separated).
     #[arg(long, env = "STEPCACHE_EXCLUDE_NAMESPACES", value_delimiter = ',')]
     pub exclude_namespaces: Vec<String>,
+    /// With `--scope cluster`: only these namespaces share one cache (comma-separated; empty =
+    /// every covered namespace); steps of other namespaces keep namespace-private entries.
+    #[arg(long, env = "STEPCACHE_SHARE_NAMESPACES", value_delimiter = ',')]
+    pub share_namespaces: Vec<String>,
     /// Shadow mode: decide and record, count would-be hits, never rewrite a pod.
     #[arg(long, env = "STEPCACHE_SHADOW", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub shadow: bool,
@@ -132,6 +136,7 @@ impl PolicyArgs {
             max_staleness: self.max_staleness,
             include_namespaces: self.include_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
             exclude_namespaces: self.exclude_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            share_namespaces: self.share_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
             shadow: self.shadow,
             latch: self.latch,
         }

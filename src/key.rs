@@ -10,6 +10,7 @@
 //! the controller version. Changing anything here that changes a key is a key-format bump:
 //! the golden vectors in `tests/key_vectors/` fail until they are deliberately regenerated.
 
+use crate::argo::contract::{self, Role};
 use crate::argo::labels;
 use crate::argo::template::{StepPod, TemplateKind};
 use crate::types::{CacheKey, CacheSeed, KEY_FORMAT};
@@ -93,6 +94,13 @@ pub mod field {
     pub const INPUT_ARTIFACTS: &str = "inputArtifacts";
     /// Declared outputs (`parameters`, `artifacts`), sorted by name.
     pub const OUTPUTS: &str = "outputs";
+    /// The artifact repository (`archiveLocation` without its per-run key) that completes
+    /// key-only input artifacts.
+    pub const INPUT_ARTIFACT_REPOSITORY: &str = "inputArtifactRepository";
+    /// Pod `hostAliases` (entries of `/etc/hosts`), in order.
+    pub const HOST_ALIASES: &str = "hostAliases";
+    /// The template's `podSpecPatch`, which can rewrite any container, Argo's included.
+    pub const POD_SPEC_PATCH: &str = "podSpecPatch";
 }
 
 /// Derives the key of a step from the pod Argo built and the step's seed.
@@ -110,20 +118,30 @@ pub fn derive_key(pod: &Pod, step: &StepPod, seed: &CacheSeed, scope: Scope) -> 
     }
     m.insert(field::SEED.into(), Value::String(seed.as_str().into()));
 
-    let mut user: Vec<&Container> = spec.containers.iter().filter(|c| c.name != labels::WAIT_CONTAINER).collect();
+    let mut user: Vec<&Container> = spec.containers.iter().filter(|c| is_user_container(step, c, false)).collect();
     if user.is_empty() {
         return Err(KeyError::NoUserContainer);
     }
     user.sort_by(|a, b| a.name.cmp(&b.name));
     let user_init: Vec<&Container> =
-        spec.init_containers.iter().flatten().filter(|c| c.name != labels::INIT_CONTAINER).collect();
+        spec.init_containers.iter().flatten().filter(|c| is_user_container(step, c, true)).collect();
 
     let mut referenced = BTreeSet::new();
-    let containers = user.iter().map(|c| container_material(c, &mut referenced)).collect::<Result<Vec<_>, _>>()?;
-    let inits = user_init.iter().map(|c| container_material(c, &mut referenced)).collect::<Result<Vec<_>, _>>()?;
+    let containers =
+        user.iter().map(|c| container_material(step, c, Role::User, &mut referenced)).collect::<Result<Vec<_>, _>>()?;
+    let inits = user_init
+        .iter()
+        .map(|c| container_material(step, c, Role::UserInit, &mut referenced))
+        .collect::<Result<Vec<_>, _>>()?;
     m.insert(field::CONTAINERS.into(), Value::Array(containers));
     m.insert(field::INIT_CONTAINERS.into(), Value::Array(inits));
     m.insert(field::VOLUMES.into(), volumes_material(spec, &referenced)?);
+    let aliases =
+        spec.host_aliases.iter().flatten().map(|h| encode("hostAliases", h)).collect::<Result<Vec<_>, _>>()?;
+    m.insert(field::HOST_ALIASES.into(), Value::Array(aliases));
+    if let Some(p) = step.template.pod_spec_patch() {
+        m.insert(field::POD_SPEC_PATCH.into(), Value::String(p.into()));
+    }
 
     if step.kind == TemplateKind::Script {
         if let Some(src) = step.template.script_source() {
@@ -144,6 +162,11 @@ pub fn derive_key(pod: &Pod, step: &StepPod, seed: &CacheSeed, scope: Scope) -> 
     let mut inputs: Vec<Value> =
         step.template.input_artifacts().into_iter().map(|a| Value::Object(a.clone())).collect();
     inputs.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    if !inputs.is_empty() {
+        if let Some(repo) = step.template.archive_location() {
+            m.insert(field::INPUT_ARTIFACT_REPOSITORY.into(), repository_material(repo));
+        }
+    }
     m.insert(field::INPUT_ARTIFACTS.into(), Value::Array(inputs));
     m.insert(field::OUTPUTS.into(), outputs_material(step));
 
@@ -173,15 +196,50 @@ pub fn user_command(command: &[String]) -> &[String] {
     }
 }
 
-/// True for mounts Argo or the API server add: Argo's volumes, the projected token volume and
-/// the service-account mount path. They are identical for every run (or random per pod).
-fn is_infrastructure_mount(m: &VolumeMount) -> bool {
-    labels::ARGO_VOLUMES.contains(&m.name.as_str())
+/// True for the user's containers: everything except Argo's for the detected layout — the
+/// output collector (`wait`, or `supervisor` in the v4.1 init-less layout), the `init`
+/// container, and the artifact-plugin containers of the plugins the template uses (v4.0+).
+fn is_user_container(step: &StepPod, c: &Container, init: bool) -> bool {
+    let argo =
+        if init { Some(c.name.as_str()) == step.layout.argo_init() } else { c.name == step.layout.output_collector() };
+    !argo && !step.argo.plugin_containers.contains(&c.name)
+}
+
+/// True for mounts Argo or the API server add: Argo's volumes where Argo mounts them
+/// (`argo::contract::is_argo_mount`), the projected token volume and the service-account mount
+/// path. They are identical for every run (or random per pod).
+fn is_infrastructure_mount(step: &StepPod, m: &VolumeMount) -> bool {
+    contract::is_argo_mount(m, step.layout, &step.argo)
         || m.name.starts_with(labels::KUBE_API_ACCESS_PREFIX)
         || m.mount_path == labels::SERVICE_ACCOUNT_MOUNT_PATH
 }
 
-fn container_material(c: &Container, referenced: &mut BTreeSet<String>) -> Result<Value, KeyError> {
+/// The artifact repository without what is per run: every location's `key` (S3, GCS, OSS,
+/// Artifactory URL path, HDFS path, Azure blob) and `archiveLogs`. What is left — bucket,
+/// endpoint, region, credentials' secret names — says where a key-only input artifact is read.
+fn repository_material(repo: &Map<String, Value>) -> Value {
+    let mut out = Map::new();
+    for (kind, loc) in repo {
+        if kind == "archiveLogs" {
+            continue;
+        }
+        let mut loc = loc.clone();
+        if let Some(o) = loc.as_object_mut() {
+            for per_run in ["key", "blob", "path", "url"] {
+                o.remove(per_run);
+            }
+        }
+        out.insert(kind.clone(), loc);
+    }
+    Value::Object(out)
+}
+
+fn container_material(
+    step: &StepPod,
+    c: &Container,
+    role: Role,
+    referenced: &mut BTreeSet<String>,
+) -> Result<Value, KeyError> {
     let mut o = Map::new();
     o.insert("name".into(), Value::String(c.name.clone()));
     if let Some(image) = &c.image {
@@ -189,13 +247,17 @@ fn container_material(c: &Container, referenced: &mut BTreeSet<String>) -> Resul
     }
     let command = user_command(c.command.as_deref().unwrap_or_default());
     o.insert("command".into(), strings(command));
-    o.insert("args".into(), strings(c.args.as_deref().unwrap_or_default()));
+    let args = match &step.offloaded_args {
+        Some(off) if off.container == c.name => off.args.as_slice(),
+        _ => c.args.as_deref().unwrap_or_default(),
+    };
+    o.insert("args".into(), strings(args));
     if let Some(wd) = c.working_dir.as_ref().filter(|w| !w.is_empty()) {
         o.insert("workingDir".into(), Value::String(wd.clone()));
     }
 
     let mut env: Vec<&EnvVar> =
-        c.env.iter().flatten().filter(|e| !e.name.starts_with(labels::ARGO_ENV_PREFIX)).collect();
+        c.env.iter().flatten().filter(|e| !contract::is_injected_env(&e.name, step.layout, &step.argo, role)).collect();
     // Stable: duplicate names keep their relative order (the last one wins in Kubernetes).
     env.sort_by(|a, b| a.name.cmp(&b.name));
     let env = env.into_iter().map(|e| encode("env", e).map(normalize_env)).collect::<Result<Vec<_>, _>>()?;
@@ -205,7 +267,7 @@ fn container_material(c: &Container, referenced: &mut BTreeSet<String>) -> Resul
     o.insert("envFrom".into(), Value::Array(env_from));
 
     let mut mounts: Vec<&VolumeMount> =
-        c.volume_mounts.iter().flatten().filter(|m| !is_infrastructure_mount(m)).collect();
+        c.volume_mounts.iter().flatten().filter(|m| !is_infrastructure_mount(step, m)).collect();
     mounts.sort_by(|a, b| a.mount_path.cmp(&b.mount_path));
     let mounts = mounts
         .into_iter()
@@ -227,6 +289,21 @@ fn container_material(c: &Container, referenced: &mut BTreeSet<String>) -> Resul
         })
         .collect();
     o.insert("volumeMounts".into(), Value::Array(mounts));
+    // Raw block devices: a PVC used only this way is still input to the step.
+    let mut devices: Vec<(&str, &str)> =
+        c.volume_devices.iter().flatten().map(|d| (d.device_path.as_str(), d.name.as_str())).collect();
+    devices.sort_unstable();
+    let devices = devices
+        .into_iter()
+        .map(|(path, name)| {
+            referenced.insert(name.to_owned());
+            let mut v = Map::new();
+            v.insert("name".into(), Value::String(name.into()));
+            v.insert("devicePath".into(), Value::String(path.into()));
+            Value::Object(v)
+        })
+        .collect();
+    o.insert("volumeDevices".into(), Value::Array(devices));
     Ok(Value::Object(o))
 }
 
@@ -292,14 +369,15 @@ fn volumes_material(spec: &PodSpec, referenced: &BTreeSet<String>) -> Result<Val
 /// Declared outputs: what a served entry must provide and where the run reads it from.
 /// Locations (`archiveLocation`, per-artifact `s3`/`gcs`/... keys) are per run and excluded.
 fn outputs_material(step: &StepPod) -> Value {
-    const ARTIFACT_FIELDS: [&str; 5] = ["name", "path", "archive", "mode", "recurseMode"];
+    const ARTIFACT_FIELDS: [&str; 6] = ["name", "path", "archive", "mode", "recurseMode", "globalName"];
     let mut params: Vec<Value> = step
         .template
         .output_parameters()
         .into_iter()
         .map(|p| {
             let mut o = Map::new();
-            for f in ["name", "valueFrom"] {
+            // `globalName` exports the value as a workflow-global: it changes what Argo does with it.
+            for f in ["name", "valueFrom", "globalName"] {
                 if let Some(v) = p.get(f) {
                     o.insert(f.into(), v.clone());
                 }
@@ -742,7 +820,7 @@ mod tests {
         assert_eq!(
             km.material,
             json!({
-                "format": "v1",
+                "format": "v2",
                 "namespace": "ml-team",
                 "seed": "",
                 "containers": [{
@@ -755,7 +833,7 @@ mod tests {
                 "outputs": {"parameters": [{"name": "row-count", "valueFrom": {"path": "/tmp/row_count.txt"}}]}
             })
         );
-        assert_eq!(km.key.as_str(), format!("v1:{}", hex::encode(Sha256::digest(canonical_json(&km.material)))));
+        assert_eq!(km.key.as_str(), format!("v2:{}", hex::encode(Sha256::digest(canonical_json(&km.material)))));
     }
 
     #[test]

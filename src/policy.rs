@@ -21,6 +21,9 @@ pub struct AdminPolicy {
     pub include_namespaces: Vec<String>,
     /// Namespaces never to act on.
     pub exclude_namespaces: Vec<String>,
+    /// Under cluster scope, the namespaces whose steps share one cache (empty = every covered
+    /// namespace); the others keep namespace-private entries.
+    pub share_namespaces: Vec<String>,
     /// Decide and record but never rewrite a pod.
     pub shadow: bool,
     /// Allow execution latching for steps that ask for it.
@@ -39,6 +42,11 @@ impl AdminPolicy {
             return false;
         }
         self.include_namespaces.is_empty() || self.include_namespaces.iter().any(|x| x == n)
+    }
+
+    /// True when this namespace's steps may share entries with other namespaces (cluster scope).
+    pub fn shares(&self, ns: &Namespace) -> bool {
+        self.share_namespaces.is_empty() || self.share_namespaces.iter().any(|x| x == ns.as_str())
     }
 }
 
@@ -362,7 +370,7 @@ mod tests {
 
     #[test]
     fn choose_prefers_same_staleness_and_adopts_otherwise() {
-        let d = DeclaredOutputs { parameters: vec!["p".into()], artifacts: vec![] };
+        let d = DeclaredOutputs { parameters: vec!["p".into()], artifacts: vec![], result: false };
         let o = outputs(&["p"]);
         let c = Candidate { id: EntryId(1), staleness: Staleness::Seconds(60), outputs: &o };
         assert_eq!(choose(Staleness::Seconds(60), &d, Some(c)), Choice::Hit(EntryId(1)));
@@ -373,7 +381,7 @@ mod tests {
 
     #[test]
     fn choose_refuses_entries_missing_declared_outputs() {
-        let d = DeclaredOutputs { parameters: vec!["p".into(), "q".into()], artifacts: vec![] };
+        let d = DeclaredOutputs { parameters: vec!["p".into(), "q".into()], artifacts: vec![], result: false };
         let o = outputs(&["p"]);
         let c = Candidate { id: EntryId(1), staleness: Staleness::Unbounded, outputs: &o };
         assert!(matches!(choose(Staleness::Unbounded, &d, Some(c)), Choice::Miss(MissCause::IncompleteEntry(_))));

@@ -222,26 +222,37 @@ pub fn uses_outputs_annotation(layout: ArgoLayout) -> bool {
 
 /// True when the controller generation may read (3.3–3.5) or only reads (3.6+) task results.
 pub fn uses_task_result(layout: ArgoLayout) -> bool {
-    matches!(layout, ArgoLayout::TemplateEnvAllContainers | ArgoLayout::TemplateEnvInitOnly)
+    matches!(
+        layout,
+        ArgoLayout::TemplateEnvAllContainers | ArgoLayout::TemplateEnvInitOnly | ArgoLayout::TemplateEnvSupervisor
+    )
 }
 
-/// True when a hit cannot be delivered without a task result (Argo 3.6+).
+/// True when a hit cannot be delivered without a task result (Argo 3.6+, v4.1 init-less).
 pub fn requires_task_result(layout: ArgoLayout) -> bool {
-    layout == ArgoLayout::TemplateEnvInitOnly
+    matches!(layout, ArgoLayout::TemplateEnvInitOnly | ArgoLayout::TemplateEnvSupervisor)
 }
 
 /// Rewrites a step pod into a no-op pod that succeeds at once and hands Argo the stored outputs.
 /// Keeps name, namespace, owner references, every Argo label and annotation, the service
 /// account and restart policy; replaces containers by one `main` that exits 0 (one no-op per
 /// user container for container sets); drops init
-/// containers and volumes so nothing is pulled, staged or attached.
+/// containers and volumes so nothing is pulled, staged or attached — Argo's output collector
+/// (`wait`, `supervisor`), artifact-plugin containers, the v4.1 `argoexec-bin` image volume and
+/// Argo's artifact-credential secret volumes included.
 pub fn build_hit_patch(pod: &Pod, step: &StepPod, hit: &HitInfo<'_>, cfg: &RewriteConfig) -> Vec<PatchOperation> {
     let spec = pod.spec.as_ref();
     // Container sets: the controller derives child nodes `<node>.<container>` from container
     // statuses, so keep one no-op container per user container name; otherwise one `main`.
     let names: Vec<String> = if step.kind == TemplateKind::ContainerSet {
-        spec.map(|s| s.containers.iter().filter(|c| c.name != labels::WAIT_CONTAINER).map(|c| c.name.clone()).collect())
-            .unwrap_or_default()
+        spec.map(|s| {
+            s.containers
+                .iter()
+                .filter(|c| c.name != step.layout.output_collector() && !step.argo.plugin_containers.contains(&c.name))
+                .map(|c| c.name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
     } else {
         Vec::new()
     };

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use stepcache::argo::template::{classify, ArgoLayout, Classification, SkipReason, StepPod};
+use stepcache::argo::offload::Offloaded;
+use stepcache::argo::template::{classify, classify_with, ArgoLayout, Classification, SkipReason, StepPod};
 use stepcache::key::{canonical_json, derive_key, diff_material, KeyMaterial, Scope};
 use stepcache::types::CacheSeed;
 
@@ -46,6 +47,14 @@ const STEP_FIXTURES: &[&str] = &[
     "kfp-v1-staleness",
 ];
 
+/// Step fixtures built from the pod contract with no API-server capture (v4.0, v4.1, offload).
+const HAND_BUILT_ONLY: &[&str] = &[
+    "v4.0-container-params",
+    "v4.1-container-params",
+    "v4.1-initless-container-artifacts",
+    "v3.7-offloaded-template-args",
+];
+
 fn hand_built(name: &str) -> String {
     format!("{name}.admission.json")
 }
@@ -58,8 +67,25 @@ fn to_pod(v: &Value) -> Pod {
     serde_json::from_value(v.clone()).unwrap()
 }
 
+/// The offload ConfigMap fixture (`*.configmap.json`) named like the pod, if any.
+fn offload_for(pod: &Pod) -> Option<Offloaded> {
+    let name = pod.metadata.name.as_deref()?;
+    for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().ends_with(".configmap.json") {
+            let cm: k8s_openapi::api::core::v1::ConfigMap =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            if cm.metadata.name.as_deref() == Some(name) {
+                return Some(Offloaded::from_config_map(&cm));
+            }
+        }
+    }
+    None
+}
+
+/// Classifies a pod the way admission does: with its offload ConfigMap when it has one.
 fn step_of(pod: &Pod) -> StepPod {
-    match classify(pod) {
+    match classify_with(pod, offload_for(pod).as_ref()) {
         Classification::Step(s) => *s,
         other => panic!("expected a step pod, got {other:?}"),
     }
@@ -125,6 +151,13 @@ fn template_of(pod: &Value) -> Value {
         }
     }
     panic!("pod carries no template")
+}
+
+/// The carried template's exact text on `init` (every copy Argo writes is byte-identical).
+fn raw_template(pod: &Value) -> String {
+    let init = pod["spec"]["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == "init").unwrap();
+    let e = init["env"].as_array().unwrap().iter().find(|e| e["name"] == "ARGO_TEMPLATE").unwrap();
+    e["value"].as_str().unwrap().to_owned()
 }
 
 /// Rewrites every copy of the carried template (annotation and every `ARGO_TEMPLATE`).
@@ -271,6 +304,108 @@ fn v36_as_template_annotation() -> Value {
     pod
 }
 
+/// The v3.6 step as the v4.1.2 controller builds it with `initlessPod.enabled` (§1.8): no init
+/// container, `supervisor` first (carrying `ARGO_TEMPLATE`, `ARGO_INITLESS_POD`), `main` run from
+/// the `argoexec-bin` image volume with `ARGO_WAIT_FOR_READY`, v4.1's per-run trace env on every
+/// container and the trace annotations.
+fn v36_as_initless() -> Value {
+    let mut pod = pod_json(&hand_built("v4.1-container-params"));
+    let template = template_of(&pod).to_string();
+    let spec = pod["spec"].as_object_mut().unwrap();
+    spec.remove("initContainers");
+    let opts = ["--loglevel", "info", "--log-format", "text", "--gloglevel", "0"];
+    for c in spec["containers"].as_array_mut().unwrap() {
+        match c["name"].as_str().unwrap() {
+            "wait" => {
+                c["name"] = json!("supervisor");
+                let mut cmd = vec!["argoexec", "supervisor"];
+                cmd.extend(opts);
+                c["command"] = json!(cmd);
+                for e in env_mut(c) {
+                    if e["name"] == "ARGO_CONTAINER_NAME" {
+                        e["value"] = json!("supervisor");
+                    }
+                }
+                let env = env_mut(c);
+                let at = env.iter().position(|e| e["name"] == "ARGO_CONTAINER_NAME").unwrap();
+                env.insert(at, json!({"name": "ARGO_INITLESS_POD", "value": "true"}));
+                env.push(json!({"name": "ARGO_TEMPLATE", "value": template}));
+            }
+            "main" => {
+                let mut cmd = vec!["/argo-bin/bin/argoexec", "emissary"];
+                cmd.extend(opts);
+                cmd.extend(["--", "python", "/app/preprocess.py"]);
+                c["command"] = json!(cmd);
+                env_mut(c).push(json!({"name": "ARGO_WAIT_FOR_READY", "value": "true"}));
+                c["volumeMounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .insert(0, json!({"name": "argoexec-bin", "readOnly": true, "mountPath": "/argo-bin"}));
+            }
+            _ => {}
+        }
+    }
+    spec["volumes"].as_array_mut().unwrap().push(
+        json!({"name": "argoexec-bin", "image": {"reference": "quay.io/argoproj/argoexec:v4.1.2", "pullPolicy": "IfNotPresent"}}),
+    );
+    pod
+}
+
+/// The same v4.1 step in another run: another workflow name, uid, node id, pod name and trace.
+fn v41_second_run(first: &Value) -> Value {
+    let text = first.to_string();
+    let old_wf = first["metadata"]["labels"]["workflows.argoproj.io/workflow"].as_str().unwrap().to_owned();
+    let old_uid = first["metadata"]["ownerReferences"][0]["uid"].as_str().unwrap().to_owned();
+    let old_trace = first["metadata"]["annotations"]["workflows.argoproj.io/trace-id"].as_str().unwrap().to_owned();
+    let old_span = first["metadata"]["annotations"]["workflows.argoproj.io/span-id"].as_str().unwrap().to_owned();
+    let text = text
+        .replace(&old_wf, "rerun-q9w4z")
+        .replace(&old_uid, "11111111-2222-4333-8444-555555555555")
+        .replace(&old_trace, "0af7651916cd43dd8448eb211c80319c")
+        .replace(&old_span, "b7ad6b7169203331");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The v4.0 step reading its output artifact through an artifact plugin `acme`: Argo adds
+/// `init-artifact-acme` and the sidecar `artifact-plugin-acme` (listed on `wait`).
+fn v40_with_artifact_plugin() -> Value {
+    let mut pod = pod_json(&hand_built("v4.0-container-params"));
+    edit_template(&mut pod, |t| {
+        t["outputs"]["artifacts"] =
+            json!([{"name": "rows", "path": "/tmp/rows", "plugin": {"name": "acme", "configuration": "bucket: b"}}]);
+    });
+    let plugin = json!({
+        "name": "artifact-plugin-acme", "image": "ghcr.io/acme/argo-artifact-plugin:1.0",
+        "command": ["/plugin"], "args": ["--socket", "/var/run/argo/acme.sock"],
+        "env": [{"name": "ARGO_CONTAINER_NAME", "value": "artifact-plugin-acme"}, {"name": "ARGO_CONTAINER_NAME", "value": "artifact-plugin-acme"}],
+        "volumeMounts": [{"name": "var-run-argo", "mountPath": "/var/run/argo"}]
+    });
+    let mut init = plugin.clone();
+    init["name"] = json!("init-artifact-acme");
+    pod["spec"]["containers"].as_array_mut().unwrap().push(plugin);
+    pod["spec"]["initContainers"].as_array_mut().unwrap().push(init);
+    set_env(container_mut(&mut pod, "wait"), "ARGO_ARTIFACT_PLUGIN_NAMES", "artifact-plugin-acme");
+    pod
+}
+
+/// The offloaded v3.7 step as it would look had nothing been offloaded: the ConfigMap's template
+/// inline on `init`, its args on `main`, no `argo-env-config` volume, mount or args file.
+fn offloaded_inline_twin() -> Value {
+    let mut pod = pod_json(&hand_built("v3.7-offloaded-template-args"));
+    let off = offload_for(&to_pod(&pod)).unwrap();
+    set_env(container_mut(&mut pod, "init"), "ARGO_TEMPLATE", off.template.as_deref().unwrap());
+    let main = container_mut(&mut pod, "main");
+    env_mut(main).retain(|e| e["name"] != "ARGO_CONTAINER_ARGS_FILE");
+    main["args"] = json!(off.args_list().unwrap());
+    for c in containers_mut(&mut pod) {
+        if let Some(m) = c["volumeMounts"].as_array_mut() {
+            m.retain(|m| m["name"] != "argo-env-config");
+        }
+    }
+    pod["spec"]["volumes"].as_array_mut().unwrap().retain(|v| v["name"] != "argo-env-config");
+    pod
+}
+
 /// Named pod variants used by golden vectors and tests.
 fn variant(fixture: &str, variant: &str) -> Value {
     match variant {
@@ -279,6 +414,10 @@ fn variant(fixture: &str, variant: &str) -> Value {
         "v3.6-as-v3.4-layout" => v36_as_env_all_containers("v3.4.18"),
         "v3.6-as-v3.5-layout" => v36_as_env_all_containers("v3.5.15"),
         "v3.6-as-v2.12-layout" => v36_as_template_annotation(),
+        "v3.6-as-v4.1-initless-layout" => v36_as_initless(),
+        "v4.1-second-run" => v41_second_run(&pod_json(&hand_built("v4.1-container-params"))),
+        "v4.0-with-artifact-plugin" => v40_with_artifact_plugin(),
+        "v3.7-offloaded-inline-twin" => offloaded_inline_twin(),
         other => panic!("unknown variant {other}"),
     }
 }
@@ -294,7 +433,12 @@ fn expected_classification(file: &str) -> Result<ArgoLayout, SkipReason> {
     match base {
         "v2.12-template-annotation" => Ok(ArgoLayout::TemplateAnnotation),
         "v3.3-container-params" | "v3.5-artifacts-s3" | "kfp-v1-staleness" => Ok(ArgoLayout::TemplateEnvAllContainers),
-        "v3.6-container-params" | "v3.7-script" => Ok(ArgoLayout::TemplateEnvInitOnly),
+        "v3.6-container-params" | "v3.7-script" | "v4.0-container-params" | "v4.1-container-params" => {
+            Ok(ArgoLayout::TemplateEnvInitOnly)
+        }
+        "v4.1-initless-container-artifacts" => Ok(ArgoLayout::TemplateEnvSupervisor),
+        // Without its ConfigMap (read through the API at admission) the pod says too little.
+        "v3.7-offloaded-template-args" => Err(SkipReason::Offloaded),
         "v3.6-resource-template.ignore" => Err(SkipReason::NotCacheableKind("resource")),
         "v3.6-agent-pod.ignore" => Err(SkipReason::Component("agent".into())),
         other => panic!("fixture {other} has no expected classification; add one"),
@@ -313,7 +457,7 @@ fn every_pod_fixture_classifies_as_expected() {
         }
     }
     files.sort();
-    assert_eq!(files.len(), 16, "{files:?}");
+    assert_eq!(files.len(), 20, "{files:?}");
     for f in files {
         let got = classify(&to_pod(&pod_json(&f)));
         match (expected_classification(&f), got) {
@@ -328,8 +472,8 @@ fn every_pod_fixture_classifies_as_expected() {
 fn every_step_fixture_yields_a_key() {
     for name in STEP_FIXTURES {
         let km = key(&pod_json(&hand_built(name)));
-        assert!(km.key.as_str().starts_with("v1:"), "{name}");
-        assert_eq!(km.material["format"], "v1");
+        assert!(km.key.as_str().starts_with("v2:"), "{name}");
+        assert_eq!(km.material["format"], "v2");
     }
 }
 
@@ -361,15 +505,242 @@ fn captured_pods_keep_their_key_in_cluster_scope_and_with_a_seed() {
 #[test]
 fn v36_step_has_the_same_key_in_every_argo_layout() {
     let reference = key(&pod_json(&hand_built("v3.6-container-params")));
-    for v in ["v3.6-as-v3.3-layout", "v3.6-as-v3.4-layout", "v3.6-as-v3.5-layout", "v3.6-as-v2.12-layout"] {
-        let pod = variant("", v);
+    let cases = [
+        ("v3.6-as-v3.3-layout", ArgoLayout::TemplateEnvAllContainers),
+        ("v3.6-as-v3.4-layout", ArgoLayout::TemplateEnvAllContainers),
+        ("v3.6-as-v3.5-layout", ArgoLayout::TemplateEnvAllContainers),
+        ("v3.6-as-v2.12-layout", ArgoLayout::TemplateAnnotation),
+        ("v3.6-as-v4.1-initless-layout", ArgoLayout::TemplateEnvSupervisor),
+        ("v4.1-second-run", ArgoLayout::TemplateEnvInitOnly),
+        ("v4.0-container-params.admission.json", ArgoLayout::TemplateEnvInitOnly),
+        ("v4.1-container-params.admission.json", ArgoLayout::TemplateEnvInitOnly),
+    ];
+    for (v, expected_layout) in cases {
+        let pod = if v.ends_with(".json") { pod_json(v) } else { variant("", v) };
         let step = step_of(&to_pod(&pod));
-        let expected_layout =
-            if v.contains("v2.12") { ArgoLayout::TemplateAnnotation } else { ArgoLayout::TemplateEnvAllContainers };
         assert_eq!(step.layout, expected_layout, "{v}");
         assert_same_key(&reference, &key(&pod), v);
         assert_eq!(reference.material, key(&pod).material, "{v}");
     }
+}
+
+#[test]
+fn two_runs_of_one_v41_step_share_a_key_although_trace_and_workflow_env_differ() {
+    for first in [pod_json(&hand_built("v4.1-container-params")), v36_as_initless()] {
+        let second = v41_second_run(&first);
+        assert_ne!(first, second);
+        let (a, b) = (key(&first), key(&second));
+        assert_same_key(&a, &b, "v4.1 rerun");
+        let s = step_of(&to_pod(&second));
+        assert!(s.argo.v41);
+        assert_eq!(s.workflow_name, "rerun-q9w4z");
+    }
+}
+
+#[test]
+fn v41_initless_fixture_is_keyed_like_the_same_step_on_v35() {
+    let initless = pod_json(&hand_built("v4.1-initless-container-artifacts"));
+    let step = step_of(&to_pod(&initless));
+    assert_eq!(step.layout, ArgoLayout::TemplateEnvSupervisor);
+    assert_eq!(step.layout.output_collector(), "supervisor");
+    // The same step on v3.5 reading the same upstream artifact.
+    let upstream = template_of(&initless)["inputs"]["artifacts"][0]["s3"]["key"].clone();
+    let mut v35 = pod_json(&hand_built("v3.5-artifacts-s3"));
+    edit_template(&mut v35, |t| t["inputs"]["artifacts"][0]["s3"]["key"] = upstream.clone());
+    assert_same_key(&key(&v35), &key(&initless), "v3.5 vs v4.1 init-less");
+    let m = canonical_json(&key(&initless).material);
+    for argo in ["supervisor", "argoexec-bin", "TRACEPARENT", "ARGO_WAIT_FOR_READY", "my-minio-cred\"/", "/argo/secret"]
+    {
+        assert!(!m.contains(argo), "{argo} in {m}");
+    }
+}
+
+#[test]
+fn a_user_env_named_like_argos_is_keyed() {
+    for fixture in ["v3.6-container-params", "v3.5-artifacts-s3", "v4.1-container-params"] {
+        let mut safe = pod_json(&hand_built(fixture));
+        set_env(container_mut(&mut safe, "main"), "ARGO_MODE", "safe");
+        let mut poison = safe.clone();
+        set_env(container_mut(&mut poison, "main"), "ARGO_MODE", "poison");
+        assert_ne!(key(&safe).key, key(&poison).key, "{fixture}");
+    }
+    // Before v4.1 Argo never writes ARGO_WORKFLOW_NAME or TRACEPARENT on `main`: a user's is keyed.
+    let mut a = v36();
+    set_env(container_mut(&mut a, "main"), "TRACEPARENT", "x");
+    assert_ne!(key(&a).key, key(&v36()).key);
+}
+
+#[test]
+fn trace_annotations_are_not_keyed() {
+    let base = pod_json(&hand_built("v4.1-container-params"));
+    let mut pod = base.clone();
+    pod["metadata"]["annotations"]["workflows.argoproj.io/trace-id"] = json!("ffffffffffffffffffffffffffffffff");
+    pod["metadata"]["annotations"]["workflows.argoproj.io/span-id"] = json!("ffffffffffffffff");
+    assert_same_key(&key(&base), &key(&pod), "trace annotations");
+}
+
+#[test]
+fn artifact_plugin_containers_are_argos_but_a_lookalike_is_keyed() {
+    let plugin = v40_with_artifact_plugin();
+    let step = step_of(&to_pod(&plugin));
+    assert!(step.argo.plugin_containers.contains("artifact-plugin-acme"));
+    assert!(step.argo.plugin_containers.contains("init-artifact-acme"));
+    let km = key(&plugin);
+    assert_eq!(km.material["containers"].as_array().unwrap().len(), 1, "{}", km.material);
+    assert!(km.material.get("initContainers").is_none(), "{}", km.material);
+    // A container named like a plugin the template does not use is the author's.
+    let mut lookalike = plugin.clone();
+    let mut extra = container_mut(&mut lookalike, "artifact-plugin-acme").clone();
+    extra["name"] = json!("artifact-plugin-other");
+    lookalike["spec"]["containers"].as_array_mut().unwrap().push(extra);
+    assert_ne!(key(&lookalike).key, km.key);
+}
+
+#[test]
+fn a_template_planted_on_main_is_not_read_on_v36() {
+    let mut pod = v36();
+    let mut forged = template_of(&pod);
+    forged["container"]["image"] = json!("evil:1");
+    set_env(container_mut(&mut pod, "main"), "ARGO_TEMPLATE", &forged.to_string());
+    assert!(matches!(classify(&to_pod(&pod)), Classification::Skip(SkipReason::TemplateConflict(_))));
+    // An identical copy is harmless and changes nothing.
+    let mut same = v36();
+    let t = raw_template(&same);
+    set_env(container_mut(&mut same, "main"), "ARGO_TEMPLATE", &t);
+    assert!(matches!(classify(&to_pod(&same)), Classification::Step(_)));
+}
+
+#[test]
+fn containers_that_disagree_about_the_template_are_not_cached() {
+    // v3.5: every container carries it; a different copy on init is a conflict.
+    let mut pod = pod_json(&hand_built("v3.5-artifacts-s3"));
+    set_env(container_mut(&mut pod, "init"), "ARGO_TEMPLATE", r#"{"name":"x","container":{"image":"evil"}}"#);
+    let Classification::Skip(r) = classify(&to_pod(&pod)) else { panic!() };
+    assert_eq!(r.kind(), "template_conflict");
+    assert!(r.warns());
+    // An author's template annotation (template metadata) next to Argo's env var.
+    let mut pod = v36();
+    pod["metadata"]["annotations"]["workflows.argoproj.io/template"] = json!(r#"{"container":{"image":"evil"}}"#);
+    assert!(matches!(classify(&to_pod(&pod)), Classification::Skip(SkipReason::TemplateConflict(_))));
+}
+
+#[test]
+fn offloaded_v37_pod_is_keyed_equal_to_its_inline_twin() {
+    let offloaded = pod_json(&hand_built("v3.7-offloaded-template-args"));
+    let pod = to_pod(&offloaded);
+    assert_eq!(classify(&pod), Classification::Skip(SkipReason::Offloaded));
+    let step = step_of(&pod);
+    assert_eq!(step.offloaded_args.as_ref().unwrap().container, "main");
+    let twin = offloaded_inline_twin();
+    let (a, b) = (key(&offloaded), key(&twin));
+    assert_same_key(&a, &b, "offloaded vs inline");
+    assert_eq!(a.material["containers"][0]["args"].as_array().unwrap().len(), step.offloaded_args.unwrap().args.len());
+    // Two offloaded steps whose args differ must not share a key (the pod args are absent).
+    let mut other = twin.clone();
+    container_mut(&mut other, "main")["args"][1] = json!("c-999999");
+    assert_ne!(key(&other).key, b.key);
+}
+
+#[test]
+fn an_offload_config_map_of_another_workflow_or_with_other_args_is_rejected() {
+    let pod = to_pod(&pod_json(&hand_built("v3.7-offloaded-template-args")));
+    let good = offload_for(&pod).unwrap();
+    let mut foreign = good.clone();
+    foreign.owner_uid = Some("00000000-0000-4000-8000-000000000000".into());
+    let Classification::Skip(r) = classify_with(&pod, Some(&foreign)) else { panic!() };
+    assert_eq!(r.kind(), "offload_rejected");
+    let mut other_args = good.clone();
+    other_args.args = Some(r#"["--ids-json","x"]"#.into());
+    let Classification::Skip(r) = classify_with(&pod, Some(&other_args)) else { panic!() };
+    assert_eq!(r.kind(), "offload_rejected");
+    let mut unreadable = good;
+    unreadable.args = Some("not json".into());
+    assert!(matches!(classify_with(&pod, Some(&unreadable)), Classification::Skip(SkipReason::OffloadRejected(_))));
+}
+
+#[test]
+fn included_script_output_makes_result_a_required_output() {
+    let script = step_of(&to_pod(&pod_json(&hand_built("v3.7-script"))));
+    let declared = script.template.declared_outputs();
+    assert!(declared.result);
+    let none = stepcache::types::StepOutputs::default();
+    assert_eq!(declared.missing(&none), vec!["result".to_owned()]);
+    let with: stepcache::types::StepOutputs = serde_json::from_value(json!({"result": "64"})).unwrap();
+    assert!(declared.missing(&with).is_empty());
+    // Not asked for: not required.
+    let mut pod = pod_json(&hand_built("v3.7-script"));
+    for c in containers_mut(&mut pod) {
+        set_env(c, "ARGO_INCLUDE_SCRIPT_OUTPUT", "false");
+    }
+    assert!(step_of(&to_pod(&pod)).template.declared_outputs().missing(&none).is_empty());
+}
+
+#[test]
+fn key_only_input_artifacts_are_keyed_with_their_repository() {
+    let base = pod_json(&hand_built("v3.5-artifacts-s3"));
+    let km = key(&base);
+    assert_eq!(
+        km.material["inputArtifactRepository"],
+        json!({"s3": {"endpoint": "minio.argo.svc:9000", "bucket": "my-bucket", "insecure": true,
+            "accessKeySecret": {"name": "my-minio-cred", "key": "accesskey"},
+            "secretKeySecret": {"name": "my-minio-cred", "key": "secretkey"}}})
+    );
+    let mut prod = base.clone();
+    edit_template(&mut prod, |t| t["archiveLocation"]["s3"]["bucket"] = json!("prod-bucket"));
+    assert_ne!(key(&prod).key, km.key);
+    // Without input artifacts the repository only says where outputs go: not keyed.
+    assert!(key(&v36()).material.get("inputArtifactRepository").is_none());
+}
+
+#[test]
+fn global_names_of_outputs_are_keyed() {
+    let base = v36();
+    let mut g = base.clone();
+    edit_template(&mut g, |t| t["outputs"]["parameters"][0]["globalName"] = json!("rows"));
+    let km = key(&g);
+    assert_ne!(km.key, key(&base).key);
+    assert_eq!(km.material["outputs"]["parameters"][0]["globalName"], "rows");
+}
+
+#[test]
+fn host_aliases_block_devices_user_volumes_named_like_argos_and_pod_spec_patch_are_keyed() {
+    let base = v36();
+    let mut aliases = base.clone();
+    aliases["spec"]["hostAliases"] = json!([{"ip": "10.0.0.9", "hostnames": ["data.internal"]}]);
+    assert_ne!(key(&aliases).key, key(&base).key);
+
+    let device = |claim: &str| {
+        let mut p = v36();
+        p["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "raw", "persistentVolumeClaim": {"claimName": claim}}));
+        container_mut(&mut p, "main")["volumeDevices"] = json!([{"name": "raw", "devicePath": "/dev/xvda"}]);
+        p
+    };
+    let (a, b) = (key(&device("disk-a")), key(&device("disk-b")));
+    assert_ne!(a.key, b.key);
+    assert_eq!(a.material["volumes"]["raw"], json!({"persistentVolumeClaim": {"claimName": "disk-a"}}));
+
+    let kubeconfig = |secret: &str| {
+        let mut p = v36();
+        p["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "kubeconfig", "secret": {"secretName": secret}}));
+        container_mut(&mut p, "main")["volumeMounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "kubeconfig", "mountPath": "/root/.kube"}));
+        p
+    };
+    assert_ne!(key(&kubeconfig("dev")).key, key(&kubeconfig("prod")).key);
+
+    let mut patched = base.clone();
+    edit_template(&mut patched, |t| {
+        t["podSpecPatch"] = json!(r#"{"initContainers":[{"name":"init","image":"evil"}]}"#)
+    });
+    assert_ne!(key(&patched).key, key(&base).key);
 }
 
 #[test]
@@ -420,7 +791,10 @@ fn input_artifacts_and_declared_outputs_are_in_the_material_without_archive_loca
     assert!(m.get("volumes").is_none());
     assert_eq!(m["containers"][0]["volumeMounts"], json!([{"name":"scratch","mountPath":"/data/out"}]));
     assert!(!canonical_json(m).contains("archiveLocation"));
-    assert!(!canonical_json(m).contains("my-bucket"));
+    // The repository (bucket, endpoint, credentials) is keyed with the key-only input; the
+    // per-run archive key is not.
+    assert_eq!(m["inputArtifactRepository"]["s3"]["bucket"], "my-bucket");
+    assert!(!canonical_json(m).contains("features-m2dq8-featurize"));
 }
 
 #[test]
@@ -479,8 +853,8 @@ fn golden_key_vectors_are_reproduced_exactly() {
     let mut failures = Vec::new();
     for (path, mut v) in vectors {
         let km = key_with(&variant(&v.fixture, &v.variant), &v.seed, v.scope);
-        // The spec, independently of derive_key: key = "v1:" + hex(sha256(canonical material)).
-        let spec_key = format!("v1:{}", hex::encode(Sha256::digest(canonical_json(&km.material).as_bytes())));
+        // The spec, independently of derive_key: key = "v2:" + hex(sha256(canonical material)).
+        let spec_key = format!("v2:{}", hex::encode(Sha256::digest(canonical_json(&km.material).as_bytes())));
         assert_eq!(km.key.as_str(), spec_key, "{}", path.display());
         if km.key.as_str() == v.key && km.material == v.material {
             continue;
@@ -514,6 +888,9 @@ fn golden_vectors_cover_every_step_fixture_and_its_capture() {
         assert!(covered.contains(&hand_built(name)), "{name}");
         assert!(covered.contains(&captured(name)), "{name}");
     }
+    for name in HAND_BUILT_ONLY {
+        assert!(covered.contains(&hand_built(name)), "{name}");
+    }
 }
 
 #[test]
@@ -529,8 +906,19 @@ fn golden_vectors_with_equal_inputs_modulo_layout_share_a_key() {
         })
         .map(|(_, v)| v.key.clone())
         .unwrap();
-    let layouts: Vec<&Vector> = vectors.iter().map(|(_, v)| v).filter(|v| v.variant.starts_with("v3.6-as-")).collect();
-    assert_eq!(layouts.len(), 4);
+    let layouts: Vec<&Vector> = vectors
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| {
+            v.seed.is_empty()
+                && v.scope == Scope::Namespace
+                && (v.variant.starts_with("v3.6-as-")
+                    || v.variant == "v4.1-second-run"
+                    || v.fixture == hand_built("v4.0-container-params")
+                    || v.fixture == hand_built("v4.1-container-params"))
+        })
+        .collect();
+    assert_eq!(layouts.len(), 8);
     for v in layouts {
         assert_eq!(v.key, v36, "{}", v.variant);
     }
@@ -744,7 +1132,7 @@ proptest! {
     }
 
     #[test]
-    fn argo_env_values_and_new_argo_env_vars_do_not_change_the_key(
+    fn values_of_argo_injected_env_and_env_of_argos_containers_do_not_change_the_key(
         deadline in ".{0,30}", tick in ".{0,10}", extra in "[A-Z_]{1,12}", extra_v in ".{0,20}",
     ) {
         prop_assume!(extra != "TEMPLATE" && extra != "CONTAINER_ARGS_FILE");
@@ -753,9 +1141,15 @@ proptest! {
         for c in containers_mut(&mut pod) {
             set_env(c, "ARGO_DEADLINE", &deadline);
             set_env(c, "ARGO_PROGRESS_FILE_TICK_DURATION", &tick);
-            set_env(c, &format!("ARGO_{extra}"), &extra_v);
+            // Admin `executor.env` lands on Argo's containers only.
+            if c["name"] != "main" {
+                set_env(c, &format!("ARGO_{extra}"), &extra_v);
+            }
         }
         prop_assert_eq!(key(&base).key, key(&pod).key);
+        // The same variable on the user's container is the user's: keyed.
+        set_env(container_mut(&mut pod, "main"), &format!("ARGO_{extra}"), &extra_v);
+        prop_assert_ne!(key(&base).key, key(&pod).key);
     }
 
     #[test]
@@ -783,7 +1177,6 @@ proptest! {
             t["metadata"] = json!({"labels": {"run": label}});
             t["retryStrategy"] = json!({"limit": 3});
             t["memoize"] = json!({"key": label});
-            t["podSpecPatch"] = json!("{}");
             t["timeout"] = json!("1h");
         });
         prop_assert_eq!(key(&base).key, key(&pod).key);
@@ -927,7 +1320,7 @@ fn user_sidecars_and_init_containers_are_keyed_but_argo_ones_are_not() {
     }));
     pod["spec"]["initContainers"].as_array_mut().unwrap().push(json!({
         "name": "fetch", "image": "busybox:1.36", "command": ["true"],
-        "env": [{"name": "ARGO_TEMPLATE", "value": template_of(&base).to_string()}]
+        "env": [{"name": "ARGO_TEMPLATE", "value": raw_template(&base)}]
     }));
     let km = key(&pod);
     assert_ne!(km.key, key(&base).key);

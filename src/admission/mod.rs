@@ -8,7 +8,7 @@ pub mod decode;
 pub mod latch;
 pub mod respond;
 
-use crate::argo::template::{classify, Classification, StepPod};
+use crate::argo::template::{classify, classify_with, Classification, SkipReason, StepPod};
 use crate::k8s::events::{EventPoster, StepEvent};
 use crate::k8s::taskresult::TaskResultWriter;
 use crate::key::{derive_key, diff_material, KeyMaterial, Scope};
@@ -117,6 +117,8 @@ pub struct Outcome {
 /// Side-effect clients; absent when stepcache runs without a cluster (`review`, local serve).
 #[derive(Clone, Default)]
 pub struct Cluster {
+    /// Reads the ConfigMap of pods whose template or args Argo offloaded (3.6+).
+    pub offload: Option<Arc<dyn crate::k8s::offload::OffloadSource>>,
     /// Writes WorkflowTaskResults for hits.
     pub task_results: Option<TaskResultWriter>,
     /// Posts provenance Events.
@@ -278,13 +280,13 @@ impl Admitter {
         let labels_map = pod.metadata.labels.clone().unwrap_or_default();
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
         let asked = author_asked(&annotations);
-        let step = match classify(&pod) {
+        let step = match self.classify(ctx, &pod).await {
             Classification::NotArgo => {
                 return skip(decision::SKIPPED_NOT_ARGO, "not created by the Argo controller".into())
             }
             Classification::Skip(reason) => {
                 let malformed = matches!(reason, crate::argo::template::SkipReason::Malformed(_));
-                if asked || malformed {
+                if asked || reason.warns() {
                     ctx.warnings.push(format!("stepcache: step not cached: {reason}"));
                 }
                 let detail = if malformed { decision::INVALID } else { decision::SKIPPED };
@@ -314,7 +316,12 @@ impl Admitter {
             Plan::Lookup(s) => s,
         };
         ctx.warnings.extend(settings.warnings.iter().map(|w| format!("stepcache: {w}")));
-        let km = match derive_key(&pod, &step, &settings.seed, self.config.scope) {
+        // Cluster scope applies only to namespaces the admin lets share (`--share-namespaces`).
+        let scope = match self.config.scope {
+            Scope::Cluster if !self.config.admin.shares(&step.namespace) => Scope::Namespace,
+            s => s,
+        };
+        let km = match derive_key(&pod, &step, &settings.seed, scope) {
             Ok(k) => k,
             Err(e) => {
                 ctx.warnings.push(format!("stepcache: step not cached: {e}"));
@@ -630,6 +637,35 @@ impl Admitter {
 }
 
 impl Admitter {
+    /// Classifies the pod; a pod whose template or args Argo offloaded is classified again with
+    /// its ConfigMap, read through the API (bounded; an unreadable ConfigMap leaves the pod
+    /// uncached, with a warning).
+    async fn classify(&self, ctx: &mut Ctx<'_>, pod: &Pod) -> Classification {
+        let first = classify(pod);
+        let (Classification::Skip(SkipReason::Offloaded), Some(source)) = (&first, &self.cluster.offload) else {
+            return first;
+        };
+        let (Some(ns), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref()) else {
+            return first;
+        };
+        let t = Instant::now();
+        let fetched = source.fetch(ns, name).await;
+        tracing::debug!(
+            pod = name,
+            elapsed_ms = t.elapsed().as_secs_f64() * 1000.0,
+            ok = fetched.is_ok(),
+            "offload ConfigMap read"
+        );
+        match fetched {
+            Ok(Some(o)) => classify_with(pod, Some(&o)),
+            Ok(None) => first,
+            Err(e) => {
+                ctx.warnings.push(format!("stepcache: step not cached: offload ConfigMap {name} unreadable ({e})"));
+                first
+            }
+        }
+    }
+
     /// Newest entry of a template in a namespace; cached briefly when serving.
     async fn nearest_of_template(&self, ns: &Namespace, template_name: &str) -> Option<Entry> {
         let cache_key = (ns.to_string(), template_name.to_owned());

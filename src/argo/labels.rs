@@ -24,25 +24,38 @@ pub const OUTPUTS_ANNOTATION: &str = "workflows.argoproj.io/outputs";
 pub const ARGO_TEMPLATE_ENV: &str = "ARGO_TEMPLATE";
 /// Value of `ARGO_TEMPLATE` when the template was offloaded to a ConfigMap (v3.6+).
 pub const OFFLOADED_VALUE: &str = "offloaded";
-/// Prefix of every env var the Argo controller injects.
-pub const ARGO_ENV_PREFIX: &str = "ARGO_";
 /// Name of Argo's executor container that collects outputs.
 pub const WAIT_CONTAINER: &str = "wait";
 /// Name of Argo's executor init container.
 pub const INIT_CONTAINER: &str = "init";
 /// Name of the user container whose exit code the controller reads.
 pub const MAIN_CONTAINER: &str = "main";
-/// Volumes the Argo controller adds to step pods; never part of a key.
-pub const ARGO_VOLUMES: &[&str] = &[
-    "var-run-argo",
-    "tmp-dir-argo",
-    "input-artifacts",
-    "argo-staging",
-    "argo-env-config",
-    "podmetadata",
-    "docker-sock",
-    "kubeconfig",
-];
+/// v4.1 init-less layout: Argo's executor container that replaces `wait` and carries the template.
+pub const SUPERVISOR_CONTAINER: &str = "supervisor";
+/// v4.0+: name prefix of the init container that loads input artifacts through a plugin.
+pub const INIT_ARTIFACT_PREFIX: &str = "init-artifact-";
+/// v4.0+: name prefix of the sidecar that saves (v4.1 init-less: also loads) artifacts through a plugin.
+pub const ARTIFACT_PLUGIN_PREFIX: &str = "artifact-plugin-";
+/// v4.1+: per-run trace annotation on every pod.
+pub const TRACE_ID_ANNOTATION: &str = "workflows.argoproj.io/trace-id";
+/// v4.1+: per-run span annotation on every pod.
+pub const SPAN_ID_ANNOTATION: &str = "workflows.argoproj.io/span-id";
+/// Volume `var-run-argo` (emissary binary, status files) and where Argo mounts it.
+pub const VAR_RUN_ARGO: (&str, &str) = ("var-run-argo", "/var/run/argo");
+/// Volume `tmp-dir-argo` and where Argo mounts it (executor-image containers).
+pub const TMP_DIR_ARGO: (&str, &str) = ("tmp-dir-argo", "/tmp");
+/// Volume `argo-staging` (script source) and where Argo mounts it.
+pub const ARGO_STAGING: (&str, &str) = ("argo-staging", "/argo/staging");
+/// Volume `argo-env-config` (offload ConfigMap) and where Argo mounts it.
+pub const ARGO_ENV_CONFIG: (&str, &str) = ("argo-env-config", "/argo/config");
+/// v4.1 init-less: image volume `argoexec-bin` and where Argo mounts it.
+pub const ARGOEXEC_BIN: (&str, &str) = ("argoexec-bin", "/argo-bin");
+/// v2.12 docker executor: downward-API volume `podmetadata` and where Argo mounts it.
+pub const PODMETADATA: (&str, &str) = ("podmetadata", "/argo/podmetadata");
+/// Volume holding downloaded input artifacts (mounted per artifact path, or whole in v4.1 init-less).
+pub const INPUT_ARTIFACTS_VOLUME: &str = "input-artifacts";
+/// Where Argo mounts artifact-credential secret volumes on its executor containers.
+pub const ARGO_SECRET_MOUNT_PREFIX: &str = "/argo/secret/";
 /// Prefix of the projected service-account token volume the API server adds.
 pub const KUBE_API_ACCESS_PREFIX: &str = "kube-api-access-";
 /// Mount path of the service-account token; never part of a key.
@@ -70,8 +83,6 @@ pub const KFP_V2_COMPONENT: &str = "pipelines.kubeflow.org/v2_component";
 pub const TFX_ENTRYPOINT_SUFFIX: &str = "tfx/orchestration/kubeflow/container_entrypoint.py";
 /// Argo ≤ v2.12 annotation carrying the executor's execution control (`includeScriptOutput`).
 pub const EXECUTION_CONTROL_ANNOTATION: &str = "workflows.argoproj.io/execution";
-/// Env var telling Argo's executor to capture stdout as `outputs.result` (v3.0+).
-pub const ARGO_INCLUDE_SCRIPT_OUTPUT_ENV: &str = "ARGO_INCLUDE_SCRIPT_OUTPUT";
 
 /// Author label: `"false"` opts the step out (a label so the objectSelector can skip it).
 pub const ENABLED_LABEL: &str = "stepcache.dev/enabled";
@@ -111,6 +122,14 @@ pub const MISS_REASON: &str = "stepcache.dev/miss-reason";
 
 /// Env var with the node id on every container (v3.2+); fallback when the annotation is missing.
 pub const ARGO_NODE_ID_ENV: &str = "ARGO_NODE_ID";
+/// Env var with the comma-separated plugin sidecar names (v4.0+, on `wait`/`supervisor`).
+pub const ARGO_ARTIFACT_PLUGIN_NAMES_ENV: &str = "ARGO_ARTIFACT_PLUGIN_NAMES";
+/// Env var saying whether stdout is captured as `outputs.result` (`"true"` when a later step reads it).
+pub const ARGO_INCLUDE_SCRIPT_OUTPUT_ENV: &str = "ARGO_INCLUDE_SCRIPT_OUTPUT";
+/// v4.1+: W3C trace context, per pod, on every container.
+pub const TRACEPARENT_ENV: &str = "TRACEPARENT";
+/// ConfigMap data key holding offloaded container args (same name as the env var).
+pub const OFFLOADED_ARGS_KEY: &str = "ARGO_CONTAINER_ARGS_FILE";
 /// Env var set when v3.7.10+/v4.0.1+ offloaded a container's args to a ConfigMap (args cleared).
 pub const ARGO_CONTAINER_ARGS_FILE_ENV: &str = "ARGO_CONTAINER_ARGS_FILE";
 /// Subcommand of `argoexec` that wraps every non-`wait` container's command (emissary executor).

@@ -2,7 +2,9 @@
 //!
 //! Pure: must not import tokio, sqlx, axum or kube::Client.
 
+pub mod contract;
 pub mod exclusion;
 pub mod labels;
+pub mod offload;
 pub mod outputs;
 pub mod template;

@@ -12,6 +12,9 @@ pub struct DeclaredOutputs {
     pub parameters: Vec<String>,
     /// Declared output artifacts: name and whether it is optional.
     pub artifacts: Vec<(String, bool)>,
+    /// `outputs.result` is required: the pod asks Argo to capture stdout
+    /// (`ARGO_INCLUDE_SCRIPT_OUTPUT=true`) because a later step reads it.
+    pub result: bool,
 }
 
 impl DeclaredOutputs {
@@ -34,6 +37,7 @@ impl DeclaredOutputs {
                     Some((name.to_owned(), optional))
                 })
                 .collect(),
+            result: false,
         }
     }
 
@@ -51,6 +55,25 @@ impl DeclaredOutputs {
                 missing.push(format!("artifact {a}"));
             }
         }
+        if self.result && outputs.result.is_none() {
+            missing.push("result".into());
+        }
         missing
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_is_missing_only_when_the_pod_asks_for_it() {
+        let outputs: StepOutputs = serde_json::from_value(serde_json::json!({})).unwrap();
+        let asked = DeclaredOutputs { result: true, ..Default::default() };
+        assert_eq!(asked.missing(&outputs), vec!["result".to_owned()]);
+        assert!(DeclaredOutputs::default().missing(&outputs).is_empty());
+        let with: StepOutputs = serde_json::from_value(serde_json::json!({"result": ""})).unwrap();
+        assert!(asked.missing(&with).is_empty(), "an empty stdout is a result");
     }
 }

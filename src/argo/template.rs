@@ -8,11 +8,14 @@
 //! Everything a pod carries is untrusted input: nothing here panics, every unexpected shape
 //! becomes a [`SkipReason`].
 
+use crate::argo::contract::ArgoFacts;
 use crate::argo::labels;
+use crate::argo::offload::Offloaded;
 use crate::argo::outputs::DeclaredOutputs;
 use crate::types::Namespace;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Map, Value};
+use std::collections::BTreeSet;
 
 /// Where the controller put the resolved template, which tells the Argo generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -22,8 +25,12 @@ pub enum ArgoLayout {
     TemplateAnnotation,
     /// v3.2–v3.5: `ARGO_TEMPLATE` on every container; outputs via annotation or task result.
     TemplateEnvAllContainers,
-    /// v3.6+: `ARGO_TEMPLATE` on init containers only; outputs via task result only.
+    /// v3.6+ (v4.1 default layout included): `ARGO_TEMPLATE` on init containers only; outputs
+    /// via task result only.
     TemplateEnvInitOnly,
+    /// v4.1 init-less layout (controller `initlessPod.enabled`): no Argo init container,
+    /// `supervisor` replaces `wait` and carries `ARGO_TEMPLATE`; outputs via task result only.
+    TemplateEnvSupervisor,
 }
 
 impl ArgoLayout {
@@ -33,6 +40,24 @@ impl ArgoLayout {
             ArgoLayout::TemplateAnnotation => "template-annotation",
             ArgoLayout::TemplateEnvAllContainers => "template-env-all-containers",
             ArgoLayout::TemplateEnvInitOnly => "template-env-init-only",
+            ArgoLayout::TemplateEnvSupervisor => "template-env-supervisor",
+        }
+    }
+
+    /// Name of Argo's container that collects and reports outputs (`wait`, or `supervisor` in
+    /// the v4.1 init-less layout): never part of a key, dropped on a hit, skipped by the recorder.
+    pub fn output_collector(self) -> &'static str {
+        match self {
+            ArgoLayout::TemplateEnvSupervisor => labels::SUPERVISOR_CONTAINER,
+            _ => labels::WAIT_CONTAINER,
+        }
+    }
+
+    /// Name of Argo's own init container in this layout, if it has one.
+    pub fn argo_init(self) -> Option<&'static str> {
+        match self {
+            ArgoLayout::TemplateEnvSupervisor => None,
+            _ => Some(labels::INIT_CONTAINER),
         }
     }
 }
@@ -83,6 +108,17 @@ const KIND_ORDER: [TemplateKind; 5] = [
 #[derive(Clone, Debug, PartialEq)]
 pub struct Template {
     raw: Map<String, Value>,
+    /// The pod asks Argo to capture stdout as `outputs.result` (`ARGO_INCLUDE_SCRIPT_OUTPUT`).
+    include_result: bool,
+}
+
+/// Args Argo moved out of a container into the offload ConfigMap (v3.7.10+/v4.0.1+).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OffloadedArgs {
+    /// The container whose `args` field was removed.
+    pub container: String,
+    /// The args the emissary appends at run time.
+    pub args: Vec<String>,
 }
 
 /// An Argo step pod that may be cached: the identity of the step and the template it carries.
@@ -110,6 +146,10 @@ pub struct StepPod {
     pub template: Template,
     /// True when KFP labels/annotations are present.
     pub kfp: bool,
+    /// Argo generation details that decide which containers, env names and mounts are Argo's.
+    pub argo: ArgoFacts,
+    /// Args that live in the offload ConfigMap instead of the pod (keyed in their place).
+    pub offloaded_args: Option<OffloadedArgs>,
 }
 
 /// Why an Argo pod is not cached.
@@ -137,6 +177,13 @@ pub enum SkipReason {
     /// The pod has no `wait` container, so nothing would collect or report its outputs.
     #[error("pod has no wait container, so it is not a step pod")]
     NoWaitContainer,
+    /// Containers carry different templates, or a template where the detected layout never
+    /// puts one: the author may have planted one, so what runs is uncertain.
+    #[error("containers disagree about the template: {0}")]
+    TemplateConflict(String),
+    /// The offload ConfigMap does not belong to this pod's Workflow, or its args are unreadable.
+    #[error("offload ConfigMap rejected: {0}")]
+    OffloadRejected(String),
 }
 
 impl SkipReason {
@@ -150,7 +197,14 @@ impl SkipReason {
             SkipReason::Offloaded => "offloaded",
             SkipReason::Malformed(_) => "malformed_template",
             SkipReason::NoWaitContainer => "no_wait_container",
+            SkipReason::TemplateConflict(_) => "template_conflict",
+            SkipReason::OffloadRejected(_) => "offload_rejected",
         }
+    }
+
+    /// True for skips the author (or an administrator) should hear about in an admission warning.
+    pub fn warns(&self) -> bool {
+        matches!(self, SkipReason::Malformed(_) | SkipReason::TemplateConflict(_) | SkipReason::OffloadRejected(_))
     }
 }
 
@@ -168,18 +222,27 @@ pub enum Classification {
 /// Decides whether a pod is an Argo step pod and extracts what caching needs.
 ///
 /// Order of checks: workflow label (else [`Classification::NotArgo`]), component label, the
-/// carried template (annotation, then `ARGO_TEMPLATE` on `wait`/`main`, then on init
-/// containers), its kind and `daemon` flag, the `wait` container, offloaded args, namespace,
-/// node id, and finally the types of the template fields the key reads.
+/// carried template (read only where the detected layout puts it: annotation ≤3.1, `wait`
+/// 3.2–3.5, `init` 3.6+, `supervisor` v4.1 init-less; every other copy must be identical), its
+/// kind and `daemon` flag, the output collector (`wait`/`supervisor`), offloaded args,
+/// namespace, node id, and finally the types of the template fields the key reads.
+/// An offloaded template or args make this a [`SkipReason::Offloaded`]; see [`classify_with`].
 pub fn classify(pod: &Pod) -> Classification {
-    match classify_inner(pod) {
+    classify_with(pod, None)
+}
+
+/// [`classify`] with the pod's offload ConfigMap, read by the caller (Argo 3.6+ moves templates
+/// and v3.7.10+/v4.0.1+ args over 128 KiB there). The ConfigMap must be owned by the pod's
+/// Workflow; its template replaces the env value `offloaded`, its args the absent pod args.
+pub fn classify_with(pod: &Pod, offloaded: Option<&Offloaded>) -> Classification {
+    match classify_inner(pod, offloaded) {
         Ok(Some(step)) => Classification::Step(Box::new(step)),
         Ok(None) => Classification::NotArgo,
         Err(reason) => Classification::Skip(reason),
     }
 }
 
-fn classify_inner(pod: &Pod) -> Result<Option<StepPod>, SkipReason> {
+fn classify_inner(pod: &Pod, offloaded: Option<&Offloaded>) -> Result<Option<StepPod>, SkipReason> {
     let meta = &pod.metadata;
     let label = |k: &str| meta.labels.as_ref().and_then(|m| m.get(k));
     let annotation = |k: &str| meta.annotations.as_ref().and_then(|m| m.get(k));
@@ -191,11 +254,22 @@ fn classify_inner(pod: &Pod) -> Result<Option<StepPod>, SkipReason> {
         return Err(SkipReason::Component(bounded(component)));
     }
 
+    let workflow_uid = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == labels::WORKFLOW_KIND)
+        .map(|o| o.uid.clone())
+        .filter(|u| !u.is_empty());
+    let offloaded = offloaded.map(|o| check_offload(o, workflow_name, workflow_uid.as_deref())).transpose()?;
+
     let (layout, raw_template) = find_template(pod)?;
-    if raw_template == labels::OFFLOADED_VALUE {
-        return Err(SkipReason::Offloaded);
-    }
-    let template = Template::parse(raw_template)?;
+    let raw_template = if raw_template == labels::OFFLOADED_VALUE {
+        offloaded.and_then(|o| o.template.as_deref()).ok_or(SkipReason::Offloaded)?
+    } else {
+        raw_template
+    };
+    let mut template = Template::parse(raw_template)?;
     let kind = template.kind()?;
     match kind {
         TemplateKind::Resource => return Err(SkipReason::NotCacheableKind("resource")),
@@ -207,14 +281,23 @@ fn classify_inner(pod: &Pod) -> Result<Option<StepPod>, SkipReason> {
     }
 
     let spec = pod.spec.as_ref().ok_or_else(|| SkipReason::Malformed("pod has no spec".into()))?;
-    if !spec.containers.iter().any(|c| c.name == labels::WAIT_CONTAINER) {
+    let collector = layout.output_collector();
+    let Some(collector_container) = spec.containers.iter().find(|c| c.name == collector) else {
         return Err(SkipReason::NoWaitContainer);
-    }
-    // v3.7.10+/v4.0.1+ move oversized main args into the offload ConfigMap and clear them from
-    // the pod: the pod alone no longer says what runs.
+    };
     let all_containers = || spec.init_containers.iter().flatten().chain(spec.containers.iter());
-    if all_containers().any(|c| env_value(c, labels::ARGO_CONTAINER_ARGS_FILE_ENV).is_some()) {
-        return Err(SkipReason::Offloaded);
+    // v3.7.10+/v4.0.1+ move one container's oversized args into the offload ConfigMap and clear
+    // them from the pod: key the args the emissary will append, never the absent pod args.
+    let mut offloaded_args = None;
+    for c in all_containers().filter(|c| env_value(c, labels::ARGO_CONTAINER_ARGS_FILE_ENV).is_some()) {
+        if offloaded_args.is_some() || c.args.as_ref().is_some_and(|a| !a.is_empty()) {
+            return Err(SkipReason::OffloadRejected(format!(
+                "container {} has both args and an args file, or several containers have one",
+                bounded(&c.name)
+            )));
+        }
+        let off = offloaded.ok_or(SkipReason::Offloaded)?;
+        offloaded_args = Some(OffloadedArgs { container: c.name.clone(), args: offloaded_args_of(&template, c, off)? });
     }
 
     let namespace = meta
@@ -238,14 +321,23 @@ fn classify_inner(pod: &Pod) -> Result<Option<StepPod>, SkipReason> {
         .ok_or_else(|| SkipReason::Malformed("pod has no node id and no name".into()))?;
 
     template.validate(kind)?;
+    template.include_result =
+        all_containers().any(|c| env_value(c, labels::ARGO_INCLUDE_SCRIPT_OUTPUT_ENV) == Some("true"));
 
-    let workflow_uid = meta
-        .owner_references
+    // v4.1 is recognised on Argo's own executor containers, which the author does not write.
+    let executors = spec
+        .init_containers
         .iter()
         .flatten()
-        .find(|o| o.kind == labels::WORKFLOW_KIND)
-        .map(|o| o.uid.clone())
-        .filter(|u| !u.is_empty());
+        .filter(|c| Some(c.name.as_str()) == layout.argo_init())
+        .chain(std::iter::once(collector_container));
+    let v41 = layout == ArgoLayout::TemplateEnvSupervisor
+        || executors.clone().any(|c| c.env.iter().flatten().any(|e| e.name == labels::TRACEPARENT_ENV));
+    let argo = ArgoFacts {
+        v41,
+        plugin_containers: plugin_containers(&template, spec, collector_container),
+        has_input_artifacts: !template.input_artifacts().is_empty(),
+    };
     let kfp = [&meta.labels, &meta.annotations]
         .into_iter()
         .flatten()
@@ -263,37 +355,140 @@ fn classify_inner(pod: &Pod) -> Result<Option<StepPod>, SkipReason> {
         instance_id: label(labels::INSTANCE_ID_LABEL).cloned(),
         template,
         kfp,
+        argo,
+        offloaded_args,
     }))
 }
 
-/// Finds the carried template: annotation (v2.12–3.1), env on `wait`/`main` (v3.2–3.5), env on
-/// an init container only (v3.6+). The first location present wins.
-fn find_template(pod: &Pod) -> Result<(ArgoLayout, &str), SkipReason> {
-    if let Some(t) = pod.metadata.annotations.as_ref().and_then(|m| m.get(labels::TEMPLATE_ANNOTATION)) {
-        return Ok((ArgoLayout::TemplateAnnotation, t.as_str()));
+/// The args of a container whose args Argo offloaded: the template's args for it (what the
+/// controller serialised), which must agree with the ConfigMap's copy when both exist; the
+/// ConfigMap's alone when the template has none (args from the image `CMD` lookup).
+fn offloaded_args_of(template: &Template, c: &Container, off: &Offloaded) -> Result<Vec<String>, SkipReason> {
+    let from_template = match c.name.as_str() {
+        labels::MAIN_CONTAINER => template.container_args(&c.name),
+        name if template.kind() == Ok(TemplateKind::ContainerSet) => template.container_args(name),
+        _ => None,
     }
-    let Some(spec) = pod.spec.as_ref() else {
+    .filter(|a| !a.is_empty());
+    let from_config_map = match off.args.as_deref() {
+        None => None,
+        Some(_) => Some(off.args_list().ok_or_else(|| {
+            SkipReason::OffloadRejected(format!("{} is not a JSON array of strings", labels::OFFLOADED_ARGS_KEY))
+        })?),
+    };
+    match (from_template, from_config_map) {
+        (Some(t), Some(m)) if t == m => Ok(t),
+        (Some(_), Some(_)) => Err(SkipReason::OffloadRejected(format!(
+            "args in {} differ from the template's",
+            labels::OFFLOADED_ARGS_KEY
+        ))),
+        (Some(t), None) => Ok(t),
+        (None, Some(m)) => Ok(m),
+        (None, None) => Err(SkipReason::OffloadRejected(format!("no args for container {}", bounded(&c.name)))),
+    }
+}
+
+/// The offload ConfigMap must belong to the pod's Workflow (same uid as the pod's owner, same
+/// workflow label): a ConfigMap an author created under the pod's name is not Argo's.
+fn check_offload<'a>(o: &'a Offloaded, workflow: &str, uid: Option<&str>) -> Result<&'a Offloaded, SkipReason> {
+    match (o.owner_uid.as_deref(), uid) {
+        (Some(a), Some(b)) if a == b && o.workflow.as_deref() == Some(workflow) => Ok(o),
+        _ => Err(SkipReason::OffloadRejected("not owned by the pod's Workflow".into())),
+    }
+}
+
+/// Argo's artifact-plugin containers (v4.0+): for each plugin the template's artifacts or
+/// archive location name, `init-artifact-<plugin>` (legacy input loaders) and
+/// `artifact-plugin-<plugin>` (sidecars, also listed in `ARGO_ARTIFACT_PLUGIN_NAMES` on the
+/// output collector). Containers are matched by these exact names only: the API server rejects
+/// a second container of the same name, so an author cannot hide a container behind one.
+fn plugin_containers(
+    template: &Template,
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    collector: &Container,
+) -> BTreeSet<String> {
+    let mut plugins = BTreeSet::new();
+    let mut note = |a: &Map<String, Value>| {
+        if let Some(n) = a.get("plugin").and_then(|p| p.get("name")).and_then(Value::as_str) {
+            plugins.insert(n.to_owned());
+        }
+    };
+    for a in template.input_artifacts().into_iter().chain(template.output_artifacts()) {
+        note(a);
+    }
+    if let Some(a) = template.raw.get("archiveLocation").and_then(Value::as_object) {
+        note(a);
+    }
+    let listed: BTreeSet<&str> =
+        env_value(collector, labels::ARGO_ARTIFACT_PLUGIN_NAMES_ENV).unwrap_or("").split(',').collect();
+    let mut out = BTreeSet::new();
+    for p in plugins {
+        let sidecar = format!("{}{p}", labels::ARTIFACT_PLUGIN_PREFIX);
+        if listed.contains(sidecar.as_str()) || spec.containers.iter().any(|c| c.name == sidecar) {
+            out.insert(sidecar);
+        }
+        out.insert(format!("{}{p}", labels::INIT_ARTIFACT_PREFIX));
+    }
+    out
+}
+
+/// Finds the carried template where the detected layout puts it: the annotation (v2.12–3.1),
+/// `wait` (v3.2–3.5, where every container has a copy), the `init` container (v3.6+), or
+/// `supervisor` (v4.1 init-less). Every other `ARGO_TEMPLATE` in the pod must be identical to
+/// that one; otherwise the pod is not cached ([`SkipReason::TemplateConflict`]). Pods without
+/// an output collector (resource and data templates) are read from `init`, then `main`, only to
+/// learn their kind.
+fn find_template(pod: &Pod) -> Result<(ArgoLayout, &str), SkipReason> {
+    let spec = pod.spec.as_ref();
+    let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    let inits = spec.and_then(|s| s.init_containers.as_deref()).unwrap_or_default();
+    let mut copies: Vec<(&str, bool, &str)> = Vec::new();
+    for (c, init) in inits.iter().map(|c| (c, true)).chain(containers.iter().map(|c| (c, false))) {
+        if let Some(v) = template_env(c)? {
+            copies.push((c.name.as_str(), init, v));
+        }
+    }
+    let copy = |name: &str, init: bool| copies.iter().find(|(n, i, _)| *n == name && *i == init).map(|(_, _, v)| *v);
+    let has = |name: &str| containers.iter().any(|c| c.name == name);
+    let has_init = inits.iter().any(|c| c.name == labels::INIT_CONTAINER);
+
+    if let Some(t) = pod.metadata.annotations.as_ref().and_then(|m| m.get(labels::TEMPLATE_ANNOTATION)) {
+        if copies.is_empty() {
+            return Ok((ArgoLayout::TemplateAnnotation, t.as_str()));
+        }
+        // Argo ≥3.2 never writes the annotation; template metadata can.
+        return Err(SkipReason::TemplateConflict(format!(
+            "annotation {} next to {} env vars",
+            labels::TEMPLATE_ANNOTATION,
+            labels::ARGO_TEMPLATE_ENV
+        )));
+    }
+    let found = if has(labels::WAIT_CONTAINER) {
+        match (copy(labels::WAIT_CONTAINER, false), copy(labels::INIT_CONTAINER, true)) {
+            (Some(v), _) => Some((ArgoLayout::TemplateEnvAllContainers, v, labels::WAIT_CONTAINER)),
+            (None, Some(v)) => Some((ArgoLayout::TemplateEnvInitOnly, v, labels::INIT_CONTAINER)),
+            (None, None) => None,
+        }
+    } else if has(labels::SUPERVISOR_CONTAINER) && !has_init {
+        copy(labels::SUPERVISOR_CONTAINER, false)
+            .map(|v| (ArgoLayout::TemplateEnvSupervisor, v, labels::SUPERVISOR_CONTAINER))
+    } else {
+        // No output collector: not a cacheable step pod; read the template only for its kind.
+        copy(labels::INIT_CONTAINER, true)
+            .or_else(|| copy(labels::MAIN_CONTAINER, false))
+            .map(|v| (ArgoLayout::TemplateEnvInitOnly, v, labels::INIT_CONTAINER))
+    };
+    let Some((layout, canonical, from)) = found else {
         return Err(SkipReason::NoTemplate);
     };
-    for name in [labels::WAIT_CONTAINER, labels::MAIN_CONTAINER] {
-        if let Some(c) = spec.containers.iter().find(|c| c.name == name) {
-            if let Some(v) = template_env(c)? {
-                return Ok((ArgoLayout::TemplateEnvAllContainers, v));
-            }
-        }
+    if let Some((name, _, _)) = copies.iter().find(|(_, _, v)| *v != canonical) {
+        return Err(SkipReason::TemplateConflict(format!(
+            "{} on container {} differs from the one on {from}",
+            labels::ARGO_TEMPLATE_ENV,
+            bounded(name)
+        )));
     }
-    // `init` first, then user init containers (v3.6+ put it on all of them).
-    let inits = spec.init_containers.as_deref().unwrap_or_default();
-    let ordered = inits
-        .iter()
-        .filter(|c| c.name == labels::INIT_CONTAINER)
-        .chain(inits.iter().filter(|c| c.name != labels::INIT_CONTAINER));
-    for c in ordered {
-        if let Some(v) = template_env(c)? {
-            return Ok((ArgoLayout::TemplateEnvInitOnly, v));
-        }
-    }
-    Err(SkipReason::NoTemplate)
+    Ok((layout, canonical))
 }
 
 /// The `ARGO_TEMPLATE` value of a container; an entry without a literal value is malformed.
@@ -388,7 +583,7 @@ impl Template {
     /// Parses the JSON the controller carried.
     pub fn parse(raw: &str) -> Result<Template, SkipReason> {
         match serde_json::from_str::<Value>(raw) {
-            Ok(Value::Object(raw)) => Ok(Template { raw }),
+            Ok(Value::Object(raw)) => Ok(Template { raw, include_result: false }),
             Ok(_) => Err(SkipReason::Malformed("template is not a JSON object".into())),
             Err(e) => Err(SkipReason::Malformed(e.to_string())),
         }
@@ -404,9 +599,42 @@ impl Template {
         &self.raw
     }
 
-    /// Outputs the template declares.
+    /// Outputs the step must provide: those the template declares, plus `result` when the pod
+    /// asks Argo to capture stdout (`ARGO_INCLUDE_SCRIPT_OUTPUT=true`, set when a later step
+    /// reads `outputs.result`).
     pub fn declared_outputs(&self) -> DeclaredOutputs {
-        DeclaredOutputs::from_template(self.raw.get("outputs"))
+        let mut d = DeclaredOutputs::from_template(self.raw.get("outputs"));
+        d.result = self.include_result;
+        d
+    }
+
+    /// The container's `args` as the template has them (container and script templates, or a
+    /// container-set member by name).
+    pub fn container_args(&self, container: &str) -> Option<Vec<String>> {
+        let c = match self.kind().ok()? {
+            TemplateKind::Container => self.raw.get("container"),
+            TemplateKind::Script => self.raw.get("script"),
+            TemplateKind::ContainerSet => self
+                .raw
+                .get("containerSet")
+                .and_then(|s| s.get("containers"))
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c.get("name").and_then(Value::as_str) == Some(container))),
+            TemplateKind::Resource | TemplateKind::Data => None,
+        }?;
+        serde_json::from_value(c.get("args").cloned().unwrap_or(Value::Array(Vec::new()))).ok()
+    }
+
+    /// `podSpecPatch`, when the template has one: Argo applies it to the whole pod, including
+    /// its own executor containers, which the key does not otherwise read.
+    pub fn pod_spec_patch(&self) -> Option<&str> {
+        self.raw.get("podSpecPatch").and_then(Value::as_str).filter(|p| !p.trim().is_empty())
+    }
+
+    /// `archiveLocation`: Argo's copy of the artifact repository, whose bucket, endpoint and
+    /// credentials complete key-only input artifacts.
+    pub fn archive_location(&self) -> Option<&Map<String, Value>> {
+        self.raw.get("archiveLocation").and_then(Value::as_object)
     }
 
     /// The template kind, read like Argo's `GetType`; a kind field that is not an object is
@@ -693,13 +921,38 @@ mod tests {
     }
 
     #[test]
-    fn offloaded_main_args_are_skipped() {
+    fn offloaded_main_args_are_skipped_without_the_config_map() {
         let mut pod = v36();
         pod["spec"]["containers"][1]["env"]
             .as_array_mut()
             .unwrap()
             .push(json!({"name":"ARGO_CONTAINER_ARGS_FILE","value":"/argo/config/ARGO_CONTAINER_ARGS_FILE"}));
+        // Argo removes the args it offloads; a container with both is not Argo's doing.
+        assert_eq!(skip_of(classify_json(pod.clone())).kind(), "offload_rejected");
+        pod["spec"]["containers"][1].as_object_mut().unwrap().remove("args");
         assert_eq!(skip_of(classify_json(pod)), SkipReason::Offloaded);
+    }
+
+    #[test]
+    fn v41_initless_fixture_reads_the_template_from_the_supervisor() {
+        let s = step("v4.1-initless-container-artifacts.admission.json");
+        assert_eq!(s.layout, ArgoLayout::TemplateEnvSupervisor);
+        assert!(s.argo.v41 && s.argo.has_input_artifacts);
+        assert_eq!(s.template.name(), "featurize");
+        // Without the supervisor nothing collects outputs: not a step pod.
+        let mut pod = fixture("v4.1-initless-container-artifacts.admission.json")["request"]["object"].clone();
+        pod["spec"]["containers"].as_array_mut().unwrap().retain(|c| c["name"] != "supervisor");
+        assert!(matches!(skip_of(classify_json(pod)), SkipReason::NoTemplate));
+    }
+
+    #[test]
+    fn v41_is_recognised_on_argos_containers_not_on_main() {
+        assert!(step("v4.1-container-params.admission.json").argo.v41);
+        assert!(!step("v4.0-container-params.admission.json").argo.v41);
+        let mut pod = v36();
+        pod["spec"]["containers"][1]["env"].as_array_mut().unwrap().push(json!({"name":"TRACEPARENT","value":"x"}));
+        let Classification::Step(s) = classify_json(pod) else { panic!() };
+        assert!(!s.argo.v41);
     }
 
     #[test]

@@ -124,6 +124,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         }),
         offline: false,
+        offload: client.clone().map(|c| {
+            Arc::new(crate::k8s::offload::ConfigMapReader::new(c, Duration::from_secs(1)))
+                as Arc<dyn crate::k8s::offload::OffloadSource>
+        }),
     };
     let admitter = Admitter {
         config: Arc::new(AdmitConfig {

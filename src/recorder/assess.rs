@@ -6,7 +6,7 @@
 //! workflow (label and owner uid) and instance id, or the Workflow whose uid owns the pod.
 
 use crate::argo::labels;
-use crate::argo::template::{classify, ArgoLayout, Classification, StepPod};
+use crate::argo::template::{classify_with, ArgoLayout, Classification, StepPod};
 use crate::key::{derive_key, Scope};
 use crate::mark::{MarkClaims, Signer};
 use crate::store::NewEntry;
@@ -129,7 +129,7 @@ fn ann<'a>(a: &'a BTreeMap<String, String>, k: &str) -> Result<&'a str, NotRecor
 
 /// Checks success the way the Argo controller does: phase Succeeded and every user
 /// container terminated with exit code 0 (the `main` one in particular).
-fn check_succeeded(pod: &Pod) -> Result<(Option<Timestamp>, Timestamp), NotRecorded> {
+fn check_succeeded(pod: &Pod, collector: &str) -> Result<(Option<Timestamp>, Timestamp), NotRecorded> {
     let status = pod.status.as_ref().ok_or_else(|| NotRecorded::NotFinished("no status".into()))?;
     let phase = status.phase.as_deref().unwrap_or("Unknown");
     if phase != "Succeeded" && phase != "Failed" {
@@ -146,7 +146,7 @@ fn check_succeeded(pod: &Pod) -> Result<(Option<Timestamp>, Timestamp), NotRecor
     let mut user_started: Option<Timestamp> = None;
     let mut saw_user = false;
     for cs in status.container_statuses.iter().flatten() {
-        if cs.name == labels::WAIT_CONTAINER {
+        if cs.name == collector {
             continue;
         }
         saw_user = true;
@@ -336,7 +336,7 @@ fn final_outputs(
             Err(why) => foreign = foreign.or(Some(why)),
         }
     }
-    if step.layout != ArgoLayout::TemplateEnvInitOnly {
+    if matches!(step.layout, ArgoLayout::TemplateAnnotation | ArgoLayout::TemplateEnvAllContainers) {
         let a = pod.metadata.annotations.as_ref();
         if let Some(raw) = a.and_then(|a| a.get(labels::OUTPUTS_ANNOTATION)) {
             let v: Value = serde_json::from_str(raw).map_err(|_| NotRecorded::OutputsPending)?;
@@ -344,7 +344,11 @@ fn final_outputs(
         }
     }
     let reports_nothing = step.template.declared_outputs() == Default::default() && !wants_result;
-    if reports_nothing && step.layout != ArgoLayout::TemplateEnvInitOnly && foreign.is_none() {
+    // ≥ 3.6 (and the v4.1 init-less layout) report every step's outputs, even none, in the task
+    // result: until it is seen the outputs are pending, not empty.
+    let reports_by_task_result =
+        matches!(step.layout, ArgoLayout::TemplateEnvInitOnly | ArgoLayout::TemplateEnvSupervisor);
+    if reports_nothing && !reports_by_task_result && foreign.is_none() {
         return Ok(StepOutputs::default());
     }
     Err(foreign.map_or(NotRecorded::OutputsPending, NotRecorded::ForeignSource))
@@ -396,6 +400,19 @@ pub fn assess(
     settings: &RecordSettings,
     now: Timestamp,
 ) -> Result<NewEntry, NotRecorded> {
+    assess_with(pod, src, None, signer, settings, now)
+}
+
+/// [`assess`] for a pod whose template or args Argo offloaded, with its ConfigMap (read by the
+/// caller; the key is re-derived from it exactly as admission derived it).
+pub fn assess_with(
+    pod: &Pod,
+    src: &OutputSources<'_>,
+    offloaded: Option<&crate::argo::offload::Offloaded>,
+    signer: &Signer,
+    settings: &RecordSettings,
+    now: Timestamp,
+) -> Result<NewEntry, NotRecorded> {
     if !marked(pod) {
         return Err(NotRecorded::NotMarked);
     }
@@ -410,7 +427,7 @@ pub fn assess(
         .map_err(|e| NotRecorded::MalformedMark(format!("staleness: {e}")))?;
     let seed = CacheSeed::parse(a.get(labels::SEED_ANNOTATION).map(String::as_str).unwrap_or(""))
         .map_err(|e| NotRecorded::MalformedMark(e.to_string()))?;
-    let step = match classify(pod) {
+    let step = match classify_with(pod, offloaded) {
         Classification::Step(s) => s,
         Classification::Skip(r) => return Err(NotRecorded::NotStep(r.to_string())),
         Classification::NotArgo => return Err(NotRecorded::NotStep("not an Argo pod".into())),
@@ -425,17 +442,28 @@ pub fn assess(
         seed: &seed,
     };
     signer.verify(&claims, mark).map_err(|e| NotRecorded::ForgedMark(e.to_string()))?;
-    let km = derive_key(pod, &step, &seed, settings.scope).map_err(|e| NotRecorded::NotStep(e.to_string()))?;
+    let mut km = derive_key(pod, &step, &seed, settings.scope).map_err(|e| NotRecorded::NotStep(e.to_string()))?;
+    if km.key != marked_key && settings.scope == Scope::Cluster {
+        // A namespace outside `--share-namespaces` is keyed with namespace scope under cluster
+        // scope; the signed mark says which key admission gave it.
+        if let Ok(private) = derive_key(pod, &step, &seed, Scope::Namespace) {
+            if private.key == marked_key {
+                km = private;
+            }
+        }
+    }
     if km.key != marked_key {
         return Err(NotRecorded::KeyMismatch { marked: marked_key.to_string(), derived: km.key.to_string() });
     }
-    let (started, finished) = check_succeeded(pod)?;
+    // `wait`, or `supervisor` in the v4.1 init-less layout: Argo's, not the step's.
+    let collector = step.layout.output_collector();
+    let (started, finished) = check_succeeded(pod, collector)?;
     let finished = bounded_finish(finished, now)?;
     let started = started.map(|s| s.min(finished));
     let wants_result = captures_result(pod);
     let outputs = final_outputs(&step, pod, src, wants_result)?;
     let mut missing = step.template.declared_outputs().missing(&outputs);
-    if wants_result && outputs.result.is_none() {
+    if wants_result && outputs.result.is_none() && !missing.iter().any(|m| m == "result") {
         missing.push("result".to_owned());
     }
     if !missing.is_empty() {
@@ -443,13 +471,13 @@ pub fn assess(
     }
     let mut images = BTreeMap::new();
     for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-        if c.name != labels::WAIT_CONTAINER {
+        if c.name != collector {
             images.insert(c.name.clone(), c.image.clone().unwrap_or_default());
         }
     }
     let mut image_digests = BTreeMap::new();
     for cs in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
-        if cs.name != labels::WAIT_CONTAINER && !cs.image_id.is_empty() {
+        if cs.name != collector && !cs.image_id.is_empty() {
             image_digests.insert(cs.name.clone(), cs.image_id.clone());
         }
     }

@@ -11,7 +11,7 @@ pub mod watch;
 use crate::mark::Signer;
 use crate::metrics::Metrics;
 use crate::store::{Entry, Recorded, Store, StoreError};
-use assess::{assess, NotRecorded, OutputSources, RecordSettings};
+use assess::{assess_with, NotRecorded, OutputSources, RecordSettings};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use std::sync::Arc;
@@ -73,7 +73,18 @@ pub struct Recorder {
 impl Recorder {
     /// Assesses and, when the step really succeeded with complete outputs, records it.
     pub async fn record(&self, pod: &Pod, src: &OutputSources<'_>, now: Timestamp) -> Attempt {
-        let entry = match assess(pod, src, &self.signer, &self.settings, now) {
+        self.record_with(pod, src, None, now).await
+    }
+
+    /// [`Recorder::record`] for a pod whose template or args Argo offloaded, with its ConfigMap.
+    pub async fn record_with(
+        &self,
+        pod: &Pod,
+        src: &OutputSources<'_>,
+        offloaded: Option<&crate::argo::offload::Offloaded>,
+        now: Timestamp,
+    ) -> Attempt {
+        let entry = match assess_with(pod, src, offloaded, &self.signer, &self.settings, now) {
             Ok(e) => e,
             Err(r) => {
                 if !r.may_change() {

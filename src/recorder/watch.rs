@@ -205,6 +205,19 @@ async fn workflow_object(client: &kube::Client, pod: &Pod) -> Option<Value> {
     serde_json::to_value(&obj).ok()
 }
 
+/// The offload ConfigMap of a pod whose template or args Argo offloaded (it lives until the
+/// Workflow is deleted, so it is still there when the step has finished); `None` otherwise or
+/// when it cannot be read within 5 s (the pod is then not recorded, as without the ConfigMap).
+async fn offloaded(client: &kube::Client, pod: &Pod) -> Option<crate::argo::offload::Offloaded> {
+    use crate::argo::template::{classify, Classification, SkipReason};
+    use crate::k8s::offload::{ConfigMapReader, OffloadSource};
+    if !matches!(classify(pod), Classification::Skip(SkipReason::Offloaded)) {
+        return None;
+    }
+    let (ns, name) = (pod.metadata.namespace.as_deref()?, pod.metadata.name.as_deref()?);
+    ConfigMapReader::new(client.clone(), Duration::from_secs(5)).fetch(ns, name).await.ok().flatten()
+}
+
 /// Assesses one pending pod and settles it when the attempt is final.
 pub async fn process(
     tracker: &mut Tracker,
@@ -219,7 +232,11 @@ pub async fn process(
         _ => None,
     };
     let src = OutputSources { task_result: tr.as_ref(), workflow: workflow.as_ref() };
-    let attempt = recorder.record(&pod, &src, Timestamp::now()).await;
+    let offloaded = match client {
+        Some(c) => offloaded(c, &pod).await,
+        None => None,
+    };
+    let attempt = recorder.record_with(&pod, &src, offloaded.as_ref(), Timestamp::now()).await;
     if attempt.is_final() {
         tracker.finish(uid);
     }

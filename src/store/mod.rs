@@ -922,7 +922,7 @@ mod tests {
         let k = synthetic_key("bench", 255);
         assert!(CacheKey::parse(k.as_str()).is_ok());
         let prefix = hex::encode(synthetic_prefix("bench"));
-        assert_eq!(k.as_str(), format!("v1:{prefix}{:048x}", 255));
+        assert_eq!(k.as_str(), format!("{}:{prefix}{:048x}", crate::types::KEY_FORMAT, 255));
         assert_ne!(synthetic_key("bench", 1), synthetic_key("other", 1));
     }
 

@@ -122,8 +122,9 @@ const FILL_COLUMNS: &str = "namespace, cache_key, cache_seed, max_cache_stalenes
 /// The projected values of a synthetic row `g`. `$1` namespace, `$2` key prefix (16 hex),
 /// `$3` key offset, `$4` 1 for distinct keys / 0 for one shared key, `$5` run tag, `$6` now (ms).
 fn fill_values(hex48: &str) -> String {
+    let format = crate::types::KEY_FORMAT;
     format!(
-        "$1, 'v1:' || $2 || {hex48}, '', -1, \
+        "$1, '{format}:' || $2 || {hex48}, '', -1, \
          '{{\"parameters\":[{{\"name\":\"out\",\"value\":\"' || g || '\"}}]}}', \
          '{{\"synthetic\":' || g || '}}', 'synthetic', 'synthetic-' || $5, 'synthetic-' || $5, \
          'synthetic-' || g, 'synthetic-' || $5 || '-' || g, $5 || '-' || g, \

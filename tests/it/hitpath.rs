@@ -248,3 +248,124 @@ async fn an_entry_missing_a_declared_output_is_never_served() {
     let (_, ex) = admit(&a, &rerun(&review, "n"), ts("2026-11-01T11:00:00Z")).await;
     assert_eq!(ex["decision"], "miss");
 }
+
+#[tokio::test]
+async fn the_v41_supervisor_is_treated_like_wait_when_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = admitter(sqlite_store(dir.path()).await, config(), offline());
+    let review = fixture("v4.1-initless-container-artifacts.admission.json");
+    let (resp, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "miss", "{ex}");
+    assert_eq!(ex["layout"], "template-env-supervisor");
+    let mut done =
+        succeeded(&patched_pod(&review, &resp), "pod-initless", "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z");
+    // The supervisor is Argo's: its state (still reporting outputs) must not decide success.
+    for cs in done["status"]["containerStatuses"].as_array_mut().unwrap() {
+        if cs["name"] == "supervisor" {
+            cs["state"] = json!({"running": {"startedAt": "2026-11-01T10:00:00Z"}});
+        }
+    }
+    let tr = task_result_for(&done, "7");
+    let p: Pod = serde_json::from_value(done).unwrap();
+    let attempt = recorder(a.store.clone())
+        .record(&p, &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:05:00Z"))
+        .await;
+    let Attempt::Recorded(entry) = attempt else { panic!("{attempt:?}") };
+    assert!(!entry.images.contains_key("supervisor"), "{:?}", entry.images);
+    assert!(entry.images.contains_key("main"));
+}
+
+/// The review with its pod moved to namespace `ns`.
+fn in_namespace(review: &Value, ns: &str) -> Value {
+    let mut v = review.clone();
+    v["request"]["namespace"] = json!(ns);
+    v["request"]["object"]["metadata"]["namespace"] = json!(ns);
+    v
+}
+
+#[tokio::test]
+async fn cluster_scope_shares_only_between_the_namespaces_the_admin_lists() {
+    use stepcache::key::Scope;
+    use stepcache::policy::AdminPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let admin = AdminPolicy { share_namespaces: vec!["team-a".into(), "team-b".into()], ..Default::default() };
+    let cfg = stepcache::admission::AdmitConfig { scope: Scope::Cluster, admin, ..config() };
+    let a = admitter(store.clone(), cfg, offline());
+    let r = Recorder {
+        settings: Arc::new(RecordSettings { scope: Scope::Cluster, default_expiry: None }),
+        ..recorder(store.clone())
+    };
+    let base = fixture("v3.6-container-params.admission.json");
+    let record = |review: Value, uid: &'static str| {
+        let (a, r) = (a.clone(), r.clone());
+        async move {
+            let (resp, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
+            assert_eq!(ex["decision"], "miss", "{ex}");
+            let done = succeeded(&patched_pod(&review, &resp), uid, "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z");
+            let tr = task_result_for(&done, "5");
+            let p: Pod = serde_json::from_value(done).unwrap();
+            let attempt = r
+                .record(&p, &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:05:00Z"))
+                .await;
+            assert!(matches!(attempt, Attempt::Recorded(_)), "{attempt:?}");
+            ex["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let shared_key = record(in_namespace(&base, "team-a"), "pod-a").await;
+    // Listed namespaces share: team-b is served team-a's run.
+    let (_, ex) = admit(&a, &rerun(&in_namespace(&base, "team-b"), "b"), ts("2026-11-02T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "hit", "{ex}");
+    assert_eq!(ex["key"], shared_key);
+    // Any other namespace keeps a private cache, which the recorder still records.
+    let private_key = record(rerun(&in_namespace(&base, "team-c"), "c"), "pod-c").await;
+    assert_ne!(private_key, shared_key);
+    let (_, ex) = admit(&a, &rerun(&in_namespace(&base, "team-c"), "c2"), ts("2026-11-02T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "hit", "{ex}");
+    assert_eq!(ex["key"], private_key);
+}
+
+#[tokio::test]
+async fn a_v41_initless_container_set_hit_keeps_one_no_op_per_user_container_and_drops_argos() {
+    let mut review = fixture("v4.1-initless-container-artifacts.admission.json");
+    let pod = &mut review["request"]["object"];
+    let containers = pod["spec"]["containers"].as_array_mut().unwrap();
+    let main = containers.iter().find(|c| c["name"] == "main").unwrap().clone();
+    containers.retain(|c| c["name"] != "main");
+    for n in ["a", "b"] {
+        let mut c = main.clone();
+        c["name"] = json!(n);
+        containers.push(c);
+    }
+    let mut plugin = main.clone();
+    plugin["name"] = json!("artifact-plugin-acme");
+    containers.push(plugin);
+    let sup = containers.iter_mut().find(|c| c["name"] == "supervisor").unwrap();
+    let env = sup["env"].as_array_mut().unwrap();
+    env.push(json!({"name": "ARGO_ARTIFACT_PLUGIN_NAMES", "value": "artifact-plugin-acme"}));
+    for e in env.iter_mut() {
+        if e["name"] == "ARGO_TEMPLATE" {
+            let mut t: Value = serde_json::from_str(e["value"].as_str().unwrap()).unwrap();
+            let c = t["container"].clone();
+            t.as_object_mut().unwrap().remove("container");
+            let mut a = c.clone();
+            a["name"] = json!("a");
+            let mut b = c;
+            b["name"] = json!("b");
+            t["containerSet"] = json!({"containers": [a, b]});
+            t["outputs"]["artifacts"][0]["plugin"] = json!({"name": "acme"});
+            e["value"] = json!(t.to_string());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = admitter(sqlite_store(dir.path()).await, config(), offline());
+    run_and_record(&a, &review, "pod-set", "3", ts("2026-11-01T10:05:00Z")).await;
+    let again = rerun(&review, "set2");
+    let (resp, ex) = admit(&a, &again, ts("2026-11-02T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "hit", "{ex}");
+    let after: Pod = serde_json::from_value(patched_pod(&again, &resp)).unwrap();
+    let spec = after.spec.unwrap();
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"], "no supervisor, no plugin sidecar");
+    assert!(spec.volumes.is_none(), "no argoexec-bin image volume, no credential secret");
+}
