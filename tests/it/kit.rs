@@ -369,7 +369,8 @@ impl Serve {
             "--database-url".into(),
             format!("sqlite://{}", dir.join("stepcache.db").display()),
             "--signing-key".into(),
-            "envtest-signing-key-0123456789abcdef".into(),
+            // Per instance: a serve must not accept another test's marks as its own.
+            format!("envtest-signing-key-{n:06}-0123456789abcdef"),
         ];
         if !opts.watch_namespaces.is_empty() {
             command.push("--watch-namespaces".into());
