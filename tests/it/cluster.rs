@@ -90,6 +90,23 @@ async fn create_pod(client: &kube::Client, ns: &str, review: &Value) -> Value {
     serde_json::to_value(api.create(&PostParams::default(), &pod).await.unwrap()).unwrap()
 }
 
+/// Creates `review`'s pod with a raw request, returning it and the API server's `Warning`
+/// headers (what `kubectl` shows the pod's creator).
+async fn create_pod_with_warnings(client: &kube::Client, ns: &str, review: &Value) -> (Value, Vec<String>) {
+    use http_body_util::BodyExt;
+    let body = serde_json::to_vec(&pod_object(review, ns)).unwrap();
+    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods"))
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(body))
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    let warnings = resp.headers().get_all("warning").iter().map(|v| v.to_str().unwrap_or("").to_owned()).collect();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&bytes));
+    (serde_json::from_slice(&bytes).unwrap(), warnings)
+}
+
 /// Plays the kubelet: every container terminated with exit 0, phase Succeeded.
 async fn succeed(client: &kube::Client, pod: &Value) {
     let ns = pod["metadata"]["namespace"].as_str().unwrap();
@@ -220,6 +237,11 @@ async fn cycle(env: &Env, fixture_name: &str, value: &str) -> Value {
     })
     .await;
     assert_eq!(ev.reason.as_deref(), Some("StepServedFromCache"));
+    assert!(ev.message.as_deref().unwrap_or("").contains("saved 4m12s"), "{:?}", ev.message);
+    assert_eq!(
+        ev.involved_object.uid.as_ref(),
+        want["metadata"]["ownerReferences"][0]["uid"].as_str().map(String::from).as_ref()
+    );
     assert_eq!(ev.involved_object.kind.as_deref(), Some("Workflow"));
     hit
 }
@@ -619,8 +641,12 @@ async fn a_hit_without_task_result_permission_is_a_miss_with_a_log_line_and_a_me
     let opts = ServeOptions { kubeconfig: Some(kubeconfig), ..Default::default() };
     let env = Env::attach(kit, client, &[&ns], opts).await;
     let review = record_once(&env, V36, "7").await;
-    let again = env.create(&rerun(&review, "again")).await;
+    let (again, warnings) = create_pod_with_warnings(&env.client, &env.ns, &rerun(&review, "again")).await;
     assert_eq!(label(&again, "stepcache.dev/decision"), Some("miss"), "{}", again["metadata"]);
+    assert!(
+        warnings.iter().any(|w| w.contains("hit not served") && w.contains("forbidden")),
+        "the pod's creator is told why: {warnings:?}"
+    );
     let shape = |pod: &Value| -> Vec<(Value, Value, Value)> {
         let cs = pod["spec"]["containers"].as_array().unwrap();
         cs.iter().map(|c| (c["name"].clone(), c["image"].clone(), c["command"].clone())).collect()
