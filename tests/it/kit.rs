@@ -92,16 +92,15 @@ fn skip(reason: &str) {
 /// The instance shared by every test of this binary, started on first use; `None` (after one
 /// visible `SKIPPED` line) when the kit is absent outside CI.
 pub fn shared() -> Option<&'static Kit> {
-    static KIT: OnceLock<Result<Kit, String>> = OnceLock::new();
-    match KIT.get_or_init(|| {
-        let scripts = locate_scripts()?;
-        Ok(Kit::launch(scripts, &[], false).unwrap_or_else(|e| panic!("envtest kit present but not started: {e}")))
-    }) {
+    // (absent: skip; present but not started: fail every test, without trying again for each)
+    static KIT: OnceLock<Result<Kit, Result<String, String>>> = OnceLock::new();
+    match KIT.get_or_init(|| Kit::launch(locate_scripts().map_err(Ok)?, &[], false).map_err(Err)) {
         Ok(k) => Some(k),
-        Err(reason) => {
-            skip(reason);
+        Err(Ok(absent)) => {
+            skip(absent);
             None
         }
+        Err(Err(broken)) => panic!("envtest kit present but not started: {broken}"),
     }
 }
 
