@@ -9,7 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use crate::harness::{fixture, rerun, succeeded, task_result_for};
-use crate::kit::{self, pod_object, register, unregister, wait_effective, webhook_entry, Kit, Serve, ServeOptions};
+use crate::kit::{
+    self, admissions, pod_object, register, unregister, wait_effective, webhook_entry, Kit, Serve, ServeOptions,
+};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
@@ -290,15 +292,6 @@ async fn events_about(client: &kube::Client, ns: &str, workflow: &str) -> Vec<Ev
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     let list = events.list(&ListParams::default()).await.unwrap();
     list.items.into_iter().filter(|e| e.involved_object.name.as_deref() == Some(workflow)).collect()
-}
-
-/// Sum of `stepcache_admission_requests_total` over every decision: how often it was called.
-fn admissions(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("stepcache_admission_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

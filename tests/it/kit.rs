@@ -550,3 +550,32 @@ pub fn pod_object(review: &Value, ns: &str) -> Value {
     pod["metadata"]["namespace"] = json!(ns);
     pod
 }
+
+/// Sum of `stepcache_admission_requests_total` over every decision: how often it was called.
+pub fn admissions(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("stepcache_admission_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// [`wait_effective`] for a server whose answer leaves no trace on the pod (`serve --noop`):
+/// polls `?dryRun=All` creates until its admission count moves.
+pub async fn wait_called(client: &kube::Client, ns: &str, pod: &Value, serve: &Serve) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut probe = pod.clone();
+    probe["metadata"]["namespace"] = json!(ns);
+    let probe: Pod = serde_json::from_value(probe).unwrap();
+    let pp = PostParams { dry_run: true, ..Default::default() };
+    let before = admissions(&serve.metrics().await);
+    let t = Instant::now();
+    loop {
+        api.create(&pp, &probe).await.unwrap();
+        if admissions(&serve.metrics().await) > before {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "webhook not called after 30s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
