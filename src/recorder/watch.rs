@@ -162,6 +162,12 @@ async fn workflow_node(client: &kube::Client, pod: &Pod) -> Option<Value> {
     let node = node_id(pod)?;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &workflow_resource());
     let obj = tokio::time::timeout(Duration::from_secs(5), api.get_opt(wf)).await.ok()?.ok()??;
+    // Node ids derive from the workflow name: a Workflow re-created under the same name has the
+    // same ids but another run's outputs. Only the pod's own Workflow (by uid) answers.
+    let owner = pod.metadata.owner_references.iter().flatten().find(|o| o.kind == labels::WORKFLOW_KIND)?;
+    if obj.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
+        return None;
+    }
     obj.data.pointer("/status/nodes").and_then(|n| n.get(&node)).cloned()
 }
 
