@@ -108,6 +108,14 @@ impl Tracker {
         uids
     }
 
+    /// A task result was deleted: it must not supply outputs any more (a later run of a workflow
+    /// with the same name reuses its name).
+    pub fn forget_task_result(&mut self, tr: &Value) {
+        let ns = tr.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned();
+        let name = tr.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
+        self.results.remove(&(ns, name));
+    }
+
     /// The pod and its task result, when pending.
     pub fn sources(&self, uid: &str) -> Option<(Pod, Option<Value>)> {
         let p = self.pending.get(uid)?;
@@ -290,6 +298,11 @@ pub async fn run(
                         for uid in tracker.on_task_result(v) {
                             process(&mut tracker, &recorder, Some(&client), &uid, false).await;
                         }
+                    }
+                }
+                Some(Ok(Event::Delete(o))) => {
+                    if let Ok(v) = serde_json::to_value(&o) {
+                        tracker.forget_task_result(&v);
                     }
                 }
                 Some(Ok(_)) => {}

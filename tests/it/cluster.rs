@@ -729,3 +729,56 @@ async fn a_recreated_workflow_of_the_same_name_never_supplies_outputs() {
     );
     env.done().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Task results left by an earlier run of a workflow with the same name (same node ids)
+
+/// A completed task result for `pod`'s node holding `value`, owned by the Workflow `owner_uid`.
+async fn leftover_task_result(env: &Env, pod: &Value, value: &str, owner_uid: &str) -> Value {
+    let mut tr = task_result_for(pod, value);
+    tr["metadata"]["ownerReferences"] = json!([{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+        "name": workflow_of(pod), "uid": owner_uid}]);
+    let obj: DynamicObject = serde_json::from_value(tr.clone()).unwrap();
+    env.task_results().create(&PostParams::default(), &obj).await.unwrap();
+    tr
+}
+
+/// Asserts that nothing gets recorded over two resync periods.
+async fn not_recorded_after_resyncs(env: &Env) {
+    // Two resync periods (5 s): the pending pod is assessed again, with every source it has.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let m = env.serve.metrics().await;
+    assert_eq!(metric(&m, "stepcache_recorder_recorded_total"), 0.0, "{:?}", rows(&env.serve).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_result_of_an_earlier_run_never_supplies_outputs() {
+    let Some(env) = Env::new("trreuse", ServeOptions::default()).await else { return };
+    let review = rerun(&fixture(V36), "first");
+    let want = pod_object(&review, &env.ns);
+    // Not yet garbage-collected: still owned by the earlier run's Workflow.
+    leftover_task_result(&env, &want, "earlier-run", "an-earlier-workflow-uid").await;
+    let first = env.create(&review).await;
+    assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"));
+    succeed(&env.client, &first).await;
+    not_recorded_after_resyncs(&env).await;
+    env.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_task_result_never_supplies_outputs() {
+    let Some(env) = Env::new("trdeleted", ServeOptions::default()).await else { return };
+    let review = rerun(&fixture(V36), "first");
+    let want = pod_object(&review, &env.ns);
+    let owner = want["metadata"]["ownerReferences"][0]["uid"].as_str().unwrap().to_owned();
+    let tr = leftover_task_result(&env, &want, "deleted", &owner).await;
+    // Seen by the recorder, then deleted (as the garbage collector does with its Workflow's).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let name = tr["metadata"]["name"].as_str().unwrap();
+    env.task_results().delete(name, &Default::default()).await.unwrap();
+    let first = env.create(&review).await;
+    assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"));
+    succeed(&env.client, &first).await;
+    not_recorded_after_resyncs(&env).await;
+    env.done().await;
+}
