@@ -217,7 +217,8 @@ impl Kit {
         out
     }
 
-    /// Stops the API server only (etcd and every object stay): watches are cut.
+    /// Stops the API server gracefully (`down.sh apiserver`; etcd and every object stay). It waits
+    /// on open watches, so this can take the script's 10 s bound; [`Kit::kill_apiserver`] is a crash.
     pub fn stop_apiserver(&self) {
         self.script("down.sh", &["apiserver"]);
     }
@@ -454,7 +455,7 @@ impl Serve {
         self.spawn().await;
     }
 
-    /// Waits until its log contains `needle` (after `skip` bytes), returning the log.
+    /// Waits until its log contains `needle`, returning the log.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
         let t = Instant::now();
         loop {
