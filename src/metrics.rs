@@ -67,6 +67,17 @@ pub struct Metrics {
     pub entries: Gauge,
     /// Certificate reloads by result.
     pub cert_reloads: Family<ReasonLabel, Counter>,
+    /// Recorder list/watch failures by resource and reason (`forbidden` = a missing permission).
+    pub watch_errors: Family<WatchErrorLabel, Counter>,
+}
+
+/// Label set for the recorder's watch failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchErrorLabel {
+    /// Watched resource (`pods`, `workflowtaskresults`).
+    pub resource: String,
+    /// Failure kind (`forbidden`, `expired`, `api`, `client`).
+    pub reason: String,
 }
 
 impl Default for Metrics {
@@ -107,6 +118,12 @@ impl Metrics {
         registry.register("entries", "Entries in the execution store", entries.clone());
         let cert_reloads = Family::<ReasonLabel, Counter>::default();
         registry.register("cert_reloads", "Serving certificate reloads by result", cert_reloads.clone());
+        let watch_errors = Family::<WatchErrorLabel, Counter>::default();
+        registry.register(
+            "recorder_watch_errors",
+            "Recorder list/watch failures by resource and reason",
+            watch_errors.clone(),
+        );
         Metrics {
             registry,
             admission_requests,
@@ -121,6 +138,7 @@ impl Metrics {
             time_saved_seconds,
             entries,
             cert_reloads,
+            watch_errors,
         }
     }
 

@@ -271,6 +271,37 @@ fn result_streams(
     apis.into_iter().map(|a| kube::runtime::watcher(a, cfg.clone()).default_backoff().boxed()).collect()
 }
 
+/// Bounded kind of a watch failure: `forbidden` (RBAC), `expired` (410: resourceVersion too
+/// old, the watcher relists), `api` (another API status) or `client` (transport).
+pub fn watch_error_kind(e: &watcher::Error) -> &'static str {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    };
+    match code {
+        Some(403) => "forbidden",
+        Some(410) => "expired",
+        Some(_) => "api",
+        None => "client",
+    }
+}
+
+/// Counts a failed list/watch and logs it; a refused one is an error naming the permission, since
+/// nothing is recorded until an admin grants it (the watcher keeps retrying with backoff).
+fn watch_failed(metrics: &crate::metrics::Metrics, resource: &'static str, e: &watcher::Error) {
+    let reason = watch_error_kind(e);
+    let label = crate::metrics::WatchErrorLabel { resource: resource.into(), reason: reason.into() };
+    metrics.watch_errors.get_or_create(&label).inc();
+    if reason == "forbidden" {
+        tracing::error!(resource, error = %e, "recorder forbidden to list/watch {resource}: grant the list and watch verbs on {resource} to stepcache's ServiceAccount (the chart's ClusterRole has them); completions are not recorded until then");
+    } else {
+        tracing::warn!(resource, reason, error = %e, "{resource} watch error; retrying with backoff");
+    }
+}
+
 /// Runs the recorder against the cluster until `shutdown` resolves.
 pub async fn run(
     client: kube::Client,
@@ -303,7 +334,7 @@ pub async fn run(
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "pod watch error; retrying with backoff"),
+                Some(Err(e)) => watch_failed(&recorder.metrics, "pods", &e),
                 None => break,
             },
             ev = results.next() => match ev {
@@ -320,7 +351,7 @@ pub async fn run(
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "task result watch error; retrying with backoff"),
+                Some(Err(e)) => watch_failed(&recorder.metrics, "workflowtaskresults", &e),
                 None => break,
             },
             _ = tick.tick() => {
