@@ -103,8 +103,13 @@ pub async fn run(store: &Store, cmd: &EntriesCommand) -> anyhow::Result<()> {
 
 /// `stepcache gc`.
 pub async fn gc(store: &Store, batch: i64, now: Option<jiff::Timestamp>) -> anyhow::Result<()> {
-    let n = store.gc(now.unwrap_or_else(jiff::Timestamp::now), batch).await?;
+    let now = now.unwrap_or_else(jiff::Timestamp::now);
+    let n = store.gc(now, batch).await?;
     println!("deleted {n} expired or invalidated entries");
+    let d = store.prune_decisions(now, batch).await?;
+    if d > 0 {
+        println!("pruned {d} old decisions from the decision log");
+    }
     Ok(())
 }
 

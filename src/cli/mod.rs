@@ -3,6 +3,7 @@
 pub mod entries;
 pub mod serve;
 pub mod wait;
+pub mod why;
 
 use crate::admission::decode::{decode, Subject};
 use crate::admission::{AdmitConfig, Admitter, Cluster};
@@ -18,6 +19,15 @@ use serde_json::Value;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+
+/// The file name kubectl looks for to run `kubectl stepcache ...`.
+pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-stepcache";
+
+/// True when the binary was started under its kubectl plugin name (a copy or symlink named
+/// `kubectl-stepcache` on `PATH`): it then behaves exactly as `stepcache`.
+pub fn invoked_as_kubectl_plugin(argv0: &Path) -> bool {
+    argv0.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == KUBECTL_PLUGIN_NAME)
+}
 
 /// Opens the store and applies migrations.
 pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
@@ -201,4 +211,17 @@ pub fn certs(out: &Path, dns: &[String]) -> anyhow::Result<()> {
     eprintln!("caBundle for the MutatingWebhookConfiguration (stdout):");
     println!("{}", g.ca_bundle_b64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubectl_plugin_name_is_recognised_through_any_path() {
+        assert!(invoked_as_kubectl_plugin(Path::new("/usr/local/bin/kubectl-stepcache")));
+        assert!(invoked_as_kubectl_plugin(Path::new("kubectl-stepcache")));
+        assert!(!invoked_as_kubectl_plugin(Path::new("/usr/local/bin/stepcache")));
+        assert!(!invoked_as_kubectl_plugin(Path::new("kubectl-stepcache-old")));
+    }
 }

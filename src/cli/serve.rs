@@ -145,6 +145,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 if let Err(e) = hits.flush(&hit_store).await {
                     tracing::debug!(error = %e, "hit counts kept for the next flush");
                 }
+                if let Err(e) = hit_store.flush_decisions().await {
+                    tracing::debug!(error = %e, "decision log kept for the next flush");
+                }
             }
         });
         let gc_store = store.clone();
@@ -158,6 +161,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     Ok(n) if n > 0 => tracing::info!(deleted = n, "gc removed expired entries"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "gc failed"),
+                }
+                if let Err(e) = gc_store.prune_decisions(jiff::Timestamp::now(), 1000).await {
+                    tracing::warn!(error = %e, "decision log pruning failed");
                 }
                 if let Ok(n) = gc_store.estimate_entries().await {
                     gc_metrics.entries.set(n);

@@ -9,6 +9,7 @@
 //! originals, `copy:<source>:<staleness>` for adopting copies) and inserts are
 //! `ON CONFLICT (dedup) DO NOTHING`, so racing replicas never duplicate or lose a row.
 
+pub mod decisions;
 mod estimate;
 pub mod explain;
 pub mod latch;
@@ -254,6 +255,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     timeout: Duration,
+    decisions: decisions::DecisionBuffer,
 }
 
 /// A bind value of a dynamically built statement.
@@ -499,7 +501,7 @@ impl Store {
                 })
             })
             .connect_lazy(url)?;
-        Ok(Store { pool, backend, timeout })
+        Ok(Store { pool, backend, timeout, decisions: Default::default() })
     }
 
     /// Which database this store talks to.
