@@ -192,7 +192,10 @@ fn final_outputs(step: &StepPod, pod: &Pod, src: &OutputSources<'_>) -> Result<S
             return parse_outputs(&v).ok_or(NotRecorded::OutputsPending);
         }
     }
-    if step.template.declared_outputs() == Default::default() {
+    // ≥ 3.6 reports every step's outputs (even none) in its task result, which may arrive after
+    // the pod is seen as Succeeded: until then the outputs are pending, not empty (a script's
+    // `result` is never declared, yet always reported).
+    if step.template.declared_outputs() == Default::default() && step.layout != ArgoLayout::TemplateEnvInitOnly {
         return Ok(StepOutputs::default());
     }
     Err(NotRecorded::OutputsPending)

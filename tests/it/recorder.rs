@@ -125,6 +125,27 @@ async fn a_forged_or_replayed_mark_is_refused() {
     assert_eq!(count(&store).await, 0);
 }
 
+/// Argo ≥ 3.6 reports a script's `result` (never declared) only in the task result, which may
+/// arrive after the pod is seen as Succeeded: recording then would store empty outputs.
+#[tokio::test]
+async fn a_script_seen_succeeded_before_its_task_result_waits_for_its_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "v3.7-script.admission.json").await;
+    let done = succeeded(&marked, "uid-s", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let r = recorder(store.clone());
+    let early = OutputSources { task_result: None, workflow_node: None };
+    let a = r.record(&pod(&done), &early, ts("2026-11-01T10:03:00Z")).await;
+    assert!(matches!(a, Attempt::Skipped(NotRecorded::OutputsPending)), "{a:?}");
+    assert!(!a.is_final(), "the pod stays pending until its task result arrives");
+    let tr = task_result_for(&done, "42");
+    let a = r
+        .record(&pod(&done), &OutputSources { task_result: Some(&tr), workflow_node: None }, ts("2026-11-01T10:03:00Z"))
+        .await;
+    let Attempt::Recorded(e) = a else { panic!("{a:?}") };
+    assert_eq!(e.outputs.result.as_deref(), Some("42"));
+}
+
 #[tokio::test]
 async fn a_placeholder_task_result_waits_and_the_completed_one_records() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,346 @@
+//! The whole cycle against a real kube-apiserver + etcd ([`crate::kit`]), through the real
+//! `stepcache serve` registered as a MutatingWebhookConfiguration: a miss marks the pod; the
+//! test plays the kubelet (pod status → Succeeded) and Argo's wait container (outputs); the
+//! recorder records from its real watches; the same step in another workflow is a hit whose
+//! WorkflowTaskResult the real Argo CRD accepts and whose Event is stored.
+//!
+//! Each test has its own namespaces, `stepcache serve` and webhook configuration scoped to
+//! them, so they run in parallel on the one shared API server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use crate::harness::{fixture, rerun, succeeded, task_result_for};
+use crate::kit::{self, pod_object, register, unregister, wait_effective, webhook_entry, Kit, Serve, ServeOptions};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use stepcache::argo::template::{classify, ArgoLayout, Classification};
+use stepcache::k8s::task_result_resource;
+
+const V36: &str = "v3.6-container-params.admission.json";
+
+/// One test's slice of the cluster: a namespace, a `stepcache serve` and its webhook.
+struct Env {
+    kit: &'static Kit,
+    client: kube::Client,
+    ns: String,
+    serve: Serve,
+    webhook: String,
+}
+
+impl Env {
+    /// A namespace `prefix-N`, a `stepcache serve` watching it, registered and effective.
+    /// `None` = skipped (no kit).
+    async fn new(prefix: &str, opts: ServeOptions) -> Option<Env> {
+        let kit = kit::shared()?;
+        let client = kit.client().await;
+        let ns = kit.namespace(&client, prefix, &[]).await;
+        Some(Env::attach(kit, client, &[&ns], opts).await)
+    }
+
+    /// A `stepcache serve` (watching `namespaces` unless `opts` says otherwise) registered with
+    /// the chart's webhook entry limited to `namespaces`; the first one is the test's own.
+    async fn attach(kit: &'static Kit, client: kube::Client, namespaces: &[&str], mut opts: ServeOptions) -> Env {
+        if opts.watch_namespaces.is_empty() {
+            opts.watch_namespaces = namespaces.iter().map(|n| (*n).to_owned()).collect();
+        }
+        let ns = namespaces[0].to_owned();
+        let serve = Serve::start(kit, opts).await;
+        let webhook = format!("stepcache-{ns}");
+        register(&client, kit, &webhook, webhook_entry(namespaces), &serve.url()).await;
+        for n in namespaces {
+            wait_effective(&client, n, &pod_object(&rerun(&fixture(V36), "probe"), n)).await;
+        }
+        Env { kit, client, ns, serve, webhook }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    fn task_results(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &self.ns, &task_result_resource())
+    }
+
+    /// Creates `review`'s pod in this namespace (through the webhook); returns it as stored.
+    async fn create(&self, review: &Value) -> Value {
+        create_pod(&self.client, &self.ns, review).await
+    }
+
+    async fn done(self) {
+        unregister(&self.client, &self.webhook).await;
+    }
+}
+
+async fn create_pod(client: &kube::Client, ns: &str, review: &Value) -> Value {
+    let pod: Pod = serde_json::from_value(pod_object(review, ns)).unwrap();
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    serde_json::to_value(api.create(&PostParams::default(), &pod).await.unwrap()).unwrap()
+}
+
+/// Plays the kubelet: every container terminated with exit 0, phase Succeeded.
+async fn succeed(client: &kube::Client, pod: &Value) {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap();
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    let status = succeeded(pod, "ignored", "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z")["status"].clone();
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await.unwrap();
+}
+
+/// Plays Argo's wait container: outputs in a WorkflowTaskResult (≥ 3.6, and 3.3–3.5 controllers
+/// that read them) or in the pod's outputs annotation (≤ 3.5).
+async fn report_outputs(client: &kube::Client, pod: &Value, value: &str) -> Value {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap();
+    let tr = task_result_for(pod, value);
+    if uses_annotation(pod) {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        let outputs = serde_json::to_string(&tr["outputs"]).unwrap();
+        let patch = json!({"metadata": {"annotations": {"workflows.argoproj.io/outputs": outputs}}});
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    } else {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &task_result_resource());
+        let obj: DynamicObject = serde_json::from_value(tr.clone()).unwrap();
+        api.create(&PostParams::default(), &obj).await.unwrap();
+    }
+    tr
+}
+
+/// The pod's Argo layout, as stepcache classifies it.
+fn layout(pod: &Value) -> ArgoLayout {
+    match classify(&serde_json::from_value(pod.clone()).unwrap()) {
+        Classification::Step(s) => s.layout,
+        _ => panic!("not a step pod: {}", pod["metadata"]),
+    }
+}
+
+/// Whether the pod's controller reads outputs from the pod annotation (≤ 3.5).
+fn uses_annotation(pod: &Value) -> bool {
+    stepcache::rewrite::uses_outputs_annotation(layout(pod))
+}
+
+/// Polls `f` until it returns `Some`, failing after `timeout` with `what`.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(t.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of a metric line `name` (exact series text), or 0.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+async fn recorded(serve: &Serve, n: f64) {
+    eventually(&format!("{n} recorded executions"), Duration::from_secs(30), || async {
+        (metric(&serve.metrics().await, "stepcache_recorder_recorded_total") >= n).then_some(())
+    })
+    .await;
+}
+
+fn label<'a>(pod: &'a Value, k: &str) -> Option<&'a str> {
+    pod["metadata"]["labels"][k].as_str()
+}
+
+/// miss → marked → succeeded + outputs → recorded → rerun is a hit with a valid task result and
+/// an Event; returns the hit pod.
+async fn cycle(env: &Env, fixture_name: &str, value: &str) -> Value {
+    let review = fixture(fixture_name);
+    let first = env.create(&rerun(&review, "first")).await;
+    assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"), "{fixture_name}: {}", first["metadata"]);
+    assert_eq!(label(&first, "stepcache.dev/record"), Some("true"), "{fixture_name}");
+    succeed(&env.client, &first).await;
+    let tr = report_outputs(&env.client, &first, value).await;
+    recorded(&env.serve, 1.0).await;
+
+    let again = rerun(&review, "second");
+    let want = pod_object(&again, &env.ns);
+    let hit = env.create(&again).await;
+    assert_eq!(label(&hit, "stepcache.dev/decision"), Some("hit"), "{fixture_name}: {}", hit["metadata"]);
+    // The pod keeps its identity: name, owner, Argo labels and annotations, service account.
+    assert_eq!(hit["metadata"]["name"], want["metadata"]["name"]);
+    assert_eq!(hit["metadata"]["ownerReferences"], want["metadata"]["ownerReferences"]);
+    assert_eq!(hit["spec"]["serviceAccountName"], want["spec"]["serviceAccountName"]);
+    for (k, v) in want["metadata"]["labels"].as_object().unwrap() {
+        assert_eq!(&hit["metadata"]["labels"][k], v, "{fixture_name}: label {k}");
+    }
+    let names: Vec<&str> =
+        hit["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["main"], "{fixture_name}: one no-op container");
+    assert!(hit["spec"].get("initContainers").is_none(), "{fixture_name}");
+
+    let wf = want["metadata"]["labels"]["workflows.argoproj.io/workflow"].as_str().unwrap().to_owned();
+    if uses_annotation(&want) {
+        let ann = hit["metadata"]["annotations"]["workflows.argoproj.io/outputs"].as_str().unwrap();
+        assert_eq!(serde_json::from_str::<Value>(ann).unwrap(), tr["outputs"], "{fixture_name}");
+    }
+    let node = task_result_for(&want, value)["metadata"]["name"].as_str().unwrap().to_owned();
+    if stepcache::rewrite::uses_task_result(layout(&want)) {
+        // Stored by the real CRD: it passed validation, with what the controller selects on.
+        let got =
+            env.task_results().get(&node).await.unwrap_or_else(|e| panic!("{fixture_name}: task result {node}: {e}"));
+        let got = serde_json::to_value(got).unwrap();
+        assert_eq!(got["outputs"], tr["outputs"], "{fixture_name}: {}", env.serve.logs());
+        assert_eq!(got["metadata"]["labels"]["workflows.argoproj.io/workflow"], wf.as_str());
+        assert_eq!(got["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"], "true");
+        let owner = &got["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "Workflow");
+        assert_eq!(owner["apiVersion"], "argoproj.io/v1alpha1");
+        assert_eq!(owner["name"], wf.as_str());
+        assert_eq!(owner["uid"], want["metadata"]["ownerReferences"][0]["uid"]);
+    }
+    // The provenance Event on the Workflow (posted off the response path).
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let ev = eventually("the StepServedFromCache event", Duration::from_secs(20), || async {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items.into_iter().find(|e| e.involved_object.name.as_deref() == Some(wf.as_str()))
+    })
+    .await;
+    assert_eq!(ev.reason.as_deref(), Some("StepServedFromCache"));
+    assert_eq!(ev.involved_object.kind.as_deref(), Some("Workflow"));
+    hit
+}
+
+/// One test per Argo layout and output kind in the fixtures.
+macro_rules! cycle_tests {
+    ($($name:ident: $fixture:literal,)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let Some(env) = Env::new("cycle", ServeOptions::default()).await else { return };
+            cycle(&env, $fixture, "150").await;
+            env.done().await;
+        }
+    )*};
+}
+
+cycle_tests! {
+    cycle_v2_12_template_annotation: "v2.12-template-annotation.admission.json",
+    cycle_v3_3_container_params: "v3.3-container-params.admission.json",
+    cycle_v3_5_artifacts_s3: "v3.5-artifacts-s3.admission.json",
+    cycle_v3_6_container_params: "v3.6-container-params.admission.json",
+    cycle_v3_7_script: "v3.7-script.admission.json",
+    cycle_kfp_v1_staleness: "kfp-v1-staleness.admission.json",
+}
+
+/// Records `fixture_name`'s step once in `env` (miss → succeeded → outputs → recorded).
+async fn record_once(env: &Env, fixture_name: &str, value: &str) -> Value {
+    let review = fixture(fixture_name);
+    let first = env.create(&rerun(&review, "first")).await;
+    assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"), "{}", first["metadata"]);
+    succeed(&env.client, &first).await;
+    report_outputs(&env.client, &first, value).await;
+    recorded(&env.serve, 1.0).await;
+    review
+}
+
+fn workflow_of(pod: &Value) -> String {
+    pod["metadata"]["labels"]["workflows.argoproj.io/workflow"].as_str().unwrap().to_owned()
+}
+
+fn node_of(pod: &Value) -> String {
+    pod["metadata"]["annotations"]["workflows.argoproj.io/node-id"].as_str().unwrap().to_owned()
+}
+
+async fn events_about(client: &kube::Client, ns: &str, workflow: &str) -> Vec<Event> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = events.list(&ListParams::default()).await.unwrap();
+    list.items.into_iter().filter(|e| e.involved_object.name.as_deref() == Some(workflow)).collect()
+}
+
+/// Sum of `stepcache_admission_requests_total` over every decision: how often it was called.
+fn admissions(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("stepcache_admission_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_side_dry_run_of_a_hit_creates_nothing() {
+    let Some(env) = Env::new("dryrun", ServeOptions::default()).await else { return };
+    let review = record_once(&env, V36, "7").await;
+    let again = rerun(&review, "dry");
+    let pod: Pod = serde_json::from_value(pod_object(&again, &env.ns)).unwrap();
+    let dry = env.pods().create(&PostParams { dry_run: true, ..Default::default() }, &pod).await.unwrap();
+    let dry = serde_json::to_value(dry).unwrap();
+    assert_eq!(label(&dry, "stepcache.dev/decision"), Some("hit"), "the dry run shows the decision");
+    // Give a background side effect the time it would take, then look for any.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let name = dry["metadata"]["name"].as_str().unwrap();
+    assert!(env.pods().get_opt(name).await.unwrap().is_none(), "no pod");
+    assert!(env.task_results().get_opt(&node_of(&dry)).await.unwrap().is_none(), "no task result");
+    assert!(events_about(&env.client, &env.ns, &workflow_of(&dry)).await.is_empty(), "no event");
+    env.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_step_in_another_namespace_misses() {
+    let Some(kit) = kit::shared() else { return };
+    let client = kit.client().await;
+    let a = kit.namespace(&client, "scope-a", &[]).await;
+    let b = kit.namespace(&client, "scope-b", &[]).await;
+    let env = Env::attach(kit, client, &[&a, &b], ServeOptions::default()).await;
+    let review = record_once(&env, V36, "7").await;
+    let elsewhere = create_pod(&env.client, &b, &rerun(&review, "other")).await;
+    assert_eq!(label(&elsewhere, "stepcache.dev/decision"), Some("miss"), "{}", elsewhere["metadata"]);
+    let here = env.create(&rerun(&review, "same")).await;
+    assert_eq!(label(&here, "stepcache.dev/decision"), Some("hit"), "{}", here["metadata"]);
+    env.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opted_out_and_non_argo_pods_never_reach_the_webhook() {
+    let Some(env) = Env::new("optout", ServeOptions::default()).await else { return };
+    let review = fixture(V36);
+    let before = admissions(&env.serve.metrics().await);
+    let mut opted_out = pod_object(&rerun(&review, "optout"), &env.ns);
+    opted_out["metadata"]["labels"]["stepcache.dev/enabled"] = json!("false");
+    let mut agent = pod_object(&rerun(&review, "agent"), &env.ns);
+    agent["metadata"]["labels"]["workflows.argoproj.io/component"] = json!("agent");
+    let mut plain = pod_object(&rerun(&review, "plain"), &env.ns);
+    plain["metadata"]["labels"].as_object_mut().unwrap().remove("workflows.argoproj.io/workflow");
+    for want in [opted_out, agent, plain] {
+        let pod: Pod = serde_json::from_value(want.clone()).unwrap();
+        let got = serde_json::to_value(env.pods().create(&PostParams::default(), &pod).await.unwrap()).unwrap();
+        assert_eq!(got["metadata"]["labels"], want["metadata"]["labels"], "labels untouched");
+        assert_eq!(got["metadata"]["annotations"], want["metadata"]["annotations"], "annotations untouched");
+        assert_eq!(
+            got["spec"]["containers"].as_array().unwrap().len(),
+            want["spec"]["containers"].as_array().unwrap().len()
+        );
+    }
+    assert_eq!(admissions(&env.serve.metrics().await), before, "the objectSelector kept them from the webhook");
+    env.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_over_an_existing_task_result_makes_it_complete() {
+    let Some(env) = Env::new("existing", ServeOptions::default()).await else { return };
+    let review = record_once(&env, V36, "7").await;
+    let again = rerun(&review, "again");
+    let want = pod_object(&again, &env.ns);
+    // A placeholder with the node's name, as a wait container that started would leave it.
+    let mut placeholder = task_result_for(&want, "0");
+    placeholder["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"] = json!("false");
+    placeholder["outputs"] = json!({});
+    let obj: DynamicObject = serde_json::from_value(placeholder).unwrap();
+    env.task_results().create(&PostParams::default(), &obj).await.unwrap();
+    let hit = env.create(&again).await;
+    assert_eq!(label(&hit, "stepcache.dev/decision"), Some("hit"), "{}", hit["metadata"]);
+    let got = serde_json::to_value(env.task_results().get(&node_of(&want)).await.unwrap()).unwrap();
+    assert_eq!(got["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"], "true");
+    assert_eq!(got["outputs"]["parameters"][0]["value"], "7", "{got}");
+    env.done().await;
+}
