@@ -237,7 +237,8 @@ pub fn build(ev: &Evidence, now: Timestamp) -> Result<WhyReport, WhyError> {
             reason: p.miss_reason.clone().or_else(|| ev.logged.as_ref().map(|d| d.reason.clone())),
             decided_at: ev.logged.as_ref().map(|d| d.decided_at),
             key: p.key.clone(),
-            staleness: p.staleness.map(staleness_text),
+            // Hit pods carry no staleness/seed annotations: those come from the decision log.
+            staleness: p.staleness.or_else(|| ev.logged.as_ref().map(|d| d.staleness)).map(staleness_text),
             seed: p.seed.clone().or_else(|| ev.logged.as_ref().map(|d| d.seed.clone())),
             served: None,
             nearest: None,
@@ -287,6 +288,9 @@ pub fn build(ev: &Evidence, now: Timestamp) -> Result<WhyReport, WhyError> {
     } else {
         return Err(WhyError::NothingKnown { namespace: ev.namespace.clone(), pod: ev.pod_name.clone() });
     };
+    if report.decision != "none" && report.staleness.is_none() {
+        notes.push("staleness and seed not known yet: the decision log is written every few seconds".into());
+    }
     if report.decision == "none" {
         notes.push(
             "stepcache did not decide on this pod (not a cacheable Argo step, opted out, outside the \

@@ -17,3 +17,4 @@ mod store;
 mod support;
 mod watch;
 mod webhook;
+mod why;
