@@ -223,9 +223,34 @@ impl Kit {
         self.script("down.sh", &["apiserver"]);
     }
 
+    /// Kills the API server (SIGKILL, as a crash; a graceful stop waits on open watches) by its
+    /// saved pid, checked to still name this instance; etcd and every object stay.
+    pub fn kill_apiserver(&self) {
+        let pid_file = self.run.join("apiserver.pid");
+        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            String::from_utf8_lossy(&cmdline).contains(&format!("{}/", self.run.display())),
+            "pid {pid} is not this instance's kube-apiserver"
+        );
+        let status = Command::new("kill").args(["-9", &pid]).status().unwrap();
+        assert!(status.success());
+        let t = Instant::now();
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+            assert!(t.elapsed() < Duration::from_secs(10), "kube-apiserver {pid} survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::remove_file(pid_file).unwrap();
+    }
+
     /// Starts the API server again on the same etcd, port and certificates, and waits for it.
     pub fn start_apiserver(&self) {
         self.script("up.sh", &[]);
+    }
+
+    /// Stops the instance and removes its state now (a private instance done with early).
+    pub fn stop(&self) {
+        self.script("down.sh", &["--rm"]);
     }
 
     /// A client as the admin. Built per test: a client belongs to the runtime that made it.
