@@ -19,6 +19,7 @@ pub mod policy;
 pub mod recorder;
 pub mod rewrite;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -126,7 +126,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.metrics_listen.trim().is_empty() {
         let addr: std::net::SocketAddr = args.metrics_listen.parse().context("--metrics-listen")?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics {addr}"))?;
-        let router = server::metrics_router(metrics.clone());
+        let status = crate::status::StatusState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            recorder: client.is_some() && args.recorder && !args.noop,
+        };
+        let router = server::metrics_router(metrics.clone()).merge(crate::status::router(status));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!(error = %e, "metrics server stopped");

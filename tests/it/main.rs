@@ -13,6 +13,7 @@ mod kit;
 mod latch;
 mod pg;
 mod recorder;
+mod status;
 mod store;
 mod support;
 mod watch;
