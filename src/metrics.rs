@@ -148,6 +148,10 @@ impl Metrics {
             "Compute time saved by cache hits, by namespace",
             namespace_time_saved.clone(),
         );
+        // Series that dashboards and alerts select on exist from the start (at 0), so a rate
+        // over them is 0 rather than "no data" until the first failure.
+        let _ = store_errors.get_or_create(&OpKindLabel { op: "record".into(), kind: "timeout".into() });
+        let _ = recorder_skipped.get_or_create(&ReasonLabel { reason: "not_succeeded".into() });
         Metrics {
             registry,
             admission_requests,

@@ -82,7 +82,11 @@ pub async fn gather(s: &StatusState, now: jiff::Timestamp) -> StatusData {
         recorder: RecorderHealth {
             running: s.recorder,
             recorded: m.sum("stepcache_recorder_recorded_total", &[]),
-            skipped: m.by_label("stepcache_recorder_skipped_total", "reason").into_iter().collect(),
+            skipped: m
+                .by_label("stepcache_recorder_skipped_total", "reason")
+                .into_iter()
+                .filter(|(_, n)| *n > 0.0)
+                .collect(),
             store_failures: m.sum("stepcache_store_errors_total", &[("op", "record")]),
             mean_lag_seconds: (lag_count > 0.0).then(|| m.sum("stepcache_recorder_lag_seconds_sum", &[]) / lag_count),
         },

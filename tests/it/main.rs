@@ -5,6 +5,7 @@ mod bench_smoke;
 mod chart;
 mod cli;
 mod cluster;
+mod dashboard;
 mod faults;
 mod harness;
 mod hitpath;
