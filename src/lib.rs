@@ -16,6 +16,7 @@ pub mod key;
 pub mod mark;
 pub mod metrics;
 pub mod policy;
+pub mod progress;
 pub mod recorder;
 pub mod rewrite;
 pub mod server;

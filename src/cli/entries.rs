@@ -104,7 +104,10 @@ pub async fn run(store: &Store, cmd: &EntriesCommand) -> anyhow::Result<()> {
 /// `stepcache gc`.
 pub async fn gc(store: &Store, batch: i64, now: Option<jiff::Timestamp>) -> anyhow::Result<()> {
     let now = now.unwrap_or_else(jiff::Timestamp::now);
-    let n = store.gc(now, batch).await?;
+    let backlog = store.gc_backlog(now).await.ok();
+    let mut progress = super::progress::Reporter::new("gc", "rows", backlog);
+    let n = store.gc_with_progress(now, batch, |done| progress.update(done)).await?;
+    progress.finish(n);
     println!("deleted {n} expired or invalidated entries");
     let d = store.prune_decisions(now, batch).await?;
     if d > 0 {

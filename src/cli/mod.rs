@@ -1,6 +1,7 @@
 //! Command implementations. Edge layer: may use `anyhow` and print to stdout/stderr.
 
 pub mod entries;
+pub mod progress;
 pub mod serve;
 pub mod wait;
 pub mod why;

@@ -737,6 +737,16 @@ impl Store {
     /// until none are left, so no statement holds locks for long; returns how many. Each
     /// statement is bounded by the timeout (work already done stays done).
     pub async fn gc(&self, now: Timestamp, batch: i64) -> Result<u64, StoreError> {
+        self.gc_with_progress(now, batch, |_| {}).await
+    }
+
+    /// [`Store::gc`], calling `progress` with the running total after every batch.
+    pub async fn gc_with_progress(
+        &self,
+        now: Timestamp,
+        batch: i64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, StoreError> {
         let batch = batch.max(1);
         let (expired, invalidated) = (self.backend.gc_expired(), self.backend.gc_invalidated());
         let full = u64::try_from(batch).unwrap_or(u64::MAX);
@@ -749,6 +759,7 @@ impl Store {
                 })
                 .await?;
             total = total.saturating_add(n);
+            progress(total);
             if n < full {
                 break;
             }
@@ -761,11 +772,26 @@ impl Store {
                 })
                 .await?;
             total = total.saturating_add(n);
+            progress(total);
             if n < full {
                 break;
             }
         }
         Ok(total)
+    }
+
+    /// How many rows gc at `now` would delete (expired or invalidated); a scan, for progress.
+    pub async fn gc_backlog(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let r = sqlx::query(
+                "SELECT COUNT(*) AS n FROM executions WHERE expires_at <= $1 OR invalidated_at IS NOT NULL",
+            )
+            .bind(now.as_millisecond())
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(u64::try_from(rows::get::<i64>(&r, "n")?).unwrap_or(0))
+        })
+        .await
     }
 
     /// One row per namespace (by name) and then the total (`namespace: None`); counts rows in

@@ -13,6 +13,7 @@ mod k8s;
 mod kit;
 mod latch;
 mod pg;
+mod progress;
 mod recorder;
 mod status;
 mod store;

@@ -123,6 +123,7 @@ async fn why_explains_a_hit_a_miss_with_its_differences_and_a_pod_that_is_gone()
     assert!(diffs[0].contains("/tmp/other.txt") && diffs[0].contains("main"), "{r}");
     let (ok, text, _) = why(kit, &serve, &ns, &name(&miss), false);
     assert!(ok && text.contains("decision:  miss") && text.contains("/tmp/other.txt"), "{text}");
+    std::fs::write(crate::status::output_dir().join("why-miss.txt"), &text).unwrap();
 
     // Asked by Workflow node: the same pod.
     let wf = miss["metadata"]["labels"]["workflows.argoproj.io/workflow"].as_str().unwrap();

@@ -1,0 +1,55 @@
+//! Long operator commands report progress: off a terminal, periodic `stepcache: <what>: ...`
+//! lines with count, percentage, rate and ETA on stderr, then a final line; stdout keeps only
+//! the result operators script against.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use crate::harness::sqlite_store;
+use std::process::Command;
+use stepcache::store::EntryFilter;
+
+#[tokio::test]
+async fn gc_over_many_rows_logs_progress_lines_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    store.fill_synthetic(2_000, "progress", true).await.unwrap();
+    let filter =
+        EntryFilter { namespace: Some(stepcache::types::Namespace::parse("progress").unwrap()), ..Default::default() };
+    assert_eq!(store.invalidate(&filter, jiff::Timestamp::now()).await.unwrap(), 2_000);
+    store.close().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_stepcache"))
+        .args(["gc", "--batch", "250", "--database-url"])
+        .arg(format!("sqlite://{}", dir.path().join("stepcache.db").display()))
+        .env("STEPCACHE_PROGRESS_INTERVAL", "0s")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "deleted 2000 expired or invalidated entries");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("stepcache: gc: ")).collect();
+    // A line per statement (8 full batches of 250, and the ones that find nothing), then the total.
+    assert!(lines.len() >= 9, "{stderr}");
+    assert!(lines.iter().any(|l| l.starts_with("stepcache: gc: 250/2000 rows (12%), ")), "{stderr}");
+    assert!(lines.iter().any(|l| l.starts_with("stepcache: gc: 1000/2000 rows (50%), ")), "{stderr}");
+    assert!(lines.iter().all(|l| l.contains(" rows/s") && l.contains(" elapsed")), "{stderr}");
+    assert!(lines.iter().any(|l| l.contains(", ETA ")), "{stderr}");
+    let last = lines.last().unwrap();
+    assert!(last.starts_with("stepcache: gc: 2000/2000 rows (100%)") && last.ends_with(", done"), "{stderr}");
+    assert!(!stderr.contains('\r'), "no terminal control characters in logs: {stderr:?}");
+}
+
+#[tokio::test]
+async fn by_default_off_a_terminal_only_the_final_line_is_logged_for_a_quick_gc() {
+    let dir = tempfile::tempdir().unwrap();
+    sqlite_store(dir.path()).await.close().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_stepcache"))
+        .args(["gc", "--database-url"])
+        .arg(format!("sqlite://{}", dir.path().join("stepcache.db").display()))
+        .env_remove("STEPCACHE_PROGRESS_INTERVAL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("stepcache: gc: ")).collect();
+    // The first batch always prints (a run that stalls right away still says what it does).
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[1].starts_with("stepcache: gc: 0 rows") && lines[1].ends_with(", done"), "{stderr}");
+}
