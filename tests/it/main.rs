@@ -6,6 +6,7 @@ mod chart;
 mod cli;
 mod cluster;
 mod dashboard;
+mod decisions;
 mod faults;
 mod harness;
 mod hitpath;
