@@ -77,6 +77,9 @@ pub fn render(lines: &[Vec<String>]) -> String {
     out
 }
 
+/// Rows per invalidation statement.
+const INVALIDATE_BATCH: i64 = 1000;
+
 /// Runs an `entries` subcommand.
 pub async fn run(store: &Store, cmd: &EntriesCommand) -> anyhow::Result<()> {
     let now = jiff::Timestamp::now();
@@ -94,7 +97,11 @@ pub async fn run(store: &Store, cmd: &EntriesCommand) -> anyhow::Result<()> {
         },
         EntriesCommand::Invalidate { filter: f, now: at } => {
             let at = at.unwrap_or(now);
-            let n = store.invalidate(&filter(f, at)?, at).await?;
+            let f = filter(f, at)?;
+            let expected = if f.is_empty() { None } else { store.count_live(&f).await.ok() };
+            let mut progress = super::progress::Reporter::new("invalidate", "entries", expected);
+            let n = store.invalidate_with_progress(&f, at, INVALIDATE_BATCH, |done| progress.update(done)).await?;
+            progress.finish(n);
             println!("invalidated {n} entries");
         }
     }

@@ -733,6 +733,54 @@ impl Store {
         .await
     }
 
+    /// [`Store::invalidate`] in statements of at most `batch` rows (so no statement holds locks
+    /// on a huge selection), calling `progress` with the running total after each; the rows
+    /// selected are the same. Each statement is bounded by the timeout (work done stays done).
+    pub async fn invalidate_with_progress(
+        &self,
+        f: &EntryFilter,
+        now: Timestamp,
+        batch: i64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        if f.is_empty() {
+            return Err(StoreError::EmptyFilter);
+        }
+        let batch = batch.max(1);
+        let w = Where::build(self.backend, f, 3)?;
+        let sql = format!(
+            "UPDATE executions SET invalidated_at = $1 WHERE id IN (SELECT id FROM executions \
+             WHERE invalidated_at IS NULL AND {} LIMIT $2)",
+            w.sql()
+        );
+        let full = u64::try_from(batch).unwrap_or(u64::MAX);
+        let mut total = 0u64;
+        loop {
+            let n = self
+                .bounded(async {
+                    let q = sqlx::query(&sql).bind(now.as_millisecond()).bind(batch);
+                    Ok(w.bind(q).execute(&self.pool).await?.rows_affected())
+                })
+                .await?;
+            total = total.saturating_add(n);
+            progress(total);
+            if n < full {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// How many live entries `f` selects (what an invalidation would touch); for progress.
+    pub async fn count_live(&self, f: &EntryFilter) -> Result<u64, StoreError> {
+        let w = Where::build(self.backend, f, 1)?;
+        let sql = format!("SELECT COUNT(*) AS n FROM executions WHERE invalidated_at IS NULL AND {}", w.sql());
+        self.bounded(async {
+            let r = w.bind(sqlx::query(&sql)).fetch_one(&self.pool).await?;
+            Ok(u64::try_from(rows::get::<i64>(&r, "n")?).unwrap_or(0))
+        })
+        .await
+    }
+
     /// Deletes expired (`expires_at <= now`) and invalidated rows, `batch` rows per statement
     /// until none are left, so no statement holds locks for long; returns how many. Each
     /// statement is bounded by the timeout (work already done stays done).

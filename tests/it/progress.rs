@@ -53,3 +53,45 @@ async fn by_default_off_a_terminal_only_the_final_line_is_logged_for_a_quick_gc(
     assert_eq!(lines.len(), 2, "{stderr}");
     assert!(lines[1].starts_with("stepcache: gc: 0 rows") && lines[1].ends_with(", done"), "{stderr}");
 }
+
+#[tokio::test]
+async fn invalidating_many_entries_goes_in_batches_with_progress_and_selects_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    store.fill_synthetic(2_500, "many", true).await.unwrap();
+    store.fill_synthetic(10, "kept", true).await.unwrap();
+    store.close().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_stepcache"))
+        .args(["entries", "--database-url"])
+        .arg(format!("sqlite://{}", dir.path().join("stepcache.db").display()))
+        .args(["invalidate", "--namespace", "many"])
+        .env("STEPCACHE_PROGRESS_INTERVAL", "0s")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "invalidated 2500 entries");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("stepcache: invalidate: ")).collect();
+    assert!(lines.iter().any(|l| l.starts_with("stepcache: invalidate: 1000/2500 entries (40%), ")), "{stderr}");
+    assert!(lines.last().unwrap().starts_with("stepcache: invalidate: 2500/2500 entries (100%)"), "{stderr}");
+    let store = sqlite_store(dir.path()).await;
+    let ns =
+        |n: &str| EntryFilter { namespace: Some(stepcache::types::Namespace::parse(n).unwrap()), ..Default::default() };
+    assert_eq!(store.count_live(&ns("many")).await.unwrap(), 0);
+    assert_eq!(store.count_live(&ns("kept")).await.unwrap(), 10, "other namespaces untouched");
+}
+
+#[tokio::test]
+async fn batched_invalidation_selects_the_same_rows_on_postgres() {
+    let Some(t) = crate::support::TestStore::postgres().await else { return };
+    t.store.fill_synthetic(25, "many", true).await.unwrap();
+    t.store.fill_synthetic(3, "kept", true).await.unwrap();
+    let ns =
+        |n: &str| EntryFilter { namespace: Some(stepcache::types::Namespace::parse(n).unwrap()), ..Default::default() };
+    assert_eq!(t.store.count_live(&ns("many")).await.unwrap(), 25);
+    let mut seen = Vec::new();
+    let n = t.store.invalidate_with_progress(&ns("many"), jiff::Timestamp::now(), 10, |d| seen.push(d)).await.unwrap();
+    assert_eq!((n, seen), (25, vec![10, 20, 25]));
+    assert_eq!(t.store.count_live(&ns("many")).await.unwrap(), 0);
+    assert_eq!(t.store.count_live(&ns("kept")).await.unwrap(), 3);
+}
