@@ -39,7 +39,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(s) => cli::serve::serve(*s).await,
         Command::Certs { out, dns } => cli::certs(&out, &dns),
         Command::Migrate { store } => {
-            cli::open_store(&store).await?;
+            cli::migrate(&store).await?;
             println!("migrations applied to {}", cli::redact(&store.database_url));
             Ok(())
         }

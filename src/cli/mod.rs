@@ -40,6 +40,30 @@ pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// `stepcache migrate`: applies pending migrations, reporting progress (a line at the start,
+/// periodic lines while a long migration runs, and the total).
+pub async fn migrate(args: &StoreArgs) -> anyhow::Result<()> {
+    let opts = StoreOptions { timeout: args.store_timeout, max_connections: args.store_pool };
+    let store = Store::connect(&args.database_url, opts)
+        .await
+        .with_context(|| format!("opening store {}", redact(&args.database_url)))?;
+    let pending = store.pending_migrations().await.context("reading applied migrations")?;
+    let mut progress = progress::Reporter::new("migrate", "migrations", Some(pending));
+    progress.update(0);
+    let run = store.migrate();
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = tick.tick() => progress.update(0),
+        }
+    };
+    result.context("applying migrations")?;
+    progress.finish(pending);
+    Ok(())
+}
+
 /// Hides a password in a database URL for messages.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };

@@ -553,6 +553,22 @@ impl Store {
         .await
     }
 
+    /// Embedded migrations not yet applied (all of them when the database has none); for
+    /// progress reports.
+    pub async fn pending_migrations(&self) -> Result<u64, StoreError> {
+        let embedded: Vec<i64> = self.migrator().iter().map(|m| m.version).collect();
+        let applied: Vec<i64> = self
+            .bounded(async {
+                match sqlx::query("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&self.pool).await {
+                    Ok(found) => found.iter().map(|r| rows::get::<i64>(r, "version")).collect(),
+                    Err(sqlx::Error::Database(e)) if self.is_missing_table(e.as_ref()) => Ok(Vec::new()),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await?;
+        Ok(embedded.iter().filter(|v| !applied.contains(v)).count() as u64)
+    }
+
     /// Reachable and migrated to at least this binary's schema (a newer schema is fine).
     pub async fn ready(&self) -> Result<(), StoreError> {
         let expected = self.schema_version();

@@ -95,3 +95,25 @@ async fn batched_invalidation_selects_the_same_rows_on_postgres() {
     assert_eq!(t.store.count_live(&ns("many")).await.unwrap(), 0);
     assert_eq!(t.store.count_live(&ns("kept")).await.unwrap(), 3);
 }
+
+#[test]
+fn migrate_reports_the_pending_migrations_then_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_stepcache"))
+            .args(["migrate", "--database-url", &url])
+            .env("STEPCACHE_PROGRESS_INTERVAL", "0s")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = run();
+    let embedded = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
+    let last = first.lines().filter(|l| l.starts_with("stepcache: migrate: ")).last().unwrap().to_owned();
+    assert!(last.starts_with(&format!("stepcache: migrate: {embedded}/{embedded} migrations (100%)")), "{first}");
+    assert!(last.ends_with(", done"), "{first}");
+    let again = run();
+    assert!(again.contains("stepcache: migrate: 0 migrations"), "nothing pending the second time: {again}");
+}
