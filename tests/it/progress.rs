@@ -111,7 +111,7 @@ fn migrate_reports_the_pending_migrations_then_none() {
     };
     let first = run();
     let embedded = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
-    let last = first.lines().filter(|l| l.starts_with("stepcache: migrate: ")).last().unwrap().to_owned();
+    let last = first.lines().rfind(|l| l.starts_with("stepcache: migrate: ")).unwrap().to_owned();
     assert!(last.starts_with(&format!("stepcache: migrate: {embedded}/{embedded} migrations (100%)")), "{first}");
     assert!(last.ends_with(", done"), "{first}");
     let again = run();
