@@ -96,6 +96,17 @@ pub struct Metrics {
     pub namespace_time_saved: Family<NamespaceLabel, Counter<f64, AtomicU64>>,
     /// Namespaces that have series of their own.
     namespaces_seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Recorder list/watch failures by resource and reason (`forbidden` = a missing permission).
+    pub watch_errors: Family<WatchErrorLabel, Counter>,
+}
+
+/// Label set for the recorder's watch failures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchErrorLabel {
+    /// Watched resource (`pods`, `workflowtaskresults`).
+    pub resource: String,
+    /// Failure kind (`forbidden`, `expired`, `api`, `client`).
+    pub reason: String,
 }
 
 impl Default for Metrics {
@@ -152,6 +163,12 @@ impl Metrics {
         // over them is 0 rather than "no data" until the first failure.
         let _ = store_errors.get_or_create(&OpKindLabel { op: "record".into(), kind: "timeout".into() });
         let _ = recorder_skipped.get_or_create(&ReasonLabel { reason: "not_succeeded".into() });
+        let watch_errors = Family::<WatchErrorLabel, Counter>::default();
+        registry.register(
+            "recorder_watch_errors",
+            "Recorder list/watch failures by resource and reason",
+            watch_errors.clone(),
+        );
         Metrics {
             registry,
             admission_requests,
@@ -169,6 +186,7 @@ impl Metrics {
             namespace_decisions,
             namespace_time_saved,
             namespaces_seen: Default::default(),
+            watch_errors,
         }
     }
 

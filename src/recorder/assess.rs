@@ -159,7 +159,16 @@ fn parse_outputs(v: &Value) -> Option<StepOutputs> {
 /// Reads the final outputs from the best available channel for the pod's layout.
 fn final_outputs(step: &StepPod, pod: &Pod, src: &OutputSources<'_>) -> Result<StepOutputs, NotRecorded> {
     if let Some(tr) = src.task_result {
-        let name_ok = tr.pointer("/metadata/name").and_then(Value::as_str) == Some(step.node_id.as_str());
+        // Node ids derive from the workflow name, so a task result left by an earlier run of a
+        // workflow with the same name has this node's name: its Workflow owner must be ours.
+        let owner_ok = tr
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|o| o.get("kind").and_then(Value::as_str) == Some(labels::WORKFLOW_KIND))
+            .all(|o| o.get("uid").and_then(Value::as_str) == step.workflow_uid.as_deref());
+        let name_ok = owner_ok && tr.pointer("/metadata/name").and_then(Value::as_str) == Some(step.node_id.as_str());
         let completed = tr
             .pointer("/metadata/labels")
             .and_then(|l| l.get(labels::REPORT_OUTPUTS_COMPLETED))

@@ -108,6 +108,14 @@ impl Tracker {
         uids
     }
 
+    /// A task result was deleted: it must not supply outputs any more (a later run of a workflow
+    /// with the same name reuses its name).
+    pub fn forget_task_result(&mut self, tr: &Value) {
+        let ns = tr.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned();
+        let name = tr.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_owned();
+        self.results.remove(&(ns, name));
+    }
+
     /// The pod and its task result, when pending.
     pub fn sources(&self, uid: &str) -> Option<(Pod, Option<Value>)> {
         let p = self.pending.get(uid)?;
@@ -162,6 +170,12 @@ async fn workflow_node(client: &kube::Client, pod: &Pod) -> Option<Value> {
     let node = node_id(pod)?;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &workflow_resource());
     let obj = tokio::time::timeout(Duration::from_secs(5), api.get_opt(wf)).await.ok()?.ok()??;
+    // Node ids derive from the workflow name: a Workflow re-created under the same name has the
+    // same ids but another run's outputs. Only the pod's own Workflow (by uid) answers.
+    let owner = pod.metadata.owner_references.iter().flatten().find(|o| o.kind == labels::WORKFLOW_KIND)?;
+    if obj.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
+        return None;
+    }
     obj.data.pointer("/status/nodes").and_then(|n| n.get(&node)).cloned()
 }
 
@@ -212,6 +226,37 @@ fn result_streams(
     apis.into_iter().map(|a| kube::runtime::watcher(a, cfg.clone()).default_backoff().boxed()).collect()
 }
 
+/// Bounded kind of a watch failure: `forbidden` (RBAC), `expired` (410: resourceVersion too
+/// old, the watcher relists), `api` (another API status) or `client` (transport).
+pub fn watch_error_kind(e: &watcher::Error) -> &'static str {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    };
+    match code {
+        Some(403) => "forbidden",
+        Some(410) => "expired",
+        Some(_) => "api",
+        None => "client",
+    }
+}
+
+/// Counts a failed list/watch and logs it; a refused one is an error naming the permission, since
+/// nothing is recorded until an admin grants it (the watcher keeps retrying with backoff).
+fn watch_failed(metrics: &crate::metrics::Metrics, resource: &'static str, e: &watcher::Error) {
+    let reason = watch_error_kind(e);
+    let label = crate::metrics::WatchErrorLabel { resource: resource.into(), reason: reason.into() };
+    metrics.watch_errors.get_or_create(&label).inc();
+    if reason == "forbidden" {
+        tracing::error!(resource, error = %e, "recorder forbidden to list/watch {resource}: grant the list and watch verbs on {resource} to stepcache's ServiceAccount (the chart's ClusterRole has them); completions are not recorded until then");
+    } else {
+        tracing::warn!(resource, reason, error = %e, "{resource} watch error; retrying with backoff");
+    }
+}
+
 /// Runs the recorder against the cluster until `shutdown` resolves.
 pub async fn run(
     client: kube::Client,
@@ -244,7 +289,7 @@ pub async fn run(
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "pod watch error; retrying with backoff"),
+                Some(Err(e)) => watch_failed(&recorder.metrics, "pods", &e),
                 None => break,
             },
             ev = results.next() => match ev {
@@ -255,8 +300,13 @@ pub async fn run(
                         }
                     }
                 }
+                Some(Ok(Event::Delete(o))) => {
+                    if let Ok(v) = serde_json::to_value(&o) {
+                        tracker.forget_task_result(&v);
+                    }
+                }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "task result watch error; retrying with backoff"),
+                Some(Err(e)) => watch_failed(&recorder.metrics, "workflowtaskresults", &e),
                 None => break,
             },
             _ = tick.tick() => {

@@ -88,6 +88,7 @@ pub async fn gather(s: &StatusState, now: jiff::Timestamp) -> StatusData {
                 .filter(|(_, n)| *n > 0.0)
                 .collect(),
             store_failures: m.sum("stepcache_store_errors_total", &[("op", "record")]),
+            watch_errors: m.sum("stepcache_recorder_watch_errors_total", &[]),
             mean_lag_seconds: (lag_count > 0.0).then(|| m.sum("stepcache_recorder_lag_seconds_sum", &[]) / lag_count),
         },
         dropped_decisions: s.store.dropped_decisions(),

@@ -41,6 +41,8 @@ pub struct RecorderHealth {
     pub store_failures: f64,
     /// Mean pod-finish → committed-row lag, seconds.
     pub mean_lag_seconds: Option<f64>,
+    /// List/watch failures against the Kubernetes API (e.g. a missing permission).
+    pub watch_errors: f64,
 }
 
 /// Everything the page shows.
@@ -171,12 +173,13 @@ pub fn render(d: &StatusData) -> String {
         let skipped: f64 = rec.skipped.iter().map(|(_, n)| n).sum();
         let lag = rec.mean_lag_seconds.map(|l| format!(", mean lag {l:.2}s")).unwrap_or_default();
         Health {
-            ok: rec.store_failures == 0.0,
+            ok: rec.store_failures == 0.0 && rec.watch_errors == 0.0,
             detail: format!(
-                "{} recorded, {} skipped, {} store failures{lag}",
+                "{} recorded, {} skipped, {} store failures, {} watch errors{lag}",
                 whole(rec.recorded),
                 whole(skipped),
-                whole(rec.store_failures)
+                whole(rec.store_failures),
+                whole(rec.watch_errors)
             ),
         }
     };
@@ -286,6 +289,17 @@ mod tests {
         assert!(html.contains("a &amp; b"));
         assert!(html.contains("id=\"hit-ratio-hour\">50.0%"), "{html}");
         assert!(html.contains("id=\"saved-hour\">4m12s"), "{html}");
+    }
+
+    #[test]
+    fn recorder_watch_errors_make_the_recorder_unhealthy() {
+        let d = StatusData {
+            recorder: RecorderHealth { running: true, recorded: 3.0, watch_errors: 2.0, ..Default::default() },
+            ..Default::default()
+        };
+        let html = render(&d);
+        assert!(html.contains("id=\"recorder-health\"><div>Recorder</div><div class=\"big bad\">unhealthy"), "{html}");
+        assert!(html.contains("3 recorded, 0 skipped, 0 store failures, 2 watch errors"), "{html}");
     }
 
     #[test]

@@ -40,7 +40,7 @@ fn tools_dir() -> PathBuf {
 
 /// The helm binary, found or installed once per process (and once across processes via a lock
 /// file, for runners that start one process per test). `None` = skip this test.
-fn helm() -> Option<&'static Path> {
+pub(crate) fn helm() -> Option<&'static Path> {
     static HELM: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     match HELM.get_or_init(find_or_install_helm) {
         Ok(p) => Some(p.as_path()),
@@ -231,7 +231,7 @@ fn try_render(helm: &Path, values: &str, flags: &[&str]) -> Result<Rendered, Str
     Ok(Rendered(docs))
 }
 
-fn render_with(helm: &Path, values: &str, flags: &[&str]) -> Rendered {
+pub(crate) fn render_with(helm: &Path, values: &str, flags: &[&str]) -> Rendered {
     try_render(helm, values, flags)
         .unwrap_or_else(|e| panic!("helm template failed for values\n{values}\n{flags:?}\n{e}"))
 }
@@ -265,15 +265,15 @@ fn can_skip_schema(helm: &Path) -> bool {
 
 const POSTGRES: &str = "store: {type: postgres, postgres: {url: 'postgres://sc:pw@db:5432/sc'}}";
 
-struct Rendered(Vec<Value>);
+pub(crate) struct Rendered(pub(crate) Vec<Value>);
 
 impl Rendered {
-    fn all(&self, kind: &str) -> Vec<&Value> {
+    pub(crate) fn all(&self, kind: &str) -> Vec<&Value> {
         let of_kind = |d: &&Value| d["kind"].as_str() == Some(kind);
         self.0.iter().filter(of_kind).collect()
     }
 
-    fn one(&self, kind: &str) -> &Value {
+    pub(crate) fn one(&self, kind: &str) -> &Value {
         let found = self.all(kind);
         assert_eq!(found.len(), 1, "expected one {kind}, found {}", found.len());
         found[0]
@@ -292,7 +292,7 @@ impl Rendered {
         self.all(kind).iter().filter_map(name).collect()
     }
 
-    fn webhook(&self) -> &Value {
+    pub(crate) fn webhook(&self) -> &Value {
         let config = self.one("MutatingWebhookConfiguration");
         let hooks = config["webhooks"].as_sequence().unwrap();
         assert_eq!(hooks.len(), 1, "one webhook entry");

@@ -9,7 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use crate::harness::{fixture, rerun, succeeded, task_result_for};
-use crate::kit::{self, pod_object, register, unregister, wait_effective, webhook_entry, Kit, Serve, ServeOptions};
+use crate::kit::{
+    self, admissions, pod_object, register, unregister, wait_effective, webhook_entry, Kit, Serve, ServeOptions,
+};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
@@ -40,15 +42,27 @@ impl Env {
 
     /// A `stepcache serve` (watching `namespaces` unless `opts` says otherwise) registered with
     /// the chart's webhook entry limited to `namespaces`; the first one is the test's own.
-    async fn attach(kit: &'static Kit, client: kube::Client, namespaces: &[&str], mut opts: ServeOptions) -> Env {
+    async fn attach(kit: &'static Kit, client: kube::Client, namespaces: &[&str], opts: ServeOptions) -> Env {
+        Env::attach_with(kit, client, namespaces, opts, webhook_entry(namespaces), namespaces).await
+    }
+
+    /// [`Env::attach`] with another webhook entry; waits until it is effective in `probe_in`.
+    async fn attach_with(
+        kit: &'static Kit,
+        client: kube::Client,
+        namespaces: &[&str],
+        mut opts: ServeOptions,
+        entry: Value,
+        probe_in: &[&str],
+    ) -> Env {
         if opts.watch_namespaces.is_empty() {
             opts.watch_namespaces = namespaces.iter().map(|n| (*n).to_owned()).collect();
         }
         let ns = namespaces[0].to_owned();
         let serve = Serve::start(kit, opts).await;
         let webhook = format!("stepcache-{ns}");
-        register(&client, kit, &webhook, webhook_entry(namespaces), &serve.url()).await;
-        for n in namespaces {
+        register(&client, kit, &webhook, entry, &serve.url()).await;
+        for n in probe_in {
             wait_effective(&client, n, &pod_object(&rerun(&fixture(V36), "probe"), n)).await;
         }
         Env { kit, client, ns, serve, webhook }
@@ -76,6 +90,23 @@ async fn create_pod(client: &kube::Client, ns: &str, review: &Value) -> Value {
     let pod: Pod = serde_json::from_value(pod_object(review, ns)).unwrap();
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     serde_json::to_value(api.create(&PostParams::default(), &pod).await.unwrap()).unwrap()
+}
+
+/// Creates `review`'s pod with a raw request, returning it and the API server's `Warning`
+/// headers (what `kubectl` shows the pod's creator).
+async fn create_pod_with_warnings(client: &kube::Client, ns: &str, review: &Value) -> (Value, Vec<String>) {
+    use http_body_util::BodyExt;
+    let body = serde_json::to_vec(&pod_object(review, ns)).unwrap();
+    let req = http::Request::post(format!("/api/v1/namespaces/{ns}/pods"))
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(body))
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    let warnings = resp.headers().get_all("warning").iter().map(|v| v.to_str().unwrap_or("").to_owned()).collect();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(status.is_success(), "{status}: {}", String::from_utf8_lossy(&bytes));
+    (serde_json::from_slice(&bytes).unwrap(), warnings)
 }
 
 /// Plays the kubelet: every container terminated with exit 0, phase Succeeded.
@@ -208,6 +239,11 @@ async fn cycle(env: &Env, fixture_name: &str, value: &str) -> Value {
     })
     .await;
     assert_eq!(ev.reason.as_deref(), Some("StepServedFromCache"));
+    assert!(ev.message.as_deref().unwrap_or("").contains("saved 4m12s"), "{:?}", ev.message);
+    assert_eq!(
+        ev.involved_object.uid.as_ref(),
+        want["metadata"]["ownerReferences"][0]["uid"].as_str().map(String::from).as_ref()
+    );
     assert_eq!(ev.involved_object.kind.as_deref(), Some("Workflow"));
     hit
 }
@@ -256,15 +292,6 @@ async fn events_about(client: &kube::Client, ns: &str, workflow: &str) -> Vec<Ev
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     let list = events.list(&ListParams::default()).await.unwrap();
     list.items.into_iter().filter(|e| e.involved_object.name.as_deref() == Some(workflow)).collect()
-}
-
-/// Sum of `stepcache_admission_requests_total` over every decision: how often it was called.
-fn admissions(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("stepcache_admission_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,4 +467,318 @@ async fn the_recorder_resumes_after_an_api_server_restart() {
     );
     drop(env);
     kit.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chart's webhook selectors and RBAC, rendered with `helm template`
+
+fn yaml_to_json(v: &serde_yaml::Value) -> Value {
+    serde_json::to_value(v).unwrap()
+}
+
+/// The chart's webhook entry for `values`, called by URL instead of through its Service.
+fn chart_webhook(helm: &std::path::Path, values: &str) -> Value {
+    let mut entry = yaml_to_json(crate::chart::render_with(helm, values, &[]).webhook());
+    entry.as_object_mut().unwrap().remove("clientConfig");
+    entry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_selectors_keep_non_argo_pods_and_excluded_namespaces_away() {
+    let Some(kit) = kit::shared() else { return };
+    let Some(helm) = crate::chart::helm() else { return };
+    let client = kit.client().await;
+    let inside = kit.namespace(&client, "chart-in", &[]).await;
+    let excluded = kit.namespace(&client, "chart-out", &[]).await;
+    // Limited to this test's namespaces (the API server is shared), one of them excluded again.
+    let values = format!("webhook: {{namespaces: {{include: [{inside}, {excluded}], exclude: [{excluded}]}}}}");
+    let entry = chart_webhook(helm, &values);
+    let env =
+        Env::attach_with(kit, client, &[&inside, &excluded], ServeOptions::default(), entry, &[inside.as_str()]).await;
+    let review = fixture(V36);
+    let before = admissions(&env.serve.metrics().await);
+    let mut untouched = vec![pod_object(&rerun(&review, "excluded"), &excluded)];
+    let mut opted_out = pod_object(&rerun(&review, "optout"), &inside);
+    opted_out["metadata"]["labels"]["stepcache.dev/enabled"] = json!("false");
+    let mut kfp_off = pod_object(&rerun(&review, "kfpoff"), &inside);
+    kfp_off["metadata"]["labels"]["pipelines.kubeflow.org/enable_caching"] = json!("false");
+    let mut agent = pod_object(&rerun(&review, "agent"), &inside);
+    agent["metadata"]["labels"]["workflows.argoproj.io/component"] = json!("agent");
+    let mut plain = pod_object(&rerun(&review, "plain"), &inside);
+    plain["metadata"]["labels"].as_object_mut().unwrap().remove("workflows.argoproj.io/workflow");
+    untouched.extend([opted_out, kfp_off, agent, plain]);
+    for want in untouched {
+        let ns = want["metadata"]["namespace"].as_str().unwrap();
+        let api: Api<Pod> = Api::namespaced(env.client.clone(), ns);
+        let pod: Pod = serde_json::from_value(want.clone()).unwrap();
+        let got = serde_json::to_value(api.create(&PostParams::default(), &pod).await.unwrap()).unwrap();
+        assert_eq!(got["metadata"]["labels"], want["metadata"]["labels"], "labels untouched");
+        assert_eq!(got["metadata"]["annotations"], want["metadata"]["annotations"], "annotations untouched");
+    }
+    assert_eq!(admissions(&env.serve.metrics().await), before, "the selectors kept them from the webhook");
+    let step = env.create(&rerun(&review, "step")).await;
+    assert_eq!(label(&step, "stepcache.dev/decision"), Some("miss"), "an Argo step pod in an included namespace");
+    assert_eq!(admissions(&env.serve.metrics().await), before + 1.0);
+    env.done().await;
+}
+
+/// A ServiceAccount `stepcache` in `ns` bound to the chart's ClusterRole with `rules` changed by
+/// `edit`; returns a kubeconfig authenticating with its token (TokenRequest API), once RBAC
+/// lets it list pods.
+async fn service_account_kubeconfig(
+    kit: &Kit,
+    client: &kube::Client,
+    helm: &std::path::Path,
+    ns: &str,
+    edit: impl FnOnce(&mut Vec<Value>),
+) -> std::path::PathBuf {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let rendered = crate::chart::render_with(helm, "", &[]);
+    let mut role = yaml_to_json(rendered.one("ClusterRole"));
+    let mut binding = yaml_to_json(rendered.one("ClusterRoleBinding"));
+    let name = format!("stepcache-{ns}");
+    role["metadata"]["name"] = json!(name);
+    let mut rules: Vec<Value> = role["rules"].as_array().unwrap().clone();
+    edit(&mut rules);
+    role["rules"] = json!(rules);
+    binding["metadata"]["name"] = json!(name);
+    binding["roleRef"]["name"] = json!(name);
+    assert_eq!(binding["subjects"].as_array().unwrap().len(), 1);
+    binding["subjects"][0]["namespace"] = json!(ns);
+    let sa_name = binding["subjects"][0]["name"].as_str().unwrap().to_owned();
+    let pp = PostParams::default();
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": sa_name}})).unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    sas.create(&pp, &sa).await.unwrap();
+    let role: ClusterRole = serde_json::from_value(role).unwrap();
+    Api::<ClusterRole>::all(client.clone()).create(&pp, &role).await.unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(binding).unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone()).create(&pp, &binding).await.unwrap();
+    let req: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
+    let token = sas.create_token_request(&sa_name, &pp, &req).await.unwrap().status.unwrap().token;
+    let path = kit.run.join(format!("{ns}.kubeconfig"));
+    kit.kubeconfig_with_token(&path, &token);
+    // RBAC is served from a cache: wait until the binding applies.
+    let as_sa = kit::client_from(&path).await;
+    let pods: Api<Pod> = Api::namespaced(as_sa, ns);
+    eventually("the ClusterRoleBinding to apply", Duration::from_secs(20), || async {
+        pods.list(&ListParams::default().limit(1)).await.ok().map(|_| ())
+    })
+    .await;
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_cycle_works_with_only_the_charts_cluster_role() {
+    let Some(kit) = kit::shared() else { return };
+    let Some(helm) = crate::chart::helm() else { return };
+    let client = kit.client().await;
+    let ns = kit.namespace(&client, "rbac", &[]).await;
+    let kubeconfig = service_account_kubeconfig(kit, &client, helm, &ns, |_| {}).await;
+    let opts = ServeOptions { kubeconfig: Some(kubeconfig), ..Default::default() };
+    let env = Env::attach(kit, client, &[&ns], opts).await;
+    cycle(&env, V36, "150").await;
+    let logs = env.serve.logs();
+    assert!(!logs.contains("forbidden"), "no permission was missing:\n{logs}");
+    env.done().await;
+}
+
+/// Removes `verbs` from the chart's rule on `resource`.
+fn without(rules: &mut [Value], resource: &str, verbs: &[&str]) {
+    let rule = rules
+        .iter_mut()
+        .find(|r| r["resources"].as_array().unwrap().iter().any(|x| x == resource))
+        .unwrap_or_else(|| panic!("the chart has no rule for {resource}"));
+    let kept: Vec<Value> =
+        rule["verbs"].as_array().unwrap().iter().filter(|v| !verbs.iter().any(|x| *v == x)).cloned().collect();
+    rule["verbs"] = json!(kept);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_without_watch_permission_says_so_in_its_log_and_metrics() {
+    let Some(kit) = kit::shared() else { return };
+    let Some(helm) = crate::chart::helm() else { return };
+    let client = kit.client().await;
+    let ns = kit.namespace(&client, "nowatch", &[]).await;
+    let kubeconfig =
+        service_account_kubeconfig(kit, &client, helm, &ns, |r| without(r, "workflowtaskresults", &["list", "watch"]))
+            .await;
+    let opts = ServeOptions { kubeconfig: Some(kubeconfig), ..Default::default() };
+    let env = Env::attach(kit, client, &[&ns], opts).await;
+    let logs = env.serve.wait_for_log("recorder forbidden", Duration::from_secs(20)).await;
+    let line = logs.lines().find(|l| l.contains("recorder forbidden")).unwrap();
+    assert!(line.contains("workflowtaskresults") && line.contains("list and watch"), "names what is missing: {line}");
+    assert!(line.contains("ERROR"), "an error, not a retry notice: {line}");
+    let m = env.serve.metrics().await;
+    assert!(
+        metric(&m, "stepcache_recorder_watch_errors_total{resource=\"workflowtaskresults\",reason=\"forbidden\"}")
+            >= 1.0,
+        "{m}"
+    );
+    env.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_without_task_result_permission_is_a_miss_with_a_log_line_and_a_metric() {
+    let Some(kit) = kit::shared() else { return };
+    let Some(helm) = crate::chart::helm() else { return };
+    let client = kit.client().await;
+    let ns = kit.namespace(&client, "nocreate", &[]).await;
+    let kubeconfig = service_account_kubeconfig(kit, &client, helm, &ns, |r| {
+        without(r, "workflowtaskresults", &["create", "update", "patch"])
+    })
+    .await;
+    let opts = ServeOptions { kubeconfig: Some(kubeconfig), ..Default::default() };
+    let env = Env::attach(kit, client, &[&ns], opts).await;
+    let review = record_once(&env, V36, "7").await;
+    let (again, warnings) = create_pod_with_warnings(&env.client, &env.ns, &rerun(&review, "again")).await;
+    assert_eq!(label(&again, "stepcache.dev/decision"), Some("miss"), "{}", again["metadata"]);
+    assert!(
+        warnings.iter().any(|w| w.contains("hit not served") && w.contains("forbidden")),
+        "the pod's creator is told why: {warnings:?}"
+    );
+    let shape = |pod: &Value| -> Vec<(Value, Value, Value)> {
+        let cs = pod["spec"]["containers"].as_array().unwrap();
+        cs.iter().map(|c| (c["name"].clone(), c["image"].clone(), c["command"].clone())).collect()
+    };
+    assert_eq!(shape(&again), shape(&pod_object(&rerun(&review, "again"), &env.ns)), "the step runs as Argo built it");
+    let m = env.serve.metrics().await;
+    assert_eq!(metric(&m, "stepcache_task_result_errors_total{reason=\"forbidden\"}"), 1.0, "{m}");
+    let logs = env.serve.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("forbidden") && l.contains("workflowtaskresults")),
+        "a log line names the refused write:\n{logs}"
+    );
+    env.done().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Workflow status as the last source of outputs (task results already deleted)
+
+/// Creates the Workflow `name` (validated by the real CRD) whose status holds `node` Succeeded
+/// with `outputs`; returns its uid.
+async fn workflow_with_node(env: &Env, name: &str, node: &str, outputs: &Value) -> String {
+    let wf = json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+        "metadata": {"name": name, "namespace": env.ns},
+        "spec": {"entrypoint": "main", "templates": [{"name": "main", "container": {"image": "busybox"}}]},
+        "status": {"phase": "Running", "nodes": {node: {
+            "id": node, "name": format!("{name}.step"), "type": "Pod", "phase": "Succeeded", "outputs": outputs}}},
+    });
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(env.client.clone(), &env.ns, &stepcache::k8s::workflow_resource());
+    let obj: DynamicObject = serde_json::from_value(wf).unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap().metadata.uid.unwrap()
+}
+
+/// `review` with its Workflow owner uid (ownerReference and `ARGO_WORKFLOW_UID`) set to `uid`.
+fn owned_by(review: &Value, uid: &str) -> Value {
+    let mut v = review.clone();
+    let o = &mut v["request"]["object"];
+    o["metadata"]["ownerReferences"][0]["uid"] = json!(uid);
+    for list in ["initContainers", "containers"] {
+        for c in o["spec"][list].as_array_mut().into_iter().flatten() {
+            for e in c["env"].as_array_mut().into_iter().flatten() {
+                if e["name"] == "ARGO_WORKFLOW_UID" {
+                    e["value"] = json!(uid);
+                }
+            }
+        }
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_come_from_the_workflow_status_once_the_task_result_is_gone() {
+    let Some(env) = Env::new("wfstatus", ServeOptions::default()).await else { return };
+    let review = rerun(&fixture(V36), "first");
+    let want = pod_object(&review, &env.ns);
+    let outputs = task_result_for(&want, "from-status")["outputs"].clone();
+    let uid = workflow_with_node(&env, &workflow_of(&want), &node_of(&want), &outputs).await;
+    let first = env.create(&owned_by(&review, &uid)).await;
+    assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"));
+    succeed(&env.client, &first).await; // no task result: read from the Workflow on the next resync
+    recorded(&env.serve, 1.0).await;
+    let rows = rows(&env.serve).await;
+    assert_eq!(serde_json::to_value(&rows[0].outputs).unwrap(), outputs);
+    env.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_workflow_of_the_same_name_never_supplies_outputs() {
+    let Some(env) = Env::new("wfreuse", ServeOptions::default()).await else { return };
+    let review = rerun(&fixture(V36), "first");
+    let want = pod_object(&review, &env.ns);
+    let first = env.create(&review).await;
+    assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"));
+    // The pod's own Workflow is gone; another run under the same name (same node ids) exists.
+    let outputs = task_result_for(&want, "another-run")["outputs"].clone();
+    let other = workflow_with_node(&env, &workflow_of(&want), &node_of(&want), &outputs).await;
+    assert_ne!(Some(other.as_str()), first["metadata"]["ownerReferences"][0]["uid"].as_str());
+    succeed(&env.client, &first).await;
+    // Two resync periods (5 s) with the fallback consulted.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        metric(&env.serve.metrics().await, "stepcache_recorder_recorded_total"),
+        0.0,
+        "{:?}",
+        rows(&env.serve).await
+    );
+    env.done().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task results left by an earlier run of a workflow with the same name (same node ids)
+
+/// A completed task result for `pod`'s node holding `value`, owned by the Workflow `owner_uid`.
+async fn leftover_task_result(env: &Env, pod: &Value, value: &str, owner_uid: &str) -> Value {
+    let mut tr = task_result_for(pod, value);
+    tr["metadata"]["ownerReferences"] = json!([{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+        "name": workflow_of(pod), "uid": owner_uid}]);
+    let obj: DynamicObject = serde_json::from_value(tr.clone()).unwrap();
+    env.task_results().create(&PostParams::default(), &obj).await.unwrap();
+    tr
+}
+
+/// Asserts that nothing gets recorded over two resync periods.
+async fn not_recorded_after_resyncs(env: &Env) {
+    // Two resync periods (5 s): the pending pod is assessed again, with every source it has.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let m = env.serve.metrics().await;
+    assert_eq!(metric(&m, "stepcache_recorder_recorded_total"), 0.0, "{:?}", rows(&env.serve).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_result_of_an_earlier_run_never_supplies_outputs() {
+    let Some(env) = Env::new("trreuse", ServeOptions::default()).await else { return };
+    let review = rerun(&fixture(V36), "first");
+    let want = pod_object(&review, &env.ns);
+    // Not yet garbage-collected: still owned by the earlier run's Workflow.
+    leftover_task_result(&env, &want, "earlier-run", "an-earlier-workflow-uid").await;
+    let first = env.create(&review).await;
+    assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"));
+    succeed(&env.client, &first).await;
+    not_recorded_after_resyncs(&env).await;
+    env.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_task_result_never_supplies_outputs() {
+    let Some(env) = Env::new("trdeleted", ServeOptions::default()).await else { return };
+    let review = rerun(&fixture(V36), "first");
+    let want = pod_object(&review, &env.ns);
+    let owner = want["metadata"]["ownerReferences"][0]["uid"].as_str().unwrap().to_owned();
+    let tr = leftover_task_result(&env, &want, "deleted", &owner).await;
+    // Seen by the recorder, then deleted (as the garbage collector does with its Workflow's).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let name = tr["metadata"]["name"].as_str().unwrap();
+    env.task_results().delete(name, &Default::default()).await.unwrap();
+    let first = env.create(&review).await;
+    assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"));
+    succeed(&env.client, &first).await;
+    not_recorded_after_resyncs(&env).await;
+    env.done().await;
 }

@@ -92,16 +92,15 @@ fn skip(reason: &str) {
 /// The instance shared by every test of this binary, started on first use; `None` (after one
 /// visible `SKIPPED` line) when the kit is absent outside CI.
 pub fn shared() -> Option<&'static Kit> {
-    static KIT: OnceLock<Result<Kit, String>> = OnceLock::new();
-    match KIT.get_or_init(|| {
-        let scripts = locate_scripts()?;
-        Ok(Kit::launch(scripts, &[], false).unwrap_or_else(|e| panic!("envtest kit present but not started: {e}")))
-    }) {
+    // (absent: skip; present but not started: fail every test, without trying again for each)
+    static KIT: OnceLock<Result<Kit, Result<String, String>>> = OnceLock::new();
+    match KIT.get_or_init(|| Kit::launch(locate_scripts().map_err(Ok)?, &[], false).map_err(Err)) {
         Ok(k) => Some(k),
-        Err(reason) => {
-            skip(reason);
+        Err(Ok(absent)) => {
+            skip(absent);
             None
         }
+        Err(Err(broken)) => panic!("envtest kit present but not started: {broken}"),
     }
 }
 
@@ -369,7 +368,8 @@ impl Serve {
             "--database-url".into(),
             format!("sqlite://{}", dir.join("stepcache.db").display()),
             "--signing-key".into(),
-            "envtest-signing-key-0123456789abcdef".into(),
+            // Per instance: a serve must not accept another test's marks as its own.
+            format!("envtest-signing-key-{n:06}-0123456789abcdef"),
         ];
         if !opts.watch_namespaces.is_empty() {
             command.push("--watch-namespaces".into());
@@ -549,4 +549,33 @@ pub fn pod_object(review: &Value, ns: &str) -> Value {
     }
     pod["metadata"]["namespace"] = json!(ns);
     pod
+}
+
+/// Sum of `stepcache_admission_requests_total` over every decision: how often it was called.
+pub fn admissions(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("stepcache_admission_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// [`wait_effective`] for a server whose answer leaves no trace on the pod (`serve --noop`):
+/// polls `?dryRun=All` creates until its admission count moves.
+pub async fn wait_called(client: &kube::Client, ns: &str, pod: &Value, serve: &Serve) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut probe = pod.clone();
+    probe["metadata"]["namespace"] = json!(ns);
+    let probe: Pod = serde_json::from_value(probe).unwrap();
+    let pp = PostParams { dry_run: true, ..Default::default() };
+    let before = admissions(&serve.metrics().await);
+    let t = Instant::now();
+    loop {
+        api.create(&pp, &probe).await.unwrap();
+        if admissions(&serve.metrics().await) > before {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "webhook not called after 30s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

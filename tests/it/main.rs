@@ -5,6 +5,7 @@ mod bench_smoke;
 mod chart;
 mod cli;
 mod cluster;
+mod cluster_latency;
 mod dashboard;
 mod decisions;
 mod faults;

@@ -204,6 +204,43 @@ async fn the_task_result_before_or_after_the_pod_phase_change_records_once() {
     }
 }
 
+/// Node ids derive from the workflow name: a task result of an earlier run of a workflow with
+/// the same name carries this node's name but another Workflow owner, and is not this step's.
+#[tokio::test]
+async fn a_task_result_owned_by_another_workflow_is_not_this_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let done = succeeded(&marked, "uid-o", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let mut tr = task_result_for(&done, "earlier");
+    let owner =
+        |uid: &str| json!([{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": "w", "uid": uid}]);
+    tr["metadata"]["ownerReferences"] = owner("an-earlier-workflow-uid");
+    let r = recorder(store.clone());
+    let src = OutputSources { task_result: Some(&tr), workflow_node: None };
+    let a = r.record(&pod(&done), &src, ts("2026-11-01T10:03:00Z")).await;
+    assert!(matches!(a, Attempt::Skipped(NotRecorded::OutputsPending)), "{a:?}");
+    tr["metadata"]["ownerReferences"] = owner(done["metadata"]["ownerReferences"][0]["uid"].as_str().unwrap());
+    let src = OutputSources { task_result: Some(&tr), workflow_node: None };
+    let a = r.record(&pod(&done), &src, ts("2026-11-01T10:03:00Z")).await;
+    assert!(matches!(a, Attempt::Recorded(_)), "its own Workflow's task result records: {a:?}");
+}
+
+#[tokio::test]
+async fn a_deleted_task_result_is_forgotten_by_the_tracker() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let done = succeeded(&marked, "uid-d", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let tr = task_result_for(&done, "gone");
+    let mut t = Tracker::default();
+    assert!(t.on_task_result(tr.clone()).is_empty());
+    t.forget_task_result(&tr);
+    let uid = t.on_pod(pod(&done), false).unwrap();
+    let (_, found) = t.sources(&uid).unwrap();
+    assert!(found.is_none(), "a deleted task result supplies nothing");
+}
+
 #[tokio::test]
 async fn a_pod_deleted_by_pod_gc_after_success_is_still_recorded_from_the_workflow_status() {
     let dir = tempfile::tempdir().unwrap();
