@@ -126,9 +126,28 @@ impl DecisionBuffer {
 const COLS: &str = "id, decided_at, namespace, pod_name, workflow_name, node_id, template_name, decision, \
                     reason, cache_key, max_cache_staleness, cache_seed, entry_id, nearest_id, differences, saved_ms";
 
-const INSERT: &str = "INSERT INTO decisions (decided_at, namespace, pod_name, workflow_name, node_id, \
-     template_name, decision, reason, cache_key, max_cache_staleness, cache_seed, entry_id, nearest_id, \
-     differences, saved_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+/// Columns written per decision, in bind order.
+const INSERT_COLUMNS: usize = 15;
+
+/// `INSERT ... VALUES (...), (...)` for `rows` decisions.
+fn insert_many(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO decisions (decided_at, namespace, pod_name, workflow_name, node_id, template_name, \
+         decision, reason, cache_key, max_cache_staleness, cache_seed, entry_id, nearest_id, differences, \
+         saved_ms) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        let first = r * INSERT_COLUMNS + 1;
+        let ps: Vec<String> = (first..first + INSERT_COLUMNS).map(|i| format!("${i}")).collect();
+        sql.push('(');
+        sql.push_str(&ps.join(", "));
+        sql.push(')');
+    }
+    sql
+}
 
 fn decision_row(row: &sqlx::any::AnyRow) -> Result<Decision, StoreError> {
     let ms: i64 = rows::get(row, "decided_at")?;
@@ -178,11 +197,14 @@ impl Store {
                 return Ok(written);
             }
             let n = batch.len();
+            // One multi-row INSERT per chunk: a round trip per chunk, not per decision, so the
+            // log does not compete with lookups for connections.
+            let sql = insert_many(batch.len());
             let res = self
                 .bounded(async {
-                    let mut tx = self.pool.begin().await?;
+                    let mut q = sqlx::query(&sql);
                     for d in &batch {
-                        sqlx::query(INSERT)
+                        q = q
                             .bind(d.decided_at.as_millisecond())
                             .bind(d.namespace.as_str())
                             .bind(d.pod_name.as_str())
@@ -197,11 +219,9 @@ impl Store {
                             .bind(d.entry_id)
                             .bind(d.nearest_id)
                             .bind(rows::to_json("differences", &d.differences)?)
-                            .bind((d.saved_seconds * 1000.0).round() as i64)
-                            .execute(&mut *tx)
-                            .await?;
+                            .bind((d.saved_seconds * 1000.0).round() as i64);
                     }
-                    tx.commit().await?;
+                    q.execute(&self.pool).await?;
                     Ok(())
                 })
                 .await;
@@ -337,5 +357,16 @@ impl Store {
                 return Ok(total);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_row_insert_numbers_every_placeholder_once() {
+        let sql = insert_many(2);
+        assert!(sql.ends_with("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15), ($16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)"), "{sql}");
     }
 }

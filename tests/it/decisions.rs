@@ -69,6 +69,13 @@ async fn the_log_round_trips(store: &Store) {
     assert!(store.decision_for_pod("ml", "p1").await.unwrap().is_some());
     let later = now.checked_add(jiff::SignedDuration::try_from(DECISION_RETENTION).unwrap()).unwrap();
     assert_eq!(store.prune_decisions(later, 2).await.unwrap(), 3, "in batches until none are left");
+    // Many decisions: several multi-row inserts.
+    for i in 0..450 {
+        store.log_decision(decision(&format!("bulk-{i}"), "miss", "bulk", 0.0, "2026-11-01T12:00:00Z"));
+    }
+    assert_eq!(store.flush_decisions().await.unwrap(), 450);
+    assert!(store.decision_for_pod("ml", "bulk-449").await.unwrap().is_some());
+    assert_eq!(store.dropped_decisions(), 0);
 }
 
 #[tokio::test]
