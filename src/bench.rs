@@ -361,7 +361,7 @@ pub async fn measure(args: &BenchArgs, workdir: &Path) -> anyhow::Result<Report>
     let hit_bodies = bodies(hits_needed, "hit")?;
     if !args.no_fill {
         if args.fill > 0 {
-            store.fill_synthetic(args.fill, "bench", true).await?;
+            fill_with_progress(&store, args.fill, "bench").await?;
         }
         record_hits(&store, &hit_bodies, jiff::Timestamp::now()).await?;
     }
@@ -444,6 +444,23 @@ pub fn render(r: &Report) -> String {
     out
 }
 
+/// Rows per fill statement when reporting progress: large enough that the per-statement cost
+/// is noise, small enough for a line every few seconds.
+const FILL_CHUNK: u64 = 100_000;
+
+/// [`Store::fill_synthetic`] in chunks, reporting progress (keys stay distinct and numbered on
+/// across chunks, since each chunk starts after the namespace's existing rows).
+pub async fn fill_with_progress(store: &Store, n: u64, ns: &str) -> anyhow::Result<u64> {
+    let mut progress = crate::cli::progress::Reporter::new("fill", "rows", Some(n));
+    let mut done = 0u64;
+    while done < n {
+        done += store.fill_synthetic(FILL_CHUNK.min(n - done), ns, true).await?;
+        progress.update(done);
+    }
+    progress.finish(done);
+    Ok(done)
+}
+
 /// Direct store lookup latency after the fill: (p50 ms, p99 ms, lookups).
 pub async fn measure_lookups(args: &BenchArgs, n: usize) -> anyhow::Result<serde_json::Value> {
     let db = args.database_url.clone().ok_or_else(|| anyhow!("--store-lookups needs --database-url"))?;
@@ -452,7 +469,7 @@ pub async fn measure_lookups(args: &BenchArgs, n: usize) -> anyhow::Result<serde
     let ns = "bench-lookup";
     let t = Instant::now();
     if !args.no_fill && args.fill > 0 {
-        store.fill_synthetic(args.fill, ns, true).await?;
+        fill_with_progress(&store, args.fill, ns).await?;
     }
     let fill_s = t.elapsed().as_secs_f64();
     let now = jiff::Timestamp::now();

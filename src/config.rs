@@ -363,6 +363,25 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Explain one step: decision, key, staleness, seed, the entry served (hit) or the nearest
+    /// entry and the key-material differences (miss). Falls back to the decision log or the
+    /// recorded entry when the pod is gone.
+    Why {
+        /// `POD` (or `pod/POD`), or `WORKFLOW/NODE` (node id, name or display name).
+        target: String,
+        /// Namespace (default: the kubeconfig context's).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Output format (`table` is the short human form).
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Cache scope the webhook runs with (to re-derive a miss's key material).
+        #[arg(long, env = "STEPCACHE_SCOPE", value_enum, default_value_t = Scope::Namespace)]
+        scope: Scope,
+        /// Store flags.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// The command of hit pods' no-op container: exits 0 at once.
     Noop,
     /// The command of latched waiter pods: polls stepcache until the leader's outputs are

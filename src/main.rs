@@ -1,13 +1,12 @@
 //! The `stepcache` binary: parses flags and dispatches to the commands.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
 use stepcache::cli;
 use stepcache::config::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Cli::parse();
+    let args = parse_args();
     if matches!(args.command, Command::Noop) {
         return std::process::ExitCode::SUCCESS;
     }
@@ -22,12 +21,25 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Parses the command line; installed as `kubectl-stepcache`, the binary is the kubectl plugin
+/// `kubectl stepcache ...` and says so in its help.
+fn parse_args() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let mut cmd = Cli::command();
+    if stepcache::cli::invoked_as_kubectl_plugin(std::path::Path::new(&argv0)) {
+        cmd = cmd.bin_name("kubectl stepcache");
+    }
+    let matches = cmd.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(s) => cli::serve::serve(*s).await,
         Command::Certs { out, dns } => cli::certs(&out, &dns),
         Command::Migrate { store } => {
-            cli::open_store(&store).await?;
+            cli::migrate(&store).await?;
             println!("migrations applied to {}", cli::redact(&store.database_url));
             Ok(())
         }
@@ -47,6 +59,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Gc { batch, now, store } => cli::entries::gc(&cli::open_store(&store).await?, batch, now).await,
         Command::Stats { output, store } => cli::entries::stats(&cli::open_store(&store).await?, output).await,
+        Command::Why { target, namespace, output, scope, store } => {
+            cli::why::why(&target, namespace, output, scope, &cli::open_store(&store).await?).await
+        }
         Command::Noop => Ok(()),
         Command::Wait { url, token, ca_bundle, interval, timeout } => {
             match cli::wait::wait(&url, &token, ca_bundle.as_deref(), interval, timeout).await? {

@@ -40,6 +40,29 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Label set of per-namespace series: a namespace (bounded, see [`NAMESPACE_LABEL_LIMIT`]) and
+/// a decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceDecisionLabel {
+    /// Namespace of the pod, or [`OTHER_NAMESPACES`].
+    pub namespace: String,
+    /// Admission decision.
+    pub decision: String,
+}
+
+/// Label set with only a (bounded) namespace.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabel {
+    /// Namespace of the pod, or [`OTHER_NAMESPACES`].
+    pub namespace: String,
+}
+
+/// Distinct namespaces that get series of their own; later ones share [`OTHER_NAMESPACES`],
+/// so a cluster creating namespaces per run cannot explode the series count.
+pub const NAMESPACE_LABEL_LIMIT: usize = 200;
+/// The `namespace` label value of namespaces past [`NAMESPACE_LABEL_LIMIT`].
+pub const OTHER_NAMESPACES: &str = "_other";
+
 /// Every metric stepcache exports.
 pub struct Metrics {
     registry: Registry,
@@ -67,6 +90,12 @@ pub struct Metrics {
     pub entries: Gauge,
     /// Certificate reloads by result.
     pub cert_reloads: Family<ReasonLabel, Counter>,
+    /// Step-pod decisions by namespace and decision (Argo step pods only).
+    pub namespace_decisions: Family<NamespaceDecisionLabel, Counter>,
+    /// Compute time saved by hits, by namespace.
+    pub namespace_time_saved: Family<NamespaceLabel, Counter<f64, AtomicU64>>,
+    /// Namespaces that have series of their own.
+    namespaces_seen: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Recorder list/watch failures by resource and reason (`forbidden` = a missing permission).
     pub watch_errors: Family<WatchErrorLabel, Counter>,
 }
@@ -118,6 +147,22 @@ impl Metrics {
         registry.register("entries", "Entries in the execution store", entries.clone());
         let cert_reloads = Family::<ReasonLabel, Counter>::default();
         registry.register("cert_reloads", "Serving certificate reloads by result", cert_reloads.clone());
+        let namespace_decisions = Family::<NamespaceDecisionLabel, Counter>::default();
+        registry.register(
+            "namespace_decisions",
+            "Step-pod admission decisions by namespace",
+            namespace_decisions.clone(),
+        );
+        let namespace_time_saved = Family::<NamespaceLabel, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "namespace_time_saved_seconds",
+            "Compute time saved by cache hits, by namespace",
+            namespace_time_saved.clone(),
+        );
+        // Series that dashboards and alerts select on exist from the start (at 0), so a rate
+        // over them is 0 rather than "no data" until the first failure.
+        let _ = store_errors.get_or_create(&OpKindLabel { op: "record".into(), kind: "timeout".into() });
+        let _ = recorder_skipped.get_or_create(&ReasonLabel { reason: "not_succeeded".into() });
         let watch_errors = Family::<WatchErrorLabel, Counter>::default();
         registry.register(
             "recorder_watch_errors",
@@ -138,8 +183,38 @@ impl Metrics {
             time_saved_seconds,
             entries,
             cert_reloads,
+            namespace_decisions,
+            namespace_time_saved,
+            namespaces_seen: Default::default(),
             watch_errors,
         }
+    }
+
+    /// The `namespace` label value for `ns`: itself while fewer than
+    /// [`NAMESPACE_LABEL_LIMIT`] namespaces have series, else [`OTHER_NAMESPACES`].
+    pub fn namespace_label(&self, ns: &str) -> String {
+        match self.namespaces_seen.lock() {
+            Ok(seen) if seen.contains(ns) => ns.to_owned(),
+            Ok(mut seen) if seen.len() < NAMESPACE_LABEL_LIMIT => {
+                seen.insert(ns.to_owned());
+                ns.to_owned()
+            }
+            _ => OTHER_NAMESPACES.to_owned(),
+        }
+    }
+
+    /// Counts one step-pod decision in its namespace.
+    pub fn namespace_decision(&self, ns: &str, decision: &str) {
+        let label = NamespaceDecisionLabel { namespace: self.namespace_label(ns), decision: decision.to_owned() };
+        self.namespace_decisions.get_or_create(&label).inc();
+    }
+
+    /// Adds compute time a hit saved, overall and in its namespace.
+    pub fn saved(&self, ns: &str, seconds: f64) {
+        self.time_saved_seconds.inc_by(seconds);
+        self.namespace_time_saved
+            .get_or_create(&NamespaceLabel { namespace: self.namespace_label(ns) })
+            .inc_by(seconds);
     }
 
     /// Counts one admission decision.
@@ -167,5 +242,34 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_past_the_limit_share_one_label() {
+        let m = Metrics::new();
+        for i in 0..NAMESPACE_LABEL_LIMIT {
+            assert_eq!(m.namespace_label(&format!("ns-{i}")), format!("ns-{i}"));
+        }
+        assert_eq!(m.namespace_label("one-too-many"), OTHER_NAMESPACES);
+        assert_eq!(m.namespace_label("ns-0"), "ns-0");
+    }
+
+    #[test]
+    fn saved_time_is_counted_overall_and_per_namespace() {
+        let m = Metrics::new();
+        m.saved("ml-team", 2.5);
+        m.namespace_decision("ml-team", "hit");
+        let text = m.encode();
+        assert!(text.contains("stepcache_time_saved_seconds_total 2.5"), "{text}");
+        assert!(text.contains("stepcache_namespace_time_saved_seconds_total{namespace=\"ml-team\"} 2.5"), "{text}");
+        assert!(
+            text.contains("stepcache_namespace_decisions_total{namespace=\"ml-team\",decision=\"hit\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -211,18 +211,32 @@ impl HitCounter {
     }
 }
 
+/// Who a decision was about, for the decision log.
+struct LoggedStep {
+    namespace: Namespace,
+    pod: String,
+    workflow: String,
+    node: String,
+    template: String,
+    seed: String,
+}
+
 struct Ctx<'a> {
     decoded: &'a Decoded,
     warnings: Vec<String>,
     /// The newest entry with the key in any state, when the lookup already fetched it.
     known_latest: Option<Option<Entry>>,
+    /// The step being decided (for the decision log), once classified.
+    step: Option<LoggedStep>,
+    /// Compute time a hit saved, seconds.
+    saved: f64,
 }
 
 impl Admitter {
     /// Answers a decoded review. Never fails: every error becomes an allowed response.
     pub async fn admit(&self, decoded: &Decoded, now: Timestamp) -> Outcome {
         let started = Instant::now();
-        let mut ctx = Ctx { decoded, warnings: Vec::new(), known_latest: None };
+        let mut ctx = Ctx { decoded, warnings: Vec::new(), known_latest: None, step: None, saved: 0.0 };
         let explain = if self.config.noop {
             Explain {
                 decision: "skip".into(),
@@ -243,6 +257,12 @@ impl Admitter {
         let mut explain = explain;
         explain.warnings.extend(ctx.warnings);
         self.metrics.decision(&explain.detail);
+        if let Some(step) = ctx.step {
+            self.metrics.namespace_decision(step.namespace.as_str(), &explain.detail);
+            if explain.key.is_some() && !decoded.dry_run {
+                self.store.log_decision(decision_record(&explain, step, ctx.saved, now));
+            }
+        }
         self.metrics.admission_duration.observe(started.elapsed().as_secs_f64());
         tracing::info!(
             uid = %decoded.uid,
@@ -300,6 +320,14 @@ impl Admitter {
             }
             return skip(decision::SKIPPED, x.to_string());
         }
+        ctx.step = Some(LoggedStep {
+            namespace: step.namespace.clone(),
+            pod: step.pod_name.clone(),
+            workflow: step.workflow_name.clone(),
+            node: step.node_id.clone(),
+            template: step.template.name().to_owned(),
+            seed: String::new(),
+        });
         if !self.config.admin.covers(&step.namespace) {
             return skip(
                 decision::SKIPPED,
@@ -321,6 +349,9 @@ impl Admitter {
             Scope::Cluster if !self.config.admin.shares(&step.namespace) => Scope::Namespace,
             s => s,
         };
+        if let Some(logged) = ctx.step.as_mut() {
+            logged.seed = settings.seed.as_str().to_owned();
+        }
         let km = match derive_key(&pod, &step, &settings.seed, scope) {
             Ok(k) => k,
             Err(e) => {
@@ -485,7 +516,8 @@ impl Admitter {
             entry.finished_at,
             human_seconds(saved)
         );
-        self.metrics.time_saved_seconds.inc_by(saved);
+        self.metrics.saved(step.namespace.as_str(), saved);
+        ctx.saved = saved;
         if !ctx.decoded.dry_run {
             self.after_hit(step, entry, adopt, settings.staleness, saved, now).await;
         }
@@ -686,6 +718,33 @@ impl Admitter {
             }
         }
         found
+    }
+}
+
+/// The decision-log row of one step-pod decision.
+fn decision_record(
+    ex: &Explain,
+    step: LoggedStep,
+    saved_seconds: f64,
+    now: Timestamp,
+) -> crate::store::decisions::Decision {
+    crate::store::decisions::Decision {
+        id: 0,
+        decided_at: now,
+        namespace: step.namespace.to_string(),
+        pod_name: step.pod,
+        workflow_name: step.workflow,
+        node_id: step.node,
+        template_name: step.template,
+        decision: ex.detail.clone(),
+        reason: ex.reason.clone(),
+        key: ex.key.clone().unwrap_or_default(),
+        staleness: ex.staleness.unwrap_or_default(),
+        seed: step.seed,
+        entry_id: ex.entry_id,
+        nearest_id: ex.nearest.as_ref().map(|n| n.entry_id),
+        differences: ex.nearest.as_ref().map(|n| n.differences.clone()).unwrap_or_default(),
+        saved_seconds,
     }
 }
 

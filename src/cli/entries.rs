@@ -77,6 +77,9 @@ pub fn render(lines: &[Vec<String>]) -> String {
     out
 }
 
+/// Rows per invalidation statement.
+const INVALIDATE_BATCH: i64 = 1000;
+
 /// Runs an `entries` subcommand.
 pub async fn run(store: &Store, cmd: &EntriesCommand) -> anyhow::Result<()> {
     let now = jiff::Timestamp::now();
@@ -94,7 +97,11 @@ pub async fn run(store: &Store, cmd: &EntriesCommand) -> anyhow::Result<()> {
         },
         EntriesCommand::Invalidate { filter: f, now: at } => {
             let at = at.unwrap_or(now);
-            let n = store.invalidate(&filter(f, at)?, at).await?;
+            let f = filter(f, at)?;
+            let expected = if f.is_empty() { None } else { store.count_live(&f).await.ok() };
+            let mut progress = super::progress::Reporter::new("invalidate", "entries", expected);
+            let n = store.invalidate_with_progress(&f, at, INVALIDATE_BATCH, |done| progress.update(done)).await?;
+            progress.finish(n);
             println!("invalidated {n} entries");
         }
     }
@@ -103,8 +110,16 @@ pub async fn run(store: &Store, cmd: &EntriesCommand) -> anyhow::Result<()> {
 
 /// `stepcache gc`.
 pub async fn gc(store: &Store, batch: i64, now: Option<jiff::Timestamp>) -> anyhow::Result<()> {
-    let n = store.gc(now.unwrap_or_else(jiff::Timestamp::now), batch).await?;
+    let now = now.unwrap_or_else(jiff::Timestamp::now);
+    let backlog = store.gc_backlog(now).await.ok();
+    let mut progress = super::progress::Reporter::new("gc", "rows", backlog);
+    let n = store.gc_with_progress(now, batch, |done| progress.update(done)).await?;
+    progress.finish(n);
     println!("deleted {n} expired or invalidated entries");
+    let d = store.prune_decisions(now, batch).await?;
+    if d > 0 {
+        println!("pruned {d} old decisions from the decision log");
+    }
     Ok(())
 }
 

@@ -1,8 +1,10 @@
 //! Command implementations. Edge layer: may use `anyhow` and print to stdout/stderr.
 
 pub mod entries;
+pub mod progress;
 pub mod serve;
 pub mod wait;
+pub mod why;
 
 use crate::admission::decode::{decode, Subject};
 use crate::admission::{AdmitConfig, Admitter, Cluster};
@@ -19,6 +21,15 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The file name kubectl looks for to run `kubectl stepcache ...`.
+pub const KUBECTL_PLUGIN_NAME: &str = "kubectl-stepcache";
+
+/// True when the binary was started under its kubectl plugin name (a copy or symlink named
+/// `kubectl-stepcache` on `PATH`): it then behaves exactly as `stepcache`.
+pub fn invoked_as_kubectl_plugin(argv0: &Path) -> bool {
+    argv0.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == KUBECTL_PLUGIN_NAME)
+}
+
 /// Opens the store and applies migrations.
 pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
     let opts = StoreOptions { timeout: args.store_timeout, max_connections: args.store_pool };
@@ -27,6 +38,30 @@ pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
         .with_context(|| format!("opening store {}", redact(&args.database_url)))?;
     store.migrate().await.context("applying migrations")?;
     Ok(store)
+}
+
+/// `stepcache migrate`: applies pending migrations, reporting progress (a line at the start,
+/// periodic lines while a long migration runs, and the total).
+pub async fn migrate(args: &StoreArgs) -> anyhow::Result<()> {
+    let opts = StoreOptions { timeout: args.store_timeout, max_connections: args.store_pool };
+    let store = Store::connect(&args.database_url, opts)
+        .await
+        .with_context(|| format!("opening store {}", redact(&args.database_url)))?;
+    let pending = store.pending_migrations().await.context("reading applied migrations")?;
+    let mut progress = progress::Reporter::new("migrate", "migrations", Some(pending));
+    progress.update(0);
+    let run = store.migrate();
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = tick.tick() => progress.update(0),
+        }
+    };
+    result.context("applying migrations")?;
+    progress.finish(pending);
+    Ok(())
 }
 
 /// Hides a password in a database URL for messages.
@@ -196,4 +231,17 @@ pub fn certs(out: &Path, dns: &[String]) -> anyhow::Result<()> {
     eprintln!("caBundle for the MutatingWebhookConfiguration (stdout):");
     println!("{}", g.ca_bundle_b64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kubectl_plugin_name_is_recognised_through_any_path() {
+        assert!(invoked_as_kubectl_plugin(Path::new("/usr/local/bin/kubectl-stepcache")));
+        assert!(invoked_as_kubectl_plugin(Path::new("kubectl-stepcache")));
+        assert!(!invoked_as_kubectl_plugin(Path::new("/usr/local/bin/stepcache")));
+        assert!(!invoked_as_kubectl_plugin(Path::new("kubectl-stepcache-old")));
+    }
 }

@@ -153,7 +153,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !args.metrics_listen.trim().is_empty() {
         let addr: std::net::SocketAddr = args.metrics_listen.parse().context("--metrics-listen")?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics {addr}"))?;
-        let router = server::metrics_router(metrics.clone());
+        let status = crate::status::StatusState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            recorder: client.is_some() && args.recorder && !args.noop,
+        };
+        let router = server::metrics_router(metrics.clone()).merge(crate::status::router(status));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!(error = %e, "metrics server stopped");
@@ -172,6 +177,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 if let Err(e) = hits.flush(&hit_store).await {
                     tracing::debug!(error = %e, "hit counts kept for the next flush");
                 }
+                if let Err(e) = hit_store.flush_decisions().await {
+                    tracing::debug!(error = %e, "decision log kept for the next flush");
+                }
             }
         });
         let gc_store = store.clone();
@@ -185,6 +193,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     Ok(n) if n > 0 => tracing::info!(deleted = n, "gc removed expired entries"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "gc failed"),
+                }
+                if let Err(e) = gc_store.prune_decisions(jiff::Timestamp::now(), 1000).await {
+                    tracing::warn!(error = %e, "decision log pruning failed");
                 }
                 if let Ok(n) = gc_store.estimate_entries().await {
                     gc_metrics.entries.set(n);

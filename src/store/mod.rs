@@ -9,6 +9,7 @@
 //! originals, `copy:<source>:<staleness>` for adopting copies) and inserts are
 //! `ON CONFLICT (dedup) DO NOTHING`, so racing replicas never duplicate or lose a row.
 
+pub mod decisions;
 mod estimate;
 pub mod explain;
 pub mod latch;
@@ -254,6 +255,7 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     timeout: Duration,
+    decisions: decisions::DecisionBuffer,
 }
 
 /// A bind value of a dynamically built statement.
@@ -500,7 +502,7 @@ impl Store {
                 })
             })
             .connect_lazy(url)?;
-        Ok(Store { pool, backend, timeout })
+        Ok(Store { pool, backend, timeout, decisions: Default::default() })
     }
 
     /// Which database this store talks to.
@@ -550,6 +552,22 @@ impl Store {
             Ok(result?)
         })
         .await
+    }
+
+    /// Embedded migrations not yet applied (all of them when the database has none); for
+    /// progress reports.
+    pub async fn pending_migrations(&self) -> Result<u64, StoreError> {
+        let embedded: Vec<i64> = self.migrator().iter().map(|m| m.version).collect();
+        let applied: Vec<i64> = self
+            .bounded(async {
+                match sqlx::query("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(&self.pool).await {
+                    Ok(found) => found.iter().map(|r| rows::get::<i64>(r, "version")).collect(),
+                    Err(sqlx::Error::Database(e)) if self.is_missing_table(e.as_ref()) => Ok(Vec::new()),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await?;
+        Ok(embedded.iter().filter(|v| !applied.contains(v)).count() as u64)
     }
 
     /// Reachable and migrated to at least this binary's schema (a newer schema is fine).
@@ -733,10 +751,68 @@ impl Store {
         .await
     }
 
+    /// [`Store::invalidate`] in statements of at most `batch` rows (so no statement holds locks
+    /// on a huge selection), calling `progress` with the running total after each; the rows
+    /// selected are the same. Each statement is bounded by the timeout (work done stays done).
+    pub async fn invalidate_with_progress(
+        &self,
+        f: &EntryFilter,
+        now: Timestamp,
+        batch: i64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        if f.is_empty() {
+            return Err(StoreError::EmptyFilter);
+        }
+        let batch = batch.max(1);
+        let w = Where::build(self.backend, f, 3)?;
+        let sql = format!(
+            "UPDATE executions SET invalidated_at = $1 WHERE id IN (SELECT id FROM executions \
+             WHERE invalidated_at IS NULL AND {} LIMIT $2)",
+            w.sql()
+        );
+        let full = u64::try_from(batch).unwrap_or(u64::MAX);
+        let mut total = 0u64;
+        loop {
+            let n = self
+                .bounded(async {
+                    let q = sqlx::query(&sql).bind(now.as_millisecond()).bind(batch);
+                    Ok(w.bind(q).execute(&self.pool).await?.rows_affected())
+                })
+                .await?;
+            total = total.saturating_add(n);
+            progress(total);
+            if n < full {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// How many live entries `f` selects (what an invalidation would touch); for progress.
+    pub async fn count_live(&self, f: &EntryFilter) -> Result<u64, StoreError> {
+        let w = Where::build(self.backend, f, 1)?;
+        let sql = format!("SELECT COUNT(*) AS n FROM executions WHERE invalidated_at IS NULL AND {}", w.sql());
+        self.bounded(async {
+            let r = w.bind(sqlx::query(&sql)).fetch_one(&self.pool).await?;
+            Ok(u64::try_from(rows::get::<i64>(&r, "n")?).unwrap_or(0))
+        })
+        .await
+    }
+
     /// Deletes expired (`expires_at <= now`) and invalidated rows, `batch` rows per statement
     /// until none are left, so no statement holds locks for long; returns how many. Each
     /// statement is bounded by the timeout (work already done stays done).
     pub async fn gc(&self, now: Timestamp, batch: i64) -> Result<u64, StoreError> {
+        self.gc_with_progress(now, batch, |_| {}).await
+    }
+
+    /// [`Store::gc`], calling `progress` with the running total after every batch.
+    pub async fn gc_with_progress(
+        &self,
+        now: Timestamp,
+        batch: i64,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, StoreError> {
         let batch = batch.max(1);
         let (expired, invalidated) = (self.backend.gc_expired(), self.backend.gc_invalidated());
         let full = u64::try_from(batch).unwrap_or(u64::MAX);
@@ -749,6 +825,7 @@ impl Store {
                 })
                 .await?;
             total = total.saturating_add(n);
+            progress(total);
             if n < full {
                 break;
             }
@@ -761,11 +838,26 @@ impl Store {
                 })
                 .await?;
             total = total.saturating_add(n);
+            progress(total);
             if n < full {
                 break;
             }
         }
         Ok(total)
+    }
+
+    /// How many rows gc at `now` would delete (expired or invalidated); a scan, for progress.
+    pub async fn gc_backlog(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.bounded(async {
+            let r = sqlx::query(
+                "SELECT COUNT(*) AS n FROM executions WHERE expires_at <= $1 OR invalidated_at IS NOT NULL",
+            )
+            .bind(now.as_millisecond())
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(u64::try_from(rows::get::<i64>(&r, "n")?).unwrap_or(0))
+        })
+        .await
     }
 
     /// One row per namespace (by name) and then the total (`namespace: None`); counts rows in

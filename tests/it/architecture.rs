@@ -18,6 +18,9 @@ const CORE: &[&str] = &[
     "src/admission/decode.rs",
     "src/admission/respond.rs",
     "src/recorder/assess.rs",
+    "src/why.rs",
+    "src/status/page.rs",
+    "src/status/exposition.rs",
 ];
 
 const FORBIDDEN: &[&str] = &[

@@ -1046,3 +1046,31 @@ fn every_variable_the_chart_sets_is_one_the_binary_reads() {
         assert!(reads(&migrate, name), "`stepcache migrate` does not read {name}");
     }
 }
+
+#[test]
+fn grafana_dashboard_config_map_is_off_by_default_and_ships_the_repository_json() {
+    let Some(helm) = helm() else { return };
+    let dashboards = |r: &Rendered| -> Vec<Value> {
+        r.all("ConfigMap")
+            .into_iter()
+            .filter(|c| c["metadata"]["labels"]["grafana_dashboard"].as_str() == Some("1"))
+            .cloned()
+            .collect()
+    };
+    assert!(dashboards(&render(helm, "")).is_empty(), "off by default");
+    let r = render(
+        helm,
+        "metrics: {grafanaDashboard: {enabled: true, namespace: monitoring, annotations: {grafana_folder: Argo}}}",
+    );
+    let found = dashboards(&r);
+    assert_eq!(found.len(), 1);
+    let cm = &found[0];
+    assert_eq!(cm["metadata"]["namespace"].as_str(), Some("monitoring"));
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"].as_str(), Some("Argo"));
+    let shipped: serde_json::Value = serde_json::from_str(cm["data"]["stepcache.json"].as_str().unwrap()).unwrap();
+    let repo: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(chart_dir().join("dashboards/stepcache.json")).unwrap()).unwrap();
+    assert_eq!(shipped, repo, "the ConfigMap carries the repository's dashboard unchanged");
+    let e = refusal(helm, "metrics: {grafanaDashboard: {enabled: true, folder: x}}");
+    assert!(names_value(&e, "metrics.grafanaDashboard") || e.contains("folder"), "{e}");
+}
