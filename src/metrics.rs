@@ -40,6 +40,13 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Label set for supervised background loops.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    /// Loop name (`hit_flush`, `gc`, `cert_reload`, ...).
+    pub task: String,
+}
+
 /// Every metric stepcache exports.
 pub struct Metrics {
     registry: Registry,
@@ -67,6 +74,8 @@ pub struct Metrics {
     pub entries: Gauge,
     /// Certificate reloads by result.
     pub cert_reloads: Family<ReasonLabel, Counter>,
+    /// Background loops that stopped (ended or panicked) and were restarted, by loop.
+    pub background_restarts: Family<TaskLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -107,6 +116,12 @@ impl Metrics {
         registry.register("entries", "Entries in the execution store", entries.clone());
         let cert_reloads = Family::<ReasonLabel, Counter>::default();
         registry.register("cert_reloads", "Serving certificate reloads by result", cert_reloads.clone());
+        let background_restarts = Family::<TaskLabel, Counter>::default();
+        registry.register(
+            "background_restarts",
+            "Background loops restarted after stopping",
+            background_restarts.clone(),
+        );
         Metrics {
             registry,
             admission_requests,
@@ -121,6 +136,7 @@ impl Metrics {
             time_saved_seconds,
             entries,
             cert_reloads,
+            background_restarts,
         }
     }
 

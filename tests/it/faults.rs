@@ -263,16 +263,10 @@ async fn a_rotated_certificate_is_served_without_restart_and_without_failed_requ
         stepcache::server::AppState { admitter: a, deadline: Duration::from_secs(4) },
         1 << 22,
     );
-    let handle = axum_server::Handle::new();
-    let h = handle.clone();
-    tokio::spawn(async move {
-        axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), tls)
-            .handle(h)
-            .serve(app.into_make_service())
-            .await
-            .unwrap()
-    });
-    let s2 = handle.listening().await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s2 = listener.local_addr().unwrap();
+    let limits = stepcache::listener::Limits::default();
+    tokio::spawn(stepcache::listener::serve_https(listener, tls, app, limits, std::future::pending(), Duration::ZERO));
     let both = reqwest::Client::builder()
         .use_rustls_tls()
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(live.join("ca.crt")).unwrap()).unwrap())

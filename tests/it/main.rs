@@ -7,6 +7,7 @@ mod cli;
 mod faults;
 mod harness;
 mod hitpath;
+mod hostile;
 mod k8s;
 mod latch;
 mod pg;
