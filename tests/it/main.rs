@@ -12,6 +12,7 @@ mod k8s;
 mod latch;
 mod pg;
 mod recorder;
+mod span;
 mod store;
 mod support;
 mod watch;
