@@ -31,7 +31,10 @@ impl Visit for Fields {
 /// Collects, per `admission` span, the declared field names and the fields recorded so far
 /// (a span may outlive its admission: pooled store connections can keep a handle to it).
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<BTreeMap<u64, (Vec<String>, Fields)>>>);
+struct Capture(Arc<Mutex<BTreeMap<u64, SpanSeen>>>);
+
+/// Declared field names and recorded fields of one span.
+type SpanSeen = (Vec<String>, Fields);
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: Context<'_, S>) {
