@@ -33,21 +33,26 @@ async fn accepted_sockets_have_tcp_nodelay_on_the_webhook_and_metrics_listeners(
 
 /// A TLS client connection trusting the test CA in `certs`.
 async fn tls_connect(addr: SocketAddr, certs: &Path) -> tokio_rustls::client::TlsStream<TcpStream> {
+    tls_connect_alpn(addr, certs, b"http/1.1").await
+}
+
+/// A TLS client connection offering one ALPN protocol.
+async fn tls_connect_alpn(addr: SocketAddr, certs: &Path, alpn: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(certs.join("ca.crt")).unwrap();
     for c in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(c.unwrap()).unwrap();
     }
     let mut cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let tcp = TcpStream::connect(addr).await.unwrap();
     connector.connect("127.0.0.1".try_into().unwrap(), tcp).await.unwrap()
 }
 
-/// Writes `head`, then one byte of `drip` every 100 ms until the server closes the connection;
+/// Writes `head`, then one byte of `drip` (if any) every 100 ms until the server closes the connection;
 /// returns what the server sent and how long it held the connection (None: still open after 10 s).
-async fn trickle<S>(mut s: S, head: &[u8], drip: u8) -> Option<(String, Duration)>
+async fn trickle<S>(mut s: S, head: &[u8], drip: Option<u8>) -> Option<(String, Duration)>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -63,8 +68,10 @@ where
                 Ok(n) => got.extend_from_slice(&buf[..n]),
             },
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                if s.write_all(&[drip]).await.is_ok() {
-                    let _ = s.flush().await;
+                if let Some(b) = drip {
+                    if s.write_all(&[b]).await.is_ok() {
+                        let _ = s.flush().await;
+                    }
                 }
             }
         }
@@ -94,7 +101,8 @@ async fn slow_header_and_silent_clients_are_dropped_within_the_header_timeout_wh
 
     // Finishes TLS, then sends its headers one byte every 100 ms, forever.
     let slow = tls_connect(s.addr, &dir.path().join("certs")).await;
-    let slow = tokio::spawn(async move { trickle(slow, b"POST /mutate HTTP/1.1\r\nhost: x\r\nx-slow: ", b'x').await });
+    let slow =
+        tokio::spawn(async move { trickle(slow, b"POST /mutate HTTP/1.1\r\nhost: x\r\nx-slow: ", Some(b'x')).await });
     // Connects and never starts TLS.
     let silent = tokio::spawn(closed_within(TcpStream::connect(s.addr).await.unwrap()));
 
@@ -111,13 +119,31 @@ async fn slow_header_and_silent_clients_are_dropped_within_the_header_timeout_wh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_never_finishes_its_headers_is_closed_at_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
+    let limits = Limits { idle_timeout: Duration::from_millis(500), ..Limits::default() };
+    let s = start_with_limits(a, dir.path(), Duration::from_secs(4), DEFAULT_BODY_LIMIT, limits).await;
+    let c = tls_connect_alpn(s.addr, &dir.path().join("certs"), b"h2").await;
+    assert_eq!(c.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // Preface, empty SETTINGS, then a HEADERS frame on stream 1 without END_HEADERS
+    // (`:method: GET`); the CONTINUATION that would finish it never comes.
+    let mut head = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    head.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    head.extend_from_slice(&[0, 0, 1, 0x1, 0x0, 0, 0, 0, 1, 0x82]);
+    let ping = tokio::spawn(async move { trickle(c, &head, None).await });
+    let (_, held) = ping.await.unwrap().expect("the half-open stream's connection was closed");
+    assert!(held < Duration::from_secs(4), "held for {held:?} with a 500 ms idle timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_body_is_answered_within_the_request_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
     let s = start_with_limits(a, dir.path(), Duration::from_secs(1), DEFAULT_BODY_LIMIT, Limits::default()).await;
     let c = tls_connect(s.addr, &dir.path().join("certs")).await;
     let head = b"POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{";
-    let (answer, held) = trickle(c, head, b' ').await.expect("the server answered and closed");
+    let (answer, held) = trickle(c, head, Some(b' ')).await.expect("the server answered and closed");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("body_timeout"), "{answer}");
     assert!(held < Duration::from_secs(3), "held for {held:?} with a 1 s deadline");
@@ -150,8 +176,8 @@ async fn connections_beyond_the_bound_wait_for_a_free_slot_and_are_then_served()
     assert!(t.elapsed() < Duration::from_millis(900), "{:?}", t.elapsed());
 }
 
-/// The Argo 3.3 fixture with 20,000 extra env entries of ~150 bytes (a ~3.6 MB review, under the
-/// 4 MiB body limit); `variant` changes every value.
+/// The Argo 3.3 fixture with 20,000 extra env entries (a ~0.9 MB review, the shape that took
+/// tens of seconds to explain when the diff was quadratic); `variant` changes every value.
 fn review_with_big_env(uid: &str, variant: char) -> Value {
     let mut v = fixture("v3.3-container-params.admission.json");
     v["request"]["uid"] = json!(uid);
@@ -161,7 +187,7 @@ fn review_with_big_env(uid: &str, variant: char) -> Value {
         main["env"] = json!([]);
     }
     let env = main["env"].as_array_mut().unwrap();
-    let tail: String = std::iter::repeat_n(variant, 145).collect();
+    let tail: String = std::iter::repeat_n(variant, 10).collect();
     env.extend((0..20_000).map(|i| json!({"name": format!("BIG_{i:05}"), "value": format!("{i:05}{tail}")})));
     v
 }
@@ -186,13 +212,16 @@ async fn a_miss_on_a_pod_with_twenty_thousand_env_entries_is_explained_within_th
     let a = admitter(store_with_big_entry(dir.path()).await, config(), Cluster::default());
     let s = start_with_limits(a, dir.path(), deadline, DEFAULT_BODY_LIMIT, Limits::default()).await;
     let review = review_with_big_env("new", 'b');
-    assert!(review.to_string().len() > 3_000_000 && review.to_string().len() < DEFAULT_BODY_LIMIT);
+    let body = review.to_string();
+    assert!(body.len() > 800_000 && body.len() < DEFAULT_BODY_LIMIT, "{} bytes", body.len());
     let t = Instant::now();
-    let (status, response) = s.post(&review).await;
+    let r = s.client.post(s.url("/mutate")).header("content-type", "application/json").body(body).send().await.unwrap();
     let took = t.elapsed();
-    assert_eq!(status, 200);
-    // The server answers by its deadline (failing open past it); uploading 3.6 MB adds a little.
-    assert!(took < deadline + Duration::from_secs(1), "answered in {took:?}");
+    assert_eq!(r.status(), 200);
+    let response: Value = r.json().await.unwrap();
+    // The server answers by its deadline, failing open past it (the warning checked below); the
+    // upload and a debug build on a shared machine add to what the client sees.
+    assert!(took < deadline + Duration::from_secs(2), "answered in {took:?}");
     let warnings = response["response"]["warnings"].to_string();
     assert!(!warnings.contains("no decision within"), "decided, not cut off by the deadline: {warnings}");
     let reason = miss_reason(&review, &response);
@@ -224,7 +253,7 @@ async fn a_miss_on_a_pod_with_twenty_thousand_env_entries_is_explained_quickly_b
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let diffs = v["explain"]["nearest"]["differences"].as_array().unwrap();
     let first = diffs[0].as_str().unwrap();
-    assert!(first.starts_with("containers[main].env[BIG_00000].value: differs at character 5:"), "{first}");
+    assert_eq!(first, r#"containers[main].env[BIG_00000].value: "00000aaaaaaaaaa" → "00000bbbbbbbbbb""#);
     assert!(diffs.last().unwrap().as_str().unwrap().starts_with("… comparison stopped after"), "{diffs:?}");
     eprintln!("20,000-entry miss explained by review in {took:?}");
 }
