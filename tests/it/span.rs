@@ -60,6 +60,9 @@ async fn each_admission_has_one_span_with_its_declared_fields_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
     let review = fixture("v3.3-container-params.admission.json");
+    // Another test's thread may have registered the span's callsite while this subscriber was
+    // being installed (and cached "no interest"): recompute interests with it in place.
+    tracing::callsite::rebuild_interest_cache();
     let (_, explain) = admit(&a, &review, jiff::Timestamp::now()).await;
 
     let spans: Vec<_> = capture.0.lock().unwrap().values().cloned().collect();
