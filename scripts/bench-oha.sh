@@ -28,14 +28,20 @@ if [ "$FILL" -gt 0 ]; then
   "$SC" bench --database-url "$DB" --fill "$FILL" --store-lookups 100 >/dev/null
 fi
 
-# Bodies: a miss (the Argo 3.3 fixture; nothing records it, so every request misses) and a hit
-# (the same step recorded once through `stepcache record`, then admitted from another run).
+# Bodies: a hit (the Argo 3.3 fixture's step recorded once through `stepcache record`, then
+# admitted from another run) and a miss (the same template with one more argument: nothing
+# records it, so every request misses and is explained against the recorded entry).
 F=tests/fixtures/argo/v3.3-container-params.admission.json
 "$SC" review --explain < "$F" > "$WORK/miss-review.json"
 python3 - "$F" "$WORK" <<'PY'
 import base64, json, sys
 review = json.load(open(sys.argv[1])); work = sys.argv[2]
-json.dump(review, open(f"{work}/miss.json", "w"))
+miss = json.loads(json.dumps(review))  # another key of the same template: explained against the recorded entry
+miss["request"]["uid"] = "bench-oha-miss"
+for c in miss["request"]["object"]["spec"]["containers"]:
+    if c["name"] == "main":
+        c.setdefault("args", []).append("--bench-variant=miss")
+json.dump(miss, open(f"{work}/miss.json", "w"))
 out = json.load(open(f"{work}/miss-review.json"))
 pod = json.loads(json.dumps(review["request"]["object"]))
 for op in json.loads(base64.b64decode(out["review"]["response"]["patch"])):
@@ -84,6 +90,12 @@ start() {  # name port [flags...]
 }
 NOOP_PORT=$(port); start noop "$NOOP_PORT" --noop
 SUBJ_PORT=$(port); start serve "$SUBJ_PORT"
+
+for kind in miss hit; do  # the subject's real answer to each body
+  got=$(curl -sk -H 'Content-Type: application/json' --data-binary @"$WORK/$kind.json" "https://127.0.0.1:$SUBJ_PORT/mutate" \
+    | python3 -c 'import base64,json,sys; r=json.load(sys.stdin)["response"]; p=base64.b64decode(r.get("patch","")).decode(); print("hit" if "\"hit\"" in p else "miss" if "\"miss\"" in p else "none")')
+  [ "$got" = "$kind" ] || { echo "serve answers the $kind body with a $got" >&2; exit 1; }
+done
 
 phase() {  # label port body -> "label p50 p99 rps non-200"
   local label=$1 p=$2 body=$3
