@@ -98,7 +98,7 @@ phase() {  # mode round
 import json, sys
 r = json.load(open(sys.argv[2]))
 codes = r.get("statusCodeDistribution", {})
-bad = sum(v for k, v in codes.items() if k != "201") + sum(r.get("errorDistribution", {}).values())
+bad = sum(v for k, v in codes.items() if k != "201") + sum(v for k, v in r.get("errorDistribution", {}).items() if k != "aborted due to deadline")
 pct = r["latencyPercentiles"]
 print(f'{sys.argv[1]:<6} p50 {pct["p50"]*1000:8.3f} ms  p99 {pct["p99"]*1000:8.3f} ms  rps {r["summary"]["requestsPerSec"]:7.1f}  non-201 {bad}')
 PY
