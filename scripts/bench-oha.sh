@@ -31,7 +31,16 @@ fi
 # Bodies: a hit (the Argo 3.3 fixture's step recorded once through `stepcache record`, then
 # admitted from another run) and a miss (the same template with one more argument: nothing
 # records it, so every request misses and is explained against the recorded entry).
-F=tests/fixtures/argo/v3.3-container-params.admission.json
+# A run-unique argument gives this run's bodies keys no earlier run recorded.
+python3 - tests/fixtures/argo/v3.3-container-params.admission.json "$WORK/base.json" "$(basename "$WORK")" <<'PY'
+import json, sys
+review = json.load(open(sys.argv[1]))
+for c in review["request"]["object"]["spec"]["containers"]:
+    if c["name"] == "main":
+        c.setdefault("args", []).append(f"--bench-run={sys.argv[3]}")
+json.dump(review, open(sys.argv[2], "w"))
+PY
+F=$WORK/base.json
 "$SC" review --explain < "$F" > "$WORK/miss-review.json"
 python3 - "$F" "$WORK" <<'PY'
 import base64, json, sys
@@ -50,7 +59,7 @@ for op in json.loads(base64.b64decode(out["review"]["response"]["patch"])):
     for p in parts[:-1]:
         cur = cur.setdefault(p, {})
     cur[parts[-1]] = op["value"]
-pod["metadata"]["uid"] = "bench-oha-recorded"
+pod["metadata"]["uid"] = "bench-oha-" + work.rstrip("/").rsplit("/", 1)[-1]
 pod["status"] = {"phase": "Succeeded", "startTime": "2026-11-01T10:00:00Z", "containerStatuses": [
     {"name": c["name"], "ready": False, "restartCount": 0, "image": c["image"], "imageID": "docker.io/x@sha256:" + "0" * 64,
      "state": {"terminated": {"exitCode": 0, "startedAt": "2026-11-01T10:00:00Z", "finishedAt": "2026-11-01T10:04:12Z"}}}
