@@ -128,6 +128,19 @@ pub struct PolicyArgs {
     pub explain_misses: bool,
 }
 
+impl ServeArgs {
+    /// The connection limits these flags describe.
+    pub fn limits(&self) -> crate::listener::Limits {
+        crate::listener::Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            http2_max_streams: self.http2_max_streams,
+            max_header_list_size: self.max_header_bytes,
+        }
+    }
+}
+
 impl PolicyArgs {
     /// The admin policy these flags describe.
     pub fn admin(&self) -> AdminPolicy {
@@ -211,6 +224,21 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "STEPCACHE_BODY_LIMIT", default_value_t = crate::server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
+    /// Bound on a client's TLS handshake and on reading its request headers.
+    #[arg(long, env = "STEPCACHE_HEADER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "STEPCACHE_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Open webhook connections at most; more wait in the listen backlog.
+    #[arg(long, env = "STEPCACHE_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+    /// HTTP/2 streams in flight per connection.
+    #[arg(long, env = "STEPCACHE_HTTP2_MAX_STREAMS", default_value_t = 256)]
+    pub http2_max_streams: u32,
+    /// Largest request header list, in bytes.
+    #[arg(long, env = "STEPCACHE_MAX_HEADER_BYTES", default_value_t = 65536)]
+    pub max_header_bytes: u32,
     /// Grace period for in-flight requests on SIGTERM.
     #[arg(long, env = "STEPCACHE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

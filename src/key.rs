@@ -535,6 +535,9 @@ fn write_string(s: &str, out: &mut String) {
 
 /// Most lines [`diff_material`] returns; the rest are summarised in one last line.
 pub const MAX_DIFF_LINES: usize = 40;
+/// Most nodes of the two materials [`diff_material`] compares; past it the explanation says it
+/// stopped. Keeps the explanation of a miss bounded for any admission under the body limit.
+pub const MAX_DIFF_NODES: usize = 50_000;
 /// Strings longer than this are shown as a window around their first difference.
 const MAX_SHOWN_CHARS: usize = 60;
 
@@ -544,14 +547,17 @@ const MAX_SHOWN_CHARS: usize = 60;
 /// Lists of objects are matched by `mountPath` (volume mounts) or by `name` (containers, env,
 /// artifacts, parameters) when those are unique in both lists, otherwise by position. Missing sides
 /// show as `(absent)`; long strings show a window around the first difference. Empty when
-/// the materials are equal.
+/// the materials are equal. Linear in the materials' size and bounded: at most
+/// [`MAX_DIFF_LINES`] lines are rendered and at most [`MAX_DIFF_NODES`] nodes compared.
 pub fn diff_material(old: &Value, new: &Value) -> Vec<String> {
-    let mut lines = Vec::new();
-    diff_at("", Some(old), Some(new), &mut lines);
-    if lines.len() > MAX_DIFF_LINES {
-        let more = lines.len() - MAX_DIFF_LINES;
-        lines.truncate(MAX_DIFF_LINES);
-        lines.push(format!("… and {more} more differences"));
+    let mut d = Differ { lines: Vec::new(), found: 0, budget: MAX_DIFF_NODES, stopped: false };
+    d.diff_at("", Some(old), Some(new));
+    let mut lines = d.lines;
+    if d.found > MAX_DIFF_LINES {
+        lines.push(format!("… and {} more differences", d.found - MAX_DIFF_LINES));
+    }
+    if d.stopped {
+        lines.push(format!("… comparison stopped after {MAX_DIFF_NODES} items"));
     }
     lines
 }
@@ -568,52 +574,82 @@ fn join(path: &str, key: &str) -> String {
 fn identity_field(a: &[Value], b: &[Value]) -> Option<&'static str> {
     ["mountPath", "name"].into_iter().find(|f| {
         [a, b].iter().all(|items| {
-            let mut seen = BTreeSet::new();
+            let mut seen = std::collections::HashSet::with_capacity(items.len());
             items.iter().all(|i| i.get(*f).and_then(Value::as_str).is_some_and(|id| seen.insert(id)))
         })
     })
 }
 
-fn diff_at<'a>(path: &str, old: Option<&'a Value>, new: Option<&'a Value>, out: &mut Vec<String>) {
-    if old == new {
-        return;
+/// The diff walk: rendered lines, differences found, and the node budget left.
+struct Differ {
+    lines: Vec<String>,
+    found: usize,
+    budget: usize,
+    stopped: bool,
+}
+
+impl Differ {
+    /// Records one differing leaf; renders it only while under [`MAX_DIFF_LINES`].
+    fn push(&mut self, path: &str, old: Option<&Value>, new: Option<&Value>) {
+        self.found += 1;
+        if self.lines.len() < MAX_DIFF_LINES {
+            self.lines.push(line(path, old, new));
+        }
     }
-    match (old, new) {
-        (Some(Value::Object(a)), Some(Value::Object(b))) => {
-            let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            for k in keys {
-                diff_at(&join(path, k), a.get(k), b.get(k), out);
-            }
+
+    fn diff_at(&mut self, path: &str, old: Option<&Value>, new: Option<&Value>) {
+        if self.budget == 0 {
+            self.stopped = true;
+            return;
         }
-        (Some(Value::Array(a)), Some(Value::Array(b))) => {
-            if let Some(f) = identity_field(a, b) {
-                let id = |v: &Value| v.get(f).and_then(Value::as_str).map(str::to_owned);
-                let mut ids: Vec<String> = a.iter().filter_map(id).collect();
-                for i in b.iter().filter_map(id) {
-                    if !ids.contains(&i) {
-                        ids.push(i);
+        self.budget -= 1;
+        if old == new {
+            return;
+        }
+        match (old, new) {
+            (Some(Value::Object(a)), Some(Value::Object(b))) => {
+                let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for k in keys {
+                    self.diff_at(&join(path, k), a.get(k), b.get(k));
+                }
+            }
+            (Some(Value::Array(a)), Some(Value::Array(b))) => match identity_field(a, b) {
+                Some(f) => self.diff_by_identity(path, f, a, b),
+                None => {
+                    for i in 0..a.len().max(b.len()) {
+                        self.diff_at(&format!("{path}[{i}]"), a.get(i), b.get(i));
                     }
                 }
-                for i in ids {
-                    let find = |items: &'a [Value]| -> Option<&'a Value> {
-                        items.iter().find(|v| id(v).as_deref() == Some(i.as_str()))
-                    };
-                    // Removed as a whole: keep it to one line.
-                    let (x, y) = (find(a), find(b));
-                    let p = format!("{path}[{i}]");
-                    if x.is_none() || y.is_none() {
-                        out.push(line(&p, x, y));
-                    } else {
-                        diff_at(&p, x, y, out);
-                    }
-                }
+            },
+            _ => self.push(path, old, new),
+        }
+    }
+
+    /// Matches elements by their unique `field`: old order first, then elements only in `b`.
+    fn diff_by_identity(&mut self, path: &str, field: &str, a: &[Value], b: &[Value]) {
+        fn id<'v>(v: &'v Value, field: &str) -> Option<&'v str> {
+            v.get(field).and_then(Value::as_str)
+        }
+        let id = |v| id(v, field);
+        let in_a: std::collections::HashMap<&str, &Value> = a.iter().filter_map(|v| Some((id(v)?, v))).collect();
+        let in_b: std::collections::HashMap<&str, &Value> = b.iter().filter_map(|v| Some((id(v)?, v))).collect();
+        let only_b = b.iter().filter_map(id).filter(|i| !in_a.contains_key(i));
+        let ids: Vec<&str> = a.iter().filter_map(id).chain(only_b).collect();
+        for i in ids {
+            if self.budget == 0 {
+                self.stopped = true;
+                return;
+            }
+            let (x, y) = (in_a.get(i).copied(), in_b.get(i).copied());
+            let p = format!("{path}[{i}]");
+            if x.is_none() || y.is_none() {
+                // Added or removed as a whole: keep it to one line.
+                self.budget -= 1;
+                self.push(&p, x, y);
             } else {
-                for i in 0..a.len().max(b.len()) {
-                    diff_at(&format!("{path}[{i}]"), a.get(i), b.get(i), out);
-                }
+                self.diff_at(&p, x, y);
             }
         }
-        _ => out.push(line(path, old, new)),
     }
 }
 
@@ -793,6 +829,39 @@ mod tests {
         let d = diff_material(&old, &new);
         assert_eq!(d.len(), MAX_DIFF_LINES + 1);
         assert_eq!(d[MAX_DIFF_LINES], "… and 60 more differences");
+    }
+
+    fn env_material(n: usize, value: &str) -> Value {
+        let env: Vec<Value> =
+            (0..n).map(|i| json!({"name": format!("V{i}"), "value": format!("{value}{i}")})).collect();
+        json!({"containers":[{"name":"main","env": env}]})
+    }
+
+    #[test]
+    fn diff_of_twenty_thousand_named_entries_is_linear_and_bounded() {
+        let (old, new) = (env_material(20_000, "a"), env_material(20_000, "b"));
+        let t = std::time::Instant::now();
+        let d = diff_material(&old, &new);
+        // Quadratic matching took tens of seconds here; the linear walk takes milliseconds.
+        assert!(t.elapsed() < std::time::Duration::from_secs(2), "took {:?}", t.elapsed());
+        assert_eq!(d.len(), MAX_DIFF_LINES + 2, "{d:?}");
+        assert_eq!(d[0], r#"containers[main].env[V0].value: "a0" → "b0""#);
+        assert!(d[MAX_DIFF_LINES].starts_with("… and ") && d[MAX_DIFF_LINES].ends_with(" more differences"));
+        assert_eq!(d[MAX_DIFF_LINES + 1], format!("… comparison stopped after {MAX_DIFF_NODES} items"));
+    }
+
+    #[test]
+    fn diff_matches_named_entries_regardless_of_order_and_reports_added_and_removed() {
+        let old = json!({"env":[{"name":"A","value":"1"},{"name":"B","value":"2"},{"name":"C","value":"3"}]});
+        let new = json!({"env":[{"name":"D","value":"4"},{"name":"B","value":"9"},{"name":"A","value":"1"}]});
+        assert_eq!(
+            diff_material(&old, &new),
+            vec![
+                r#"env[B].value: "2" → "9""#,
+                r#"env[C]: {"name":"C","value":"3"} → (absent)"#,
+                r#"env[D]: (absent) → {"name":"D","value":"4"}"#
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Layers (imports only point down):
 //! 0 `types`, `duration` → 1 (pure) `argo`, `key`, `policy`, `mark`, `rewrite` → 2 `store` →
-//! 3 `admission`, `recorder` → 4 `server`, `tls`, `k8s`, `metrics`, `config`, `cli`, `bench`.
+//! 3 `admission`, `recorder` → 4 `server`, `listener`, `tls`, `k8s`, `metrics`, `config`, `cli`, `bench`.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -13,6 +13,7 @@ pub mod config;
 pub mod duration;
 pub mod k8s;
 pub mod key;
+pub mod listener;
 pub mod mark;
 pub mod metrics;
 pub mod policy;
@@ -22,6 +23,7 @@ pub mod rewrite;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod supervise;
 pub mod telemetry;
 pub mod tls;
 pub mod types;

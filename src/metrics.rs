@@ -63,6 +63,13 @@ pub const NAMESPACE_LABEL_LIMIT: usize = 200;
 /// The `namespace` label value of namespaces past [`NAMESPACE_LABEL_LIMIT`].
 pub const OTHER_NAMESPACES: &str = "_other";
 
+/// Label set for supervised background loops.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabel {
+    /// Loop name (`hit_flush`, `gc`, `cert_reload`, ...).
+    pub task: String,
+}
+
 /// Every metric stepcache exports.
 pub struct Metrics {
     registry: Registry,
@@ -98,6 +105,8 @@ pub struct Metrics {
     namespaces_seen: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Recorder list/watch failures by resource and reason (`forbidden` = a missing permission).
     pub watch_errors: Family<WatchErrorLabel, Counter>,
+    /// Background loops that stopped (ended or panicked) and were restarted, by loop.
+    pub background_restarts: Family<TaskLabel, Counter>,
 }
 
 /// Label set for the recorder's watch failures.
@@ -169,6 +178,12 @@ impl Metrics {
             "Recorder list/watch failures by resource and reason",
             watch_errors.clone(),
         );
+        let background_restarts = Family::<TaskLabel, Counter>::default();
+        registry.register(
+            "background_restarts",
+            "Background loops restarted after stopping",
+            background_restarts.clone(),
+        );
         Metrics {
             registry,
             admission_requests,
@@ -187,6 +202,7 @@ impl Metrics {
             namespace_time_saved,
             namespaces_seen: Default::default(),
             watch_errors,
+            background_restarts,
         }
     }
 

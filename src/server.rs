@@ -5,8 +5,8 @@
 use crate::admission::decode::{decode, DecodeError};
 use crate::admission::{respond, Admitter};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -62,17 +62,25 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn mutate(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
+async fn mutate(State(state): State<Arc<AppState>>, request: axum::extract::Request) -> Response {
+    // The deadline starts when the headers are in: reading the body, decoding and deciding all
+    // count against it, so a client trickling its body cannot hold a request past it.
+    let deadline = tokio::time::Instant::now() + state.deadline;
+    let headers = request.headers().clone();
+    let body = match tokio::time::timeout_at(deadline, Bytes::from_request(request, &())).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
             state.admitter.metrics.decision("error");
             let status = e.status();
             return bad_request(status, "body", format!("request body rejected: {}", e.body_text()));
+        }
+        Err(_) => {
+            state.admitter.metrics.decision("error");
+            return bad_request(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("request body not received within {:?}", state.deadline),
+            );
         }
     };
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -92,7 +100,7 @@ async fn mutate(
         }
     };
     let now = jiff::Timestamp::now();
-    let review = match tokio::time::timeout(state.deadline, state.admitter.admit(&decoded, now)).await {
+    let review = match tokio::time::timeout_at(deadline, state.admitter.admit(&decoded, now)).await {
         Ok(outcome) => outcome.review,
         Err(_) => {
             state.admitter.metrics.decision("error");

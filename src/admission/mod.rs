@@ -232,9 +232,43 @@ struct Ctx<'a> {
     saved: f64,
 }
 
+tokio::task_local! {
+    /// Time spent in store calls by the admission running in this task (its span's `store_ms`).
+    static STORE_TIME: std::cell::Cell<std::time::Duration>;
+}
+
 impl Admitter {
     /// Answers a decoded review. Never fails: every error becomes an allowed response.
+    ///
+    /// Runs in one `admission` span whose fields (uid, namespace, pod, key, decision, store_ms)
+    /// are declared up front and recorded as they become known, so traces and logs of one
+    /// admission can be found and filtered by any of them.
     pub async fn admit(&self, decoded: &Decoded, now: Timestamp) -> Outcome {
+        use tracing::field::Empty;
+        let span = tracing::info_span!(
+            "admission",
+            uid = %decoded.uid,
+            namespace = decoded.namespace.as_deref().unwrap_or(""),
+            pod = decoded.name.as_deref().unwrap_or(""),
+            key = Empty,
+            decision = Empty,
+            store_ms = Empty,
+        );
+        let run = STORE_TIME.scope(std::cell::Cell::new(std::time::Duration::ZERO), async {
+            let outcome = self.admit_in_span(decoded, now).await;
+            let span = tracing::Span::current();
+            if let Some(k) = &outcome.explain.key {
+                span.record("key", k.as_str());
+            }
+            span.record("decision", outcome.explain.detail.as_str());
+            let store = STORE_TIME.try_with(std::cell::Cell::get).unwrap_or_default();
+            span.record("store_ms", store.as_secs_f64() * 1000.0);
+            outcome
+        });
+        tracing::Instrument::instrument(run, span).await
+    }
+
+    async fn admit_in_span(&self, decoded: &Decoded, now: Timestamp) -> Outcome {
         let started = Instant::now();
         let mut ctx = Ctx { decoded, warnings: Vec::new(), known_latest: None, step: None, saved: 0.0 };
         let explain = if self.config.noop {
@@ -285,6 +319,7 @@ impl Admitter {
     ) -> Result<T, StoreError> {
         let t = Instant::now();
         let r = fut.await;
+        let _ = STORE_TIME.try_with(|c| c.set(c.get() + t.elapsed()));
         self.metrics.store_call(op, t.elapsed().as_secs_f64(), r.as_ref().err().map(StoreError::kind));
         r
     }

@@ -11,10 +11,18 @@ use crate::recorder::watch::{self, WatchConfig};
 use crate::recorder::Recorder;
 use crate::server::{self, AppState};
 use crate::store::{Store, StoreOptions};
+use crate::supervise::supervise;
 use anyhow::{bail, Context};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How often hit counts are written in a batch.
+const HIT_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
+/// Bound on the last hit-count flush at shutdown.
+const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause before a stopped background loop is started again.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
 
 /// Installs the process-wide rustls crypto provider (ring) once.
 pub fn install_crypto() {
@@ -148,7 +156,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let (cert, key) = resolve_certs(args.tls_cert.clone(), args.tls_key.clone())?;
     let tls = crate::tls::load(&cert, &key).await?;
-    tokio::spawn(crate::tls::reload_loop(tls.clone(), cert, key, args.tls_reload_interval, metrics.clone()));
+    let (reload_tls, reload_metrics, every) = (tls.clone(), metrics.clone(), args.tls_reload_interval);
+    supervise("cert_reload", metrics.clone(), RESTART_PAUSE, move || {
+        crate::tls::reload_loop(reload_tls.clone(), cert.clone(), key.clone(), every, reload_metrics.clone())
+    });
 
     if !args.metrics_listen.trim().is_empty() {
         let addr: std::net::SocketAddr = args.metrics_listen.parse().context("--metrics-listen")?;
@@ -160,7 +171,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         let router = server::metrics_router(metrics.clone()).merge(crate::status::router(status));
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            if let Err(e) = axum::serve(crate::listener::NoDelayListener(listener), router).await {
                 tracing::error!(error = %e, "metrics server stopped");
             }
         });
@@ -168,37 +179,40 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     if !args.noop {
-        let hits = admitter.hits.clone();
-        let hit_store = store.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                if let Err(e) = hits.flush(&hit_store).await {
-                    tracing::debug!(error = %e, "hit counts kept for the next flush");
-                }
-                if let Err(e) = hit_store.flush_decisions().await {
-                    tracing::debug!(error = %e, "decision log kept for the next flush");
+        let (hits, hit_store) = (admitter.hits.clone(), store.clone());
+        supervise("hit_flush", metrics.clone(), RESTART_PAUSE, move || {
+            let (hits, hit_store) = (hits.clone(), hit_store.clone());
+            async move {
+                let mut tick = tokio::time::interval(HIT_FLUSH_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = hits.flush(&hit_store).await {
+                        tracing::debug!(error = %e, "hit counts kept for the next flush");
+                    }
+                    if let Err(e) = hit_store.flush_decisions().await {
+                        tracing::debug!(error = %e, "decision log kept for the next flush");
+                    }
                 }
             }
         });
-        let gc_store = store.clone();
-        let gc_metrics = metrics.clone();
-        let every = args.gc_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                match gc_store.gc(jiff::Timestamp::now(), 1000).await {
-                    Ok(n) if n > 0 => tracing::info!(deleted = n, "gc removed expired entries"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "gc failed"),
-                }
-                if let Err(e) = gc_store.prune_decisions(jiff::Timestamp::now(), 1000).await {
-                    tracing::warn!(error = %e, "decision log pruning failed");
-                }
-                if let Ok(n) = gc_store.estimate_entries().await {
-                    gc_metrics.entries.set(n);
+        let (gc_store, gc_metrics, every) = (store.clone(), metrics.clone(), args.gc_interval);
+        supervise("gc", metrics.clone(), RESTART_PAUSE, move || {
+            let (gc_store, gc_metrics) = (gc_store.clone(), gc_metrics.clone());
+            async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    match gc_store.gc(jiff::Timestamp::now(), 1000).await {
+                        Ok(n) if n > 0 => tracing::info!(deleted = n, "gc removed expired entries"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "gc failed"),
+                    }
+                    if let Err(e) = gc_store.prune_decisions(jiff::Timestamp::now(), 1000).await {
+                        tracing::warn!(error = %e, "decision log pruning failed");
+                    }
+                    if let Ok(n) = gc_store.estimate_entries().await {
+                        gc_metrics.entries.set(n);
+                    }
                 }
             }
         });
@@ -223,23 +237,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("recorder running");
     }
 
-    let app = server::router(AppState { admitter, deadline: args.request_deadline }, args.body_limit);
-    let handle = axum_server::Handle::new();
-    let h = handle.clone();
-    let grace = args.shutdown_grace;
-    tokio::spawn(async move {
+    let app = server::router(AppState { admitter: admitter.clone(), deadline: args.request_deadline }, args.body_limit);
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let shutdown = async move {
         server::shutdown_signal().await;
         tracing::info!("SIGTERM: finishing in-flight requests");
         let _ = stop_tx.send(true);
-        h.graceful_shutdown(Some(grace));
-    });
+    };
     tracing::info!(addr = %args.listen, store = %super::redact(&args.store.database_url), noop = args.noop, "stepcache webhook listening on https://{}/mutate", args.listen);
-    axum_server::bind_rustls(args.listen, tls)
-        .handle(handle)
-        .serve(app.into_make_service())
-        .await
-        .with_context(|| format!("serving on {}", args.listen))?;
+    crate::listener::serve_https(listener, tls, app, args.limits(), shutdown, args.shutdown_grace).await;
     drop(stop_rx);
+    // Hits counted since the last periodic flush are written before exiting.
+    match tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, admitter.hits.flush(&store)).await {
+        Ok(Ok(n)) => tracing::info!(entries = n, "hit counts flushed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "hit counts not flushed on shutdown"),
+        Err(_) => tracing::warn!("hit counts not flushed within {SHUTDOWN_FLUSH_TIMEOUT:?} on shutdown"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

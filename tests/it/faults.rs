@@ -263,16 +263,10 @@ async fn a_rotated_certificate_is_served_without_restart_and_without_failed_requ
         stepcache::server::AppState { admitter: a, deadline: Duration::from_secs(4) },
         1 << 22,
     );
-    let handle = axum_server::Handle::new();
-    let h = handle.clone();
-    tokio::spawn(async move {
-        axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), tls)
-            .handle(h)
-            .serve(app.into_make_service())
-            .await
-            .unwrap()
-    });
-    let s2 = handle.listening().await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s2 = listener.local_addr().unwrap();
+    let limits = stepcache::listener::Limits::default();
+    tokio::spawn(stepcache::listener::serve_https(listener, tls, app, limits, std::future::pending(), Duration::ZERO));
     let both = reqwest::Client::builder()
         .use_rustls_tls()
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(live.join("ca.crt")).unwrap()).unwrap())
@@ -370,4 +364,49 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(status.success(), "{status:?}");
     eprintln!("SIGTERM with a request in flight for {elapsed:?}: answered 200, exit {status}");
     proxy.resume();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hit_counts_are_flushed_on_sigterm() {
+    // Hit counts are batched every 5 s; SIGTERM right after a hit must still write it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let certs = stepcache::tls::generate(&d.join("certs"), &["127.0.0.1".into()]).unwrap();
+    let body = stepcache::bench::bodies(1, "flush").unwrap().remove(0);
+    let url = format!("sqlite://{}", d.join("stepcache.db").display());
+    {
+        let store = sqlite_store(d).await;
+        stepcache::bench::record_hits(&store, std::slice::from_ref(&body), jiff::Timestamp::now()).await.unwrap();
+        store.close().await;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepcache"))
+        .current_dir(d)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "", "--kube", "off"])
+        .args(["--database-url", &url, "--recorder", "false"])
+        .arg("--tls-cert")
+        .arg(&certs.cert)
+        .arg("--tls-key")
+        .arg(&certs.key)
+        .env("STEPCACHE_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let client = stepcache::bench::client(&d.join("certs")).unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+    let t = Instant::now();
+    while client.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        assert!(t.elapsed() < Duration::from_secs(30), "server did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = client.post(format!("{base}/mutate")).header("content-type", "application/json").body(body.to_string());
+    let review: Value = r.send().await.unwrap().json().await.unwrap();
+    let pod = patched_pod(&body, &review);
+    assert_eq!(pod["metadata"]["labels"]["stepcache.dev/decision"], "hit", "{review}");
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    let store = sqlite_store(d).await;
+    let hits: i64 = store.list(&EntryFilter::default(), 10).await.unwrap().iter().map(|e| e.hit_count).sum();
+    assert_eq!(hits, 1, "the hit counted before SIGTERM was written");
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use stepcache::admission::{Admitter, Cluster};
+use stepcache::listener::{serve_https, Limits, NoDelayListener};
 use stepcache::server::{self, AppState};
 
 /// A running in-process webhook.
@@ -47,27 +48,30 @@ impl TestServer {
 
 /// Starts the webhook for `admitter` with certificates generated into `dir`.
 pub async fn start(admitter: Admitter, dir: &Path, deadline: Duration, body_limit: usize) -> TestServer {
+    start_with_limits(admitter, dir, deadline, body_limit, Limits::default()).await
+}
+
+/// Starts the webhook with the given connection limits, through the same accept loop as `serve`.
+pub async fn start_with_limits(
+    admitter: Admitter,
+    dir: &Path,
+    deadline: Duration,
+    body_limit: usize,
+    limits: Limits,
+) -> TestServer {
     stepcache::cli::serve::install_crypto();
     let certs = dir.join("certs");
     stepcache::tls::generate(&certs, &["127.0.0.1".into(), "localhost".into()]).unwrap();
     let tls = stepcache::tls::load(&certs.join("tls.crt"), &certs.join("tls.key")).await.unwrap();
     let metrics = admitter.metrics.clone();
     let app = server::router(AppState { admitter, deadline }, body_limit);
-    let handle = axum_server::Handle::new();
-    let h = handle.clone();
-    tokio::spawn(async move {
-        axum_server::bind_rustls("127.0.0.1:0".parse().unwrap(), tls)
-            .handle(h)
-            .serve(app.into_make_service())
-            .await
-            .unwrap();
-    });
-    let addr = handle.listening().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve_https(listener, tls, app, limits, std::future::pending(), Duration::from_secs(1)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, server::metrics_router(metrics)).await.unwrap() });
+    tokio::spawn(async move { axum::serve(NoDelayListener(listener), server::metrics_router(metrics)).await.unwrap() });
     let client = stepcache::bench::client(&certs).unwrap();
-    let _ = handle;
     TestServer { addr, metrics_addr, client }
 }
 
