@@ -3,6 +3,7 @@
 //! Every call is bounded by a timeout; errors are typed and never panic.
 
 pub mod events;
+pub mod secrets;
 pub mod taskresult;
 
 use kube::discovery::ApiResource;

@@ -11,6 +11,7 @@
 
 mod estimate;
 pub mod explain;
+pub mod integrity;
 pub mod latch;
 mod rows;
 mod sql;
