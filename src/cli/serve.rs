@@ -124,6 +124,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         }),
         offline: false,
+        artifacts: super::integrity::artifact_checker(&args.integrity, client.clone(), metrics.clone())?,
     };
     let admitter = Admitter {
         config: Arc::new(AdmitConfig {
@@ -134,6 +135,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             noop: args.noop,
             background_side_effects: true,
             latch: args.policy.latch_config().context("reading --latch-ca-file")?,
+            ignore_moved_images: args.policy.ignore_moved_images,
         }),
         store: store.clone(),
         signer: signer.clone(),
@@ -196,6 +198,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             signer,
             settings: Arc::new(RecordSettings { scope: args.policy.scope, default_expiry: args.policy.default_expiry }),
             metrics: metrics.clone(),
+            tags: Default::default(),
         };
         let cfg = WatchConfig {
             namespaces: args.watch_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
@@ -243,6 +246,7 @@ pub async fn record_controller(
         signer: super::signer(signing)?,
         settings: Arc::new(RecordSettings { scope: policy.scope, default_expiry: policy.default_expiry }),
         metrics: Arc::new(Metrics::new()),
+        tags: Default::default(),
     };
     let cfg =
         WatchConfig { namespaces: namespaces.into_iter().filter(|s| !s.is_empty()).collect(), ..Default::default() };
