@@ -43,7 +43,7 @@ async fn recorded_rerun(dir: &std::path::Path) -> (stepcache::store::Store, Valu
 }
 
 fn online(w: TaskResultWriter) -> Cluster {
-    Cluster { task_results: Some(w), events: None, offline: false }
+    Cluster { task_results: Some(w), events: None, offline: false, artifacts: None }
 }
 
 #[tokio::test]
@@ -163,7 +163,11 @@ async fn a_hit_posts_a_provenance_event_on_the_workflow() {
     let (w, mut handle) = mock(Duration::from_secs(5));
     let (svc, mut events) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let poster = EventPoster::new(kube::Client::new(svc, "default"), Duration::from_secs(5), "stepcache-0".into());
-    let a = admitter(store, config(), Cluster { task_results: Some(w), events: Some(poster), offline: false });
+    let a = admitter(
+        store,
+        config(),
+        Cluster { task_results: Some(w), events: Some(poster), offline: false, artifacts: None },
+    );
     let wf =
         again["request"]["object"]["metadata"]["labels"]["workflows.argoproj.io/workflow"].as_str().unwrap().to_owned();
     let api = tokio::spawn(async move {
