@@ -5,6 +5,7 @@ mod bench_smoke;
 mod chart;
 mod cli;
 mod cluster;
+mod drift_cluster;
 mod faults;
 mod harness;
 mod hitpath;
