@@ -28,7 +28,14 @@ fn signed(http: &reqwest::Client, endpoint: &str, method: reqwest::Method, path:
     let path = sigv4::encode_path(&format!("/{path}"));
     let amz_date = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
     let headers = [("host", endpoint), ("x-amz-content-sha256", "UNSIGNED-PAYLOAD"), ("x-amz-date", amz_date.as_str())];
-    let req = sigv4::Request { method: method.as_str(), path: &path, headers: &headers, amz_date: &amz_date, region: "us-east-1", service: "s3" };
+    let req = sigv4::Request {
+        method: method.as_str(),
+        path: &path,
+        headers: &headers,
+        amz_date: &amz_date,
+        region: "us-east-1",
+        service: "s3",
+    };
     let auth = sigv4::authorization(&req, "bench", "bench-secret");
     http.request(method, format!("http://{endpoint}{path}"))
         .header("x-amz-date", &amz_date)
@@ -70,10 +77,19 @@ async fn main() {
                 PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/stepcache/tools")
             });
             let bin = tools.join("moto-venv/bin/moto_server");
-            assert!(bin.is_file(), "no {} (run `cargo test --test it integrity::` once, or set STEPCACHE_S3_ENDPOINT)", bin.display());
+            assert!(
+                bin.is_file(),
+                "no {} (run `cargo test --test it integrity::` once, or set STEPCACHE_S3_ENDPOINT)",
+                bin.display()
+            );
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             server = Some(
-                Command::new(bin).args(["-H", "127.0.0.1", "-p", &port.to_string()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+                Command::new(bin)
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
             );
             format!("127.0.0.1:{port}")
         }
@@ -85,14 +101,25 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The fixture's repository, without credentials (anonymous HEAD), at the local server.
-    let review = FIXTURE.replace("minio.argo.svc:9000", &endpoint).replace("\\\"accessKeySecret\\\"", "\\\"unusedA\\\"").replace("\\\"secretKeySecret\\\"", "\\\"unusedS\\\"");
+    let review = FIXTURE
+        .replace("minio.argo.svc:9000", &endpoint)
+        .replace("\\\"accessKeySecret\\\"", "\\\"unusedA\\\"")
+        .replace("\\\"secretKeySecret\\\"", "\\\"unusedS\\\"");
     let body = review.as_bytes().to_vec();
     let key = "bench/features.tgz";
     assert!(signed(&http, &endpoint, reqwest::Method::PUT, "my-bucket").send().await.unwrap().status().is_success());
-    assert!(signed(&http, &endpoint, reqwest::Method::PUT, &format!("my-bucket/{key}")).body("x").send().await.unwrap().status().is_success());
+    assert!(signed(&http, &endpoint, reqwest::Method::PUT, &format!("my-bucket/{key}"))
+        .body("x")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
 
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.db").display()), StoreOptions::default()).await.unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("b.db").display()), StoreOptions::default())
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     let plain = admitter(&store, None);
     let d = stepcache::admission::decode::decode(&body).unwrap();
