@@ -184,6 +184,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "gc failed"),
                 }
+                let forget = jiff::Timestamp::now() - crate::integrity::images::TAG_MEMORY;
+                if let Err(e) = gc_store.prune_tags(forget).await {
+                    tracing::warn!(error = %e, "image tag map not pruned");
+                }
                 if let Ok(n) = gc_store.estimate_entries().await {
                     gc_metrics.entries.set(n);
                 }

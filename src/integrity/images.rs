@@ -8,6 +8,10 @@
 
 use std::collections::BTreeMap;
 
+/// How long a tag's newest digest is remembered without a new observation; the gc loop forgets
+/// older ones, which bounds the map by the tags in recent use.
+pub const TAG_MEMORY: jiff::SignedDuration = jiff::SignedDuration::from_hours(90 * 24);
+
 /// Default registry of references without one (what the container runtime assumes).
 const DEFAULT_REGISTRY: &str = "docker.io";
 

@@ -46,10 +46,13 @@ fn review_at(endpoint: &str) -> Value {
 }
 
 fn checking_admitter(store: stepcache::store::Store, budget: Duration) -> Admitter {
+    checking_admitter_ttl(store, budget, Duration::ZERO)
+}
+
+fn checking_admitter_ttl(store: stepcache::store::Store, budget: Duration, cache_ttl: Duration) -> Admitter {
     let metrics = Arc::new(Metrics::new());
     let http = HttpArtifacts::new(Some(Arc::new(FixtureSecret)), budget, None).unwrap();
-    let checker =
-        ArtifactChecker::new(Arc::new(http), CheckConfig { budget, cache_ttl: Duration::ZERO }, metrics.clone());
+    let checker = ArtifactChecker::new(Arc::new(http), CheckConfig { budget, cache_ttl }, metrics.clone());
     let mut a = admitter(store, config(), Cluster { offline: true, artifacts: Some(checker), ..Default::default() });
     a.metrics = metrics;
     a
@@ -144,6 +147,23 @@ async fn a_server_that_hangs_makes_a_miss_within_the_budget() {
     assert!(ex["reason"].as_str().unwrap().starts_with("artifact-unverified:"), "{ex}");
     assert!(took >= budget && took < budget + Duration::from_millis(700), "took {took:?}");
     held.abort();
+}
+
+#[tokio::test]
+async fn a_present_answer_is_reused_for_the_cache_ttl() {
+    let Some(s3) = S3Server::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = checking_admitter_ttl(sqlite_store(dir.path()).await, Duration::from_secs(2), Duration::from_secs(60));
+    let review = review_at(&s3.endpoint);
+    s3.bucket(BUCKET).await;
+    let (key, _) = recorded(&a, &review).await;
+    s3.put(BUCKET, &key, "features").await;
+    assert_eq!(again(&a, &review, "second").await.0["decision"], "hit");
+    s3.delete(BUCKET, &key).await;
+    // Within the TTL the server is not asked again (the documented window).
+    assert_eq!(again(&a, &review, "third").await.0["decision"], "hit");
+    let m = a.metrics.encode();
+    assert!(m.contains("stepcache_artifact_checks_total{reason=\"cached-present\"} 1"), "{m}");
 }
 
 /// The tag of the artifact fixture's main container, normalized.

@@ -10,6 +10,7 @@ mod faults;
 mod harness;
 mod hitpath;
 mod integrity;
+mod integrity_store;
 mod k8s;
 mod kit;
 mod latch;
