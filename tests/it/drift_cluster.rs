@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 const V35: &str = "v3.5-artifacts-s3.admission.json";
 const TAG: &str = "ghcr.io/example/featurize:1.4.2";
 
-async fn eventually<T, Fut: std::future::Future<Output = Option<T>>>(
+pub(crate) async fn eventually<T, Fut: std::future::Future<Output = Option<T>>>(
     what: &str,
     timeout: Duration,
     mut f: impl FnMut() -> Fut,
@@ -28,13 +28,13 @@ async fn eventually<T, Fut: std::future::Future<Output = Option<T>>>(
     }
 }
 
-async fn create(client: &kube::Client, ns: &str, review: &Value) -> Value {
+pub(crate) async fn create(client: &kube::Client, ns: &str, review: &Value) -> Value {
     let pod: Pod = serde_json::from_value(pod_object(review, ns)).unwrap();
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     serde_json::to_value(api.create(&PostParams::default(), &pod).await.unwrap()).unwrap()
 }
 
-async fn set_status(client: &kube::Client, pod: &Value, status: Value) {
+pub(crate) async fn set_status(client: &kube::Client, pod: &Value, status: Value) {
     let api: Api<Pod> = Api::namespaced(client.clone(), pod["metadata"]["namespace"].as_str().unwrap());
     api.patch_status(
         pod["metadata"]["name"].as_str().unwrap(),
@@ -45,7 +45,7 @@ async fn set_status(client: &kube::Client, pod: &Value, status: Value) {
     .unwrap();
 }
 
-fn decision(pod: &Value) -> &str {
+pub(crate) fn decision(pod: &Value) -> &str {
     pod["metadata"]["labels"]["stepcache.dev/decision"].as_str().unwrap_or("")
 }
 

@@ -1,5 +1,6 @@
 //! I/O tests in one binary: TLS webhook, stores, CLI, recorder, faults, chart.
 mod architecture;
+mod artifacts_cluster;
 mod bad_input;
 mod bench_smoke;
 mod chart;
