@@ -39,17 +39,19 @@ fn pod_images(pod: &Pod) -> BTreeMap<String, String> {
 }
 
 impl Admitter {
-    /// Why `entry` must not be served to `pod`, as `<reason>: <detail>`; `None` to serve.
+    /// Why `entry` must not be served to `pod`, as `<reason>: <detail>`; `None` to serve. A dry
+    /// run withdraws nothing (the webhook declares no side effects on dry run).
     pub(super) async fn integrity_failure(
         &self,
         pod: &Pod,
         step: &StepPod,
         entry: &Entry,
+        dry_run: bool,
         now: Timestamp,
     ) -> Option<String> {
         let failure = match self.image_failure(pod, entry).await {
             Some(f) => Some(f),
-            None => self.artifact_failure(step, entry, now).await,
+            None => self.artifact_failure(step, entry, dry_run, now).await,
         };
         if let Some((label, _)) = &failure {
             self.metrics.integrity_misses.get_or_create(&ReasonLabel { reason: (*label).to_owned() }).inc();
@@ -72,7 +74,13 @@ impl Admitter {
         }
     }
 
-    async fn artifact_failure(&self, step: &StepPod, entry: &Entry, now: Timestamp) -> Option<(&'static str, String)> {
+    async fn artifact_failure(
+        &self,
+        step: &StepPod,
+        entry: &Entry,
+        dry_run: bool,
+        now: Timestamp,
+    ) -> Option<(&'static str, String)> {
         let checker = self.cluster.artifacts.as_ref()?;
         let checks = plan(&entry.outputs, step.template.raw().get("archiveLocation"));
         if checks.is_empty() {
@@ -80,6 +88,7 @@ impl Admitter {
         }
         match checker.verify(step.namespace.as_str(), &checks).await {
             Verdict::Serve => None,
+            Verdict::Gone(why) if dry_run => Some((reason::ARTIFACT_GONE, why)),
             Verdict::Gone(why) => {
                 match self.timed("mark_dangling", self.store.mark_dangling(entry, reason::ARTIFACT_GONE, now)).await {
                     Ok(n) => {

@@ -384,7 +384,7 @@ impl Admitter {
         now: Timestamp,
         mut ex: Explain,
     ) -> Explain {
-        if let Some(why) = self.integrity_failure(pod, step, &entry, now).await {
+        if let Some(why) = self.integrity_failure(pod, step, &entry, ctx.decoded.dry_run, now).await {
             return self.miss(ctx, pod, step, settings, km, why, false, now, ex).await;
         }
         if self.config.admin.shadow {

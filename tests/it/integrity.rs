@@ -91,13 +91,20 @@ async fn present_artifacts_hit_deleted_ones_miss_and_withdraw_the_entry() {
     );
 
     s3.delete(BUCKET, &key).await;
+    // A dry run answers the same but withdraws nothing.
+    let mut dry = rerun(&review, "dry");
+    dry["request"]["dryRun"] = Value::Bool(true);
+    let (_, ex) = admit(&a, &dry, ts("2026-11-02T10:00:00Z")).await;
+    assert!(ex["reason"].as_str().unwrap().starts_with("artifact-gone:"), "{ex}");
+    assert!(a.store.get(id).await.unwrap().unwrap().invalidated_at.is_none(), "dry run has no side effects");
+
     let (ex, _) = again(&a, &review, "third").await;
     assert_eq!(ex["decision"], "miss", "{ex}");
     let reason = ex["reason"].as_str().unwrap();
     assert!(reason.starts_with("artifact-gone:") && reason.contains(&key), "{reason}");
     let entry = a.store.get(id).await.unwrap().unwrap();
     assert!(entry.invalidated_at.is_some(), "the dangling entry is withdrawn");
-    assert!(a.metrics.encode().contains("stepcache_integrity_misses_total{reason=\"artifact-gone\"} 1"));
+    assert!(a.metrics.encode().contains("stepcache_integrity_misses_total{reason=\"artifact-gone\"} 2"));
 
     // Withdrawn for good: even with the object back, the entry is not served again.
     s3.put(BUCKET, &key, "features").await;
