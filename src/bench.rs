@@ -562,6 +562,7 @@ pub async fn measure_recording(args: &BenchArgs, n: usize) -> anyhow::Result<ser
         signer,
         settings: Arc::new(RecordSettings { scope: Default::default(), default_expiry: None }),
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        tags: Default::default(),
     };
     let sem = Arc::new(tokio::sync::Semaphore::new(16));
     let t = Instant::now();

@@ -96,6 +96,10 @@ pub struct PolicyArgs {
     /// every covered namespace); steps of other namespaces keep namespace-private entries.
     #[arg(long, env = "STEPCACHE_SHARE_NAMESPACES", value_delimiter = ',')]
     pub share_namespaces: Vec<String>,
+    /// Serve entries even when an image tag the step runs has since been seen at another digest
+    /// (turns the `image-moved` miss off).
+    #[arg(long, env = "STEPCACHE_IGNORE_MOVED_IMAGES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub ignore_moved_images: bool,
     /// Shadow mode: decide and record, count would-be hits, never rewrite a pod.
     #[arg(long, env = "STEPCACHE_SHADOW", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub shadow: bool,
@@ -266,6 +270,29 @@ pub struct ServeArgs {
     /// Policy flags.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Artifact verification flags.
+    #[command(flatten)]
+    pub integrity: IntegrityArgs,
+}
+
+/// Flags of the artifact check before a hit (`serve`).
+#[derive(Debug, Clone, Args)]
+pub struct IntegrityArgs {
+    /// Check that a hit's output artifacts still exist (S3-compatible HEAD, HTTP HEAD) before
+    /// serving it; needs `get` on Secrets for the artifact repository's credentials.
+    #[arg(long, env = "STEPCACHE_VERIFY_ARTIFACTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub verify_artifacts: bool,
+    /// Bound on a hit's artifact checks (they run concurrently); past it the hit is a miss
+    /// (`artifact-unverified`). Keep well below `--request-deadline`.
+    #[arg(long, env = "STEPCACHE_ARTIFACT_CHECK_BUDGET", default_value = "500ms", value_parser = parse_duration)]
+    pub artifact_check_budget: Duration,
+    /// How long an artifact found present (or gone) is not asked about again; also how long a
+    /// Secret read for credentials is reused.
+    #[arg(long, env = "STEPCACHE_ARTIFACT_CHECK_CACHE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub artifact_check_cache_ttl: Duration,
+    /// Extra CA bundle (PEM file) trusted for HTTPS object stores, besides the system roots.
+    #[arg(long, env = "STEPCACHE_ARTIFACT_CA_FILE")]
+    pub artifact_ca_file: Option<PathBuf>,
 }
 
 /// Output format of listing commands.

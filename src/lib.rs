@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod integrity;
 pub mod k8s;
 pub mod key;
 pub mod listener;

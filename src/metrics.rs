@@ -97,6 +97,16 @@ pub struct Metrics {
     pub entries: Gauge,
     /// Certificate reloads by result.
     pub cert_reloads: Family<ReasonLabel, Counter>,
+    /// Output-artifact existence checks by result (`present`, `gone`, `unknown`, `cached-*`,
+    /// `unchecked-<kind>`).
+    pub artifact_checks: Family<ReasonLabel, Counter>,
+    /// Time the artifact checks of one hit took.
+    pub artifact_check_duration: Histogram,
+    /// Hits turned into misses by an integrity check (`artifact-gone`, `artifact-unverified`,
+    /// `image-moved`).
+    pub integrity_misses: Family<ReasonLabel, Counter>,
+    /// Image tag observations written to the store.
+    pub image_tag_observations: Counter,
     /// Step-pod decisions by namespace and decision (Argo step pods only).
     pub namespace_decisions: Family<NamespaceDecisionLabel, Counter>,
     /// Compute time saved by hits, by namespace.
@@ -156,6 +166,26 @@ impl Metrics {
         registry.register("entries", "Entries in the execution store", entries.clone());
         let cert_reloads = Family::<ReasonLabel, Counter>::default();
         registry.register("cert_reloads", "Serving certificate reloads by result", cert_reloads.clone());
+        let artifact_checks = Family::<ReasonLabel, Counter>::default();
+        registry.register("artifact_checks", "Output artifact existence checks by result", artifact_checks.clone());
+        let artifact_check_duration = latency_histogram();
+        registry.register(
+            "artifact_check_duration_seconds",
+            "Artifact checks of one hit",
+            artifact_check_duration.clone(),
+        );
+        let integrity_misses = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "integrity_misses",
+            "Hits turned into misses by an integrity check",
+            integrity_misses.clone(),
+        );
+        let image_tag_observations = Counter::default();
+        registry.register(
+            "image_tag_observations",
+            "Image tag digests observed and stored",
+            image_tag_observations.clone(),
+        );
         let namespace_decisions = Family::<NamespaceDecisionLabel, Counter>::default();
         registry.register(
             "namespace_decisions",
@@ -198,6 +228,10 @@ impl Metrics {
             time_saved_seconds,
             entries,
             cert_reloads,
+            artifact_checks,
+            artifact_check_duration,
+            integrity_misses,
+            image_tag_observations,
             namespace_decisions,
             namespace_time_saved,
             namespaces_seen: Default::default(),

@@ -5,6 +5,7 @@
 //! Owns: `Admitter`, `Outcome`, `Explain`. Imports layers 0–2, `k8s`, `metrics`.
 
 pub mod decode;
+pub mod integrity;
 pub mod latch;
 pub mod respond;
 
@@ -125,6 +126,8 @@ pub struct Cluster {
     pub events: Option<EventPoster>,
     /// Decide as if side effects succeeded without performing them (`stepcache review`).
     pub offline: bool,
+    /// Verifies output artifacts before a hit (`--verify-artifacts`); `None` serves unchecked.
+    pub artifacts: Option<crate::integrity::check::ArtifactChecker>,
 }
 
 /// Configuration of the decision.
@@ -144,6 +147,8 @@ pub struct AdmitConfig {
     pub background_side_effects: bool,
     /// Execution latching, when enabled.
     pub latch: Option<latch::LatchConfig>,
+    /// Serve entries whose image tag has since moved to another digest (`--ignore-moved-images`).
+    pub ignore_moved_images: bool,
 }
 
 /// The admission service.
@@ -459,6 +464,9 @@ impl Admitter {
         now: Timestamp,
         mut ex: Explain,
     ) -> Explain {
+        if let Some(why) = self.integrity_failure(pod, step, &entry, ctx.decoded.dry_run, now).await {
+            return self.miss(ctx, pod, step, settings, km, why, false, now, ex).await;
+        }
         if self.config.admin.shadow {
             let mut ex = self
                 .miss(

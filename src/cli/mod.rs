@@ -1,6 +1,7 @@
 //! Command implementations. Edge layer: may use `anyhow` and print to stdout/stderr.
 
 pub mod entries;
+pub mod integrity;
 pub mod progress;
 pub mod serve;
 pub mod wait;
@@ -105,6 +106,7 @@ pub fn offline_admitter(store: Store, signer: Signer, policy: &PolicyArgs) -> Ad
             noop: false,
             background_side_effects: false,
             latch: policy.latch_config().unwrap_or_default(),
+            ignore_moved_images: policy.ignore_moved_images,
         }),
         store,
         signer,
@@ -210,6 +212,7 @@ pub async fn record(
         signer: signer(signing)?,
         settings: Arc::new(RecordSettings { scope: policy.scope, default_expiry: policy.default_expiry }),
         metrics: Arc::new(Metrics::new()),
+        tags: Default::default(),
     };
     let src = crate::recorder::assess::OutputSources { task_result: tr.as_ref(), workflow: wf.as_ref() };
     match recorder.record(&pod, &src, now.unwrap_or_else(jiff::Timestamp::now)).await {

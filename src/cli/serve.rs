@@ -136,6 +136,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Arc::new(crate::k8s::offload::ConfigMapReader::new(c, Duration::from_secs(1)))
                 as Arc<dyn crate::k8s::offload::OffloadSource>
         }),
+        artifacts: super::integrity::artifact_checker(&args.integrity, client.clone(), metrics.clone())?,
     };
     let admitter = Admitter {
         config: Arc::new(AdmitConfig {
@@ -146,6 +147,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             noop: args.noop,
             background_side_effects: true,
             latch: args.policy.latch_config().context("reading --latch-ca-file")?,
+            ignore_moved_images: args.policy.ignore_moved_images,
         }),
         store: store.clone(),
         signer: signer.clone(),
@@ -210,6 +212,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     if let Err(e) = gc_store.prune_decisions(jiff::Timestamp::now(), 1000).await {
                         tracing::warn!(error = %e, "decision log pruning failed");
                     }
+                    let forget = jiff::Timestamp::now() - crate::integrity::images::TAG_MEMORY;
+                    if let Err(e) = gc_store.prune_tags(forget).await {
+                        tracing::warn!(error = %e, "image tag map not pruned");
+                    }
                     if let Ok(n) = gc_store.estimate_entries().await {
                         gc_metrics.entries.set(n);
                     }
@@ -225,6 +231,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             signer,
             settings: Arc::new(RecordSettings { scope: args.policy.scope, default_expiry: args.policy.default_expiry }),
             metrics: metrics.clone(),
+            tags: Default::default(),
         };
         let cfg = WatchConfig {
             namespaces: args.watch_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
@@ -272,6 +279,7 @@ pub async fn record_controller(
         signer: super::signer(signing)?,
         settings: Arc::new(RecordSettings { scope: policy.scope, default_expiry: policy.default_expiry }),
         metrics: Arc::new(Metrics::new()),
+        tags: Default::default(),
     };
     let cfg =
         WatchConfig { namespaces: namespaces.into_iter().filter(|s| !s.is_empty()).collect(), ..Default::default() };

@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod offload;
+pub mod secrets;
 pub mod taskresult;
 
 use kube::discovery::ApiResource;

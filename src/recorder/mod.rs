@@ -6,6 +6,7 @@
 //! or proven unrecordable, and the pending set is retried with backoff (store outages).
 
 pub mod assess;
+pub mod images;
 pub mod watch;
 
 use crate::mark::Signer;
@@ -68,6 +69,8 @@ pub struct Recorder {
     pub settings: Arc<RecordSettings>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Image tag digests already written by this process.
+    pub tags: images::TagMemo,
 }
 
 impl Recorder {

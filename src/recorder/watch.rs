@@ -320,6 +320,7 @@ pub async fn run(
             _ = &mut shutdown => break,
             ev = pods.next() => match ev {
                 Some(Ok(Event::Apply(p))) | Some(Ok(Event::InitApply(p))) => {
+                    recorder.observe_images(&p).await;
                     if let Some(uid) = tracker.on_pod(p, false) {
                         process(&mut tracker, &recorder, Some(&client), &uid, false).await;
                     }

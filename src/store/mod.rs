@@ -12,6 +12,7 @@
 pub mod decisions;
 mod estimate;
 pub mod explain;
+pub mod integrity;
 pub mod latch;
 mod rows;
 mod sql;

@@ -21,6 +21,9 @@ const CORE: &[&str] = &[
     "src/why.rs",
     "src/status/page.rs",
     "src/status/exposition.rs",
+    "src/integrity/artifacts.rs",
+    "src/integrity/images.rs",
+    "src/integrity/sigv4.rs",
 ];
 
 const FORBIDDEN: &[&str] = &[

@@ -474,6 +474,28 @@ fn cluster_role_grants_exactly_the_documented_verbs_and_no_wildcards() {
     assert!(r.all("Role").is_empty() && r.all("RoleBinding").is_empty());
 }
 
+#[test]
+fn verifying_artifacts_adds_only_get_on_secrets_limited_to_the_named_ones() {
+    let Some(helm) = helm() else { return };
+    let secret_rules = |values: &str| -> Vec<serde_yaml::Value> {
+        let r = render(helm, values);
+        let rules = r.one("ClusterRole")["rules"].as_sequence().unwrap().clone();
+        rules.into_iter().filter(|rule| strings(&rule["resources"]).contains(&"secrets".to_owned())).collect()
+    };
+    assert!(secret_rules("").is_empty(), "no Secret access unless artifacts are verified");
+    let open = secret_rules("integrity: {verifyArtifacts: true}");
+    assert_eq!(open.len(), 1);
+    assert_eq!(strings(&open[0]["verbs"]), ["get"]);
+    assert!(open[0]["resourceNames"].is_null());
+    let named = secret_rules("integrity: {verifyArtifacts: true, secretNames: [my-minio-cred]}");
+    assert_eq!(strings(&named[0]["verbs"]), ["get"]);
+    assert_eq!(strings(&named[0]["resourceNames"]), ["my-minio-cred"]);
+    let r = render(helm, "integrity: {verifyArtifacts: true, artifactCheckBudget: 250ms}");
+    let cm = r.one("ConfigMap");
+    assert_eq!(cm["data"]["STEPCACHE_VERIFY_ARTIFACTS"].as_str(), Some("true"));
+    assert_eq!(cm["data"]["STEPCACHE_ARTIFACT_CHECK_BUDGET"].as_str(), Some("250ms"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Deployment
 

@@ -20,6 +20,7 @@ pub fn recorder(store: Store) -> Recorder {
         signer: Signer::new(SECRET).unwrap(),
         settings: Arc::new(RecordSettings { scope: Default::default(), default_expiry: None }),
         metrics: Arc::new(Metrics::new()),
+        tags: Default::default(),
     }
 }
 

@@ -38,7 +38,7 @@ async fn recorded_rerun(dir: &std::path::Path) -> (stepcache::store::Store, Valu
 }
 
 fn online(w: TaskResultWriter) -> Cluster {
-    Cluster { task_results: Some(w), events: None, offline: false, offload: None }
+    Cluster { task_results: Some(w), events: None, offline: false, offload: None, artifacts: None }
 }
 
 #[tokio::test]

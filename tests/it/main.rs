@@ -1,5 +1,6 @@
 //! I/O tests in one binary: TLS webhook, stores, CLI, recorder, faults, chart.
 mod architecture;
+mod artifacts_cluster;
 mod bad_input;
 mod bench_smoke;
 mod chart;
@@ -8,10 +9,13 @@ mod cluster;
 mod cluster_latency;
 mod dashboard;
 mod decisions;
+mod drift_cluster;
 mod faults;
 mod harness;
 mod hitpath;
 mod hostile;
+mod integrity;
+mod integrity_store;
 mod k8s;
 mod kit;
 mod latch;
@@ -19,6 +23,7 @@ mod pg;
 mod progress;
 mod provenance;
 mod recorder;
+mod s3server;
 mod skip;
 mod soundness;
 mod span;
