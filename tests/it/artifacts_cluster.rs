@@ -59,7 +59,7 @@ async fn serve_verifies_artifacts_with_credentials_from_the_secret() {
         .patch(first["metadata"]["name"].as_str().unwrap(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    crate::drift_cluster::eventually("the step recorded", Duration::from_secs(30), || async {
+    crate::cluster::eventually("the step recorded", Duration::from_secs(30), || async {
         (metric(&serve.metrics().await, "stepcache_recorder_recorded_total") >= 1.0).then_some(())
     })
     .await;

@@ -3,36 +3,16 @@
 //! for the tag an entry ran with, the same step misses with `image-moved`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+pub(crate) use crate::cluster::{create_pod as create, eventually};
 use crate::harness::{fixture, rerun, succeeded, task_result_for, with_annotation};
 use crate::kit::{self, pod_object, register, unregister, wait_effective, webhook_entry, Serve, ServeOptions};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const V35: &str = "v3.5-artifacts-s3.admission.json";
 const TAG: &str = "ghcr.io/example/featurize:1.4.2";
-
-pub(crate) async fn eventually<T, Fut: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Fut,
-) -> T {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(t.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-pub(crate) async fn create(client: &kube::Client, ns: &str, review: &Value) -> Value {
-    let pod: Pod = serde_json::from_value(pod_object(review, ns)).unwrap();
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    serde_json::to_value(api.create(&PostParams::default(), &pod).await.unwrap()).unwrap()
-}
 
 pub(crate) async fn set_status(client: &kube::Client, pod: &Value, status: Value) {
     let api: Api<Pod> = Api::namespaced(client.clone(), pod["metadata"]["namespace"].as_str().unwrap());

@@ -91,7 +91,7 @@ impl Env {
     }
 }
 
-async fn create_pod(client: &kube::Client, ns: &str, review: &Value) -> Value {
+pub(crate) async fn create_pod(client: &kube::Client, ns: &str, review: &Value) -> Value {
     let pod: Pod = serde_json::from_value(pod_object(review, ns)).unwrap();
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     serde_json::to_value(api.create(&PostParams::default(), &pod).await.unwrap()).unwrap()
@@ -156,7 +156,7 @@ fn uses_annotation(pod: &Value) -> bool {
 }
 
 /// Polls `f` until it returns `Some`, failing after `timeout` with `what`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
