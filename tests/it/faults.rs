@@ -321,25 +321,12 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let certs = stepcache::tls::generate(&d.join("certs"), &["127.0.0.1".into()]).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepcache"))
-        .current_dir(d)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "", "--kube", "off"])
-        .args(["--store-timeout", "3s", "--request-deadline", "4s", "--database-url", &via_proxy(&db.url, proxy.port)])
-        .arg("--tls-cert")
-        .arg(&certs.cert)
-        .arg("--tls-key")
-        .arg(&certs.key)
-        .env("STEPCACHE_LOG", "warn")
-        .spawn()
-        .unwrap();
-    let client = stepcache::bench::client(&d.join("certs")).unwrap();
-    let base = format!("https://127.0.0.1:{port}");
-    let t = Instant::now();
-    while client.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
-        assert!(t.elapsed() < Duration::from_secs(30), "server did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (mut child, client, base) = start_serve(
+        d,
+        &certs,
+        &["--store-timeout", "3s", "--request-deadline", "4s", "--database-url", &via_proxy(&db.url, proxy.port)],
+    )
+    .await;
     proxy.pause();
     let req = {
         let c = client.clone();
@@ -379,11 +366,32 @@ async fn hit_counts_are_flushed_on_sigterm() {
         stepcache::bench::record_hits(&store, std::slice::from_ref(&body), jiff::Timestamp::now()).await.unwrap();
         store.close().await;
     }
+    let (mut child, client, base) = start_serve(d, &certs, &["--database-url", &url, "--recorder", "false"]).await;
+    let r = client.post(format!("{base}/mutate")).header("content-type", "application/json").body(body.to_string());
+    let review: Value = r.send().await.unwrap().json().await.unwrap();
+    let pod = patched_pod(&body, &review);
+    assert_eq!(pod["metadata"]["labels"]["stepcache.dev/decision"], "hit", "{review}");
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    let store = sqlite_store(d).await;
+    let hits: i64 = store.list(&EntryFilter::default(), 10).await.unwrap().iter().map(|e| e.hit_count).sum();
+    assert_eq!(hits, 1, "the hit counted before SIGTERM was written");
+}
+
+/// Starts the real `stepcache serve` in `d` with the generated `certs` and `extra` flags (no
+/// metrics listener, no Kubernetes API) and waits until `/readyz` answers 200.
+async fn start_serve(
+    d: &std::path::Path,
+    certs: &stepcache::tls::GeneratedCerts,
+    extra: &[&str],
+) -> (tokio::process::Child, reqwest::Client, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepcache"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stepcache"))
         .current_dir(d)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--metrics-listen", "", "--kube", "off"])
-        .args(["--database-url", &url, "--recorder", "false"])
+        .args(extra)
         .arg("--tls-cert")
         .arg(&certs.cert)
         .arg("--tls-key")
@@ -398,15 +406,5 @@ async fn hit_counts_are_flushed_on_sigterm() {
         assert!(t.elapsed() < Duration::from_secs(30), "server did not become ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let r = client.post(format!("{base}/mutate")).header("content-type", "application/json").body(body.to_string());
-    let review: Value = r.send().await.unwrap().json().await.unwrap();
-    let pod = patched_pod(&body, &review);
-    assert_eq!(pod["metadata"]["labels"]["stepcache.dev/decision"], "hit", "{review}");
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "{status:?}");
-    let store = sqlite_store(d).await;
-    let hits: i64 = store.list(&EntryFilter::default(), 10).await.unwrap().iter().map(|e| e.hit_count).sum();
-    assert_eq!(hits, 1, "the hit counted before SIGTERM was written");
+    (child, client, base)
 }
