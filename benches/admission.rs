@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
         mark: "sig",
         staleness_db: -1,
         seed: "",
-        decision: "miss",
+        decision: stepcache::decision::Decision::Miss,
         miss_reason: Some("no viable entry".into()),
     };
     c.bench_function("build_mark_patch", |b| b.iter(|| build_mark_patch(black_box(&pod), &mark)));

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stepcache::admission::{AdmitConfig, Admitter, Cluster};
+use stepcache::admission::{AdmitConfig, Admitter, Ports, SideEffects};
 use stepcache::integrity::artifacts::SecretKey;
 use stepcache::integrity::check::{ArtifactChecker, CheckConfig, Credentials, HttpArtifacts};
 use stepcache::integrity::sigv4;
@@ -53,13 +53,11 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 fn admitter(store: &Store, checker: Option<ArtifactChecker>) -> Admitter {
     Admitter {
-        config: Arc::new(AdmitConfig { background_side_effects: true, ..Default::default() }),
+        config: Arc::new(AdmitConfig::default()),
         store: store.clone(),
         signer: stepcache::mark::Signer::new(b"bench-signing-key-0123456789abcdef").unwrap(),
-        cluster: Cluster { offline: true, artifacts: checker, ..Default::default() },
+        ports: Ports { artifacts: checker, effects: SideEffects::background(), ..Ports::offline() },
         metrics: Arc::new(Metrics::new()),
-        hits: Default::default(),
-        nearest_cache: Default::default(),
     }
 }
 
@@ -178,7 +176,7 @@ async fn main() {
                 let d = stepcache::admission::decode::decode(&body).unwrap();
                 let o = a.admit(&d, jiff::Timestamp::now()).await;
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
-                assert_eq!(o.explain.decision, "hit", "{name}: {}", o.explain.reason);
+                assert_eq!(o.explain.decision.as_str(), "hit", "{name}: {}", o.explain.reason);
                 if round > 0 {
                     lat[i].push(ms);
                 }

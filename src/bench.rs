@@ -517,10 +517,8 @@ pub async fn measure_recording(args: &BenchArgs, n: usize) -> anyhow::Result<ser
         config: Arc::new(crate::admission::AdmitConfig { admin: policy, ..Default::default() }),
         store: store.clone(),
         signer: signer.clone(),
-        cluster: crate::admission::Cluster { offline: true, ..Default::default() },
+        ports: crate::admission::Ports::offline(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
-        hits: Default::default(),
-        nearest_cache: Default::default(),
     };
     // Admit (miss → marked pod), then turn each into the pod and task result of a success.
     let prefix = format!("rec{}", jiff::Timestamp::now().as_millisecond());

@@ -84,7 +84,7 @@ pub struct PolicyArgs {
     #[arg(long, env = "STEPCACHE_DEFAULT_EXPIRY", value_parser = parse_duration)]
     pub default_expiry: Option<Duration>,
     /// Cache scope: `namespace` (default) or `cluster` (entries shared across namespaces).
-    #[arg(long, env = "STEPCACHE_SCOPE", value_enum, default_value_t = Scope::Namespace)]
+    #[arg(long, env = "STEPCACHE_SCOPE", value_parser = scope_parser(), default_value_t = Scope::Namespace)]
     pub scope: Scope,
     /// Only act on these namespaces (comma-separated; empty = all).
     #[arg(long, env = "STEPCACHE_INCLUDE_NAMESPACES", value_delimiter = ',')]
@@ -346,7 +346,7 @@ pub enum Command {
     /// Read an AdmissionReview or a Pod on stdin and print its cache key and key material.
     Key {
         /// Cache scope.
-        #[arg(long, env = "STEPCACHE_SCOPE", value_enum, default_value_t = Scope::Namespace)]
+        #[arg(long, env = "STEPCACHE_SCOPE", value_parser = scope_parser(), default_value_t = Scope::Namespace)]
         scope: Scope,
     },
     /// Record a succeeded, marked step pod from files and print the stored entry.
@@ -431,7 +431,7 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
         /// Cache scope the webhook runs with (to re-derive a miss's key material).
-        #[arg(long, env = "STEPCACHE_SCOPE", value_enum, default_value_t = Scope::Namespace)]
+        #[arg(long, env = "STEPCACHE_SCOPE", value_parser = scope_parser(), default_value_t = Scope::Namespace)]
         scope: Scope,
         /// Store flags.
         #[command(flatten)]
@@ -538,4 +538,10 @@ pub fn parse_staleness(s: &str) -> Result<Staleness, String> {
         return Err(format!("{s:?} is under one second; staleness counts whole seconds (use 0 to never reuse)"));
     }
     Ok(Staleness::Seconds(d.as_secs()))
+}
+
+/// Parses `--scope`, listing the possible values in `--help` and in errors.
+fn scope_parser() -> impl clap::builder::TypedValueParser<Value = Scope> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Scope::ALL.map(Scope::as_str)).try_map(|s| s.parse::<Scope>())
 }

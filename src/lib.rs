@@ -6,26 +6,21 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
-pub mod argo;
 pub mod bench;
 pub mod cli;
 pub mod config;
-pub mod duration;
 pub mod integrity;
 pub mod k8s;
-pub mod key;
 pub mod listener;
-pub mod mark;
 pub mod metrics;
-pub mod policy;
 pub mod progress;
 pub mod recorder;
-pub mod rewrite;
 pub mod server;
 pub mod status;
 pub mod store;
 pub mod supervise;
 pub mod telemetry;
 pub mod tls;
-pub mod types;
 pub mod why;
+
+pub use stepcache_core::{argo, assess, decision, duration, execution, key, mark, policy, rewrite, types};

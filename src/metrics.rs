@@ -2,6 +2,7 @@
 //!
 //! Owns: `Metrics` and its text encoding. Served on the plain-HTTP metrics port by `server`.
 
+use crate::decision::Decision;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -254,8 +255,9 @@ impl Metrics {
     }
 
     /// Counts one step-pod decision in its namespace.
-    pub fn namespace_decision(&self, ns: &str, decision: &str) {
-        let label = NamespaceDecisionLabel { namespace: self.namespace_label(ns), decision: decision.to_owned() };
+    pub fn namespace_decision(&self, ns: &str, decision: Decision) {
+        let label =
+            NamespaceDecisionLabel { namespace: self.namespace_label(ns), decision: decision.as_str().to_owned() };
         self.namespace_decisions.get_or_create(&label).inc();
     }
 
@@ -268,8 +270,8 @@ impl Metrics {
     }
 
     /// Counts one admission decision.
-    pub fn decision(&self, decision: &str) {
-        self.admission_requests.get_or_create(&DecisionLabel { decision: decision.to_owned() }).inc();
+    pub fn decision(&self, decision: Decision) {
+        self.admission_requests.get_or_create(&DecisionLabel { decision: decision.as_str().to_owned() }).inc();
     }
 
     /// Observes one store call.
@@ -313,7 +315,7 @@ mod tests {
     fn saved_time_is_counted_overall_and_per_namespace() {
         let m = Metrics::new();
         m.saved("ml-team", 2.5);
-        m.namespace_decision("ml-team", "hit");
+        m.namespace_decision("ml-team", Decision::Hit);
         let text = m.encode();
         assert!(text.contains("stepcache_time_saved_seconds_total 2.5"), "{text}");
         assert!(text.contains("stepcache_namespace_time_saved_seconds_total{namespace=\"ml-team\"} 2.5"), "{text}");

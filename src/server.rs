@@ -70,12 +70,12 @@ async fn mutate(State(state): State<Arc<AppState>>, request: axum::extract::Requ
     let body = match tokio::time::timeout_at(deadline, Bytes::from_request(request, &())).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
-            state.admitter.metrics.decision("error");
+            state.admitter.metrics.decision(crate::decision::Decision::Error);
             let status = e.status();
             return bad_request(status, "body", format!("request body rejected: {}", e.body_text()));
         }
         Err(_) => {
-            state.admitter.metrics.decision("error");
+            state.admitter.metrics.decision(crate::decision::Decision::Error);
             return bad_request(
                 StatusCode::REQUEST_TIMEOUT,
                 "body_timeout",
@@ -85,7 +85,7 @@ async fn mutate(State(state): State<Arc<AppState>>, request: axum::extract::Requ
     };
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.to_ascii_lowercase().starts_with("application/json") {
-        state.admitter.metrics.decision("error");
+        state.admitter.metrics.decision(crate::decision::Decision::Error);
         return bad_request(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content_type",
@@ -95,7 +95,7 @@ async fn mutate(State(state): State<Arc<AppState>>, request: axum::extract::Requ
     let decoded = match decode(&body) {
         Ok(d) => d,
         Err(e) => {
-            state.admitter.metrics.decision("error");
+            state.admitter.metrics.decision(crate::decision::Decision::Error);
             return bad_request(StatusCode::BAD_REQUEST, e.kind(), decode_message(&e));
         }
     };
@@ -103,7 +103,7 @@ async fn mutate(State(state): State<Arc<AppState>>, request: axum::extract::Requ
     let review = match tokio::time::timeout_at(deadline, state.admitter.admit(&decoded, now)).await {
         Ok(outcome) => outcome.review,
         Err(_) => {
-            state.admitter.metrics.decision("error");
+            state.admitter.metrics.decision(crate::decision::Decision::Error);
             tracing::warn!(uid = %decoded.uid, deadline_ms = state.deadline.as_millis() as u64, "admission deadline exceeded; allowing unchanged");
             respond::allow(
                 &decoded.uid,

@@ -5,8 +5,9 @@
 //! Owns: `WhyReport`, `PodFacts`, `Source`, `build`, `render_text`.
 
 use crate::argo::labels as l;
+use crate::decision::Decision;
 use crate::key::diff_material;
-use crate::store::decisions::Decision;
+use crate::store::decisions::LoggedDecision;
 use crate::store::Entry;
 use crate::types::Staleness;
 use jiff::Timestamp;
@@ -190,7 +191,7 @@ pub struct Evidence {
     /// Key material derived from the live pod (misses only: a hit pod is rewritten).
     pub material: Option<Value>,
     /// The newest decision-log row for the pod.
-    pub logged: Option<Decision>,
+    pub logged: Option<LoggedDecision>,
     /// The entry served (hit) or that would have been (shadow hit).
     pub served: Option<Entry>,
     /// The entry a miss was compared against.
@@ -273,7 +274,7 @@ pub fn build(ev: &Evidence, now: Timestamp) -> Result<WhyReport, WhyError> {
             pod: e.pod_name.clone(),
             workflow: e.workflow_name.clone(),
             node_id: e.node_id.clone(),
-            decision: "miss".into(),
+            decision: Decision::Miss.as_str().into(),
             reason: None,
             decided_at: None,
             key: Some(e.key.to_string()),
@@ -307,7 +308,7 @@ pub fn build(ev: &Evidence, now: Timestamp) -> Result<WhyReport, WhyError> {
             _ => {}
         }
     }
-    if report.decision == "miss" && ev.nearest.is_none() && report.differences.is_empty() {
+    if report.decision == Decision::Miss.as_str() && ev.nearest.is_none() && report.differences.is_empty() {
         notes.push("no earlier entry of this template to compare with: this was the first run".into());
     }
     report.recorded_as = ev.recorded.as_ref().map(summary);
@@ -432,7 +433,7 @@ mod tests {
             pod: Some(miss_pod()),
             material: Some(json!({"inputs": {"parameters": [{"name": "lr", "value": "0.2"}]}})),
             nearest: Some(entry(7, K1, json!({"inputs": {"parameters": [{"name": "lr", "value": "0.1"}]}}))),
-            logged: Some(Decision { differences: vec!["stale line".into()], ..Default::default() }),
+            logged: Some(LoggedDecision { differences: vec!["stale line".into()], ..Default::default() }),
             ..Default::default()
         };
         let r = build(&ev, ts("2026-11-02T00:00:00Z")).unwrap_or_else(|e| panic!("{e}"));
@@ -449,7 +450,7 @@ mod tests {
 
     #[test]
     fn a_gone_pod_is_explained_from_the_decision_log_and_says_so() {
-        let logged = Decision {
+        let logged = LoggedDecision {
             namespace: "ml".into(),
             pod_name: "wf-new-train-2".into(),
             decision: "hit".into(),

@@ -1,9 +1,10 @@
 //! Decoding an AdmissionReview body into what the decision needs, with a specific error for
 //! every way it can be wrong.
 //!
-//! Pure: no I/O.
+//! Pure: no I/O. It lives at the service edge because it speaks kube's admission types.
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
 use serde_json::Value;
 
 /// Deepest JSON nesting accepted: pods are shallow; deeper input is an attack or a bug.
@@ -114,10 +115,44 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 }
 
 /// Decodes a body; any error is specific.
+///
+/// A well-formed pod CREATE (every request the API server sends for a pod) is parsed once,
+/// straight into kube's typed `AdmissionReview<Pod>`. Anything else (another kind or operation,
+/// a missing field, an object that is not a valid Pod) is read again as plain JSON, so each way
+/// it can be wrong gets its own error or warning instead of one parse error.
 pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
     if !depth_ok(body) {
         return Err(DecodeError::TooDeep);
     }
+    if let Some(d) = serde_json::from_slice::<AdmissionReview<Pod>>(body).ok().and_then(typed_pod_create) {
+        return Ok(d);
+    }
+    decode_untyped(body)
+}
+
+/// The decoded form of a typed review when it is a pod CREATE with a uid and an object; `None`
+/// sends the body to [`decode_untyped`].
+fn typed_pod_create(review: AdmissionReview<Pod>) -> Option<Decoded> {
+    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+        return None;
+    }
+    let req: AdmissionRequest<Pod> = review.request?;
+    let is_pod = req.kind.kind == "Pod" && req.kind.group.is_empty();
+    if req.uid.is_empty() || !is_pod || req.operation != Operation::Create {
+        return None;
+    }
+    let pod = req.object?;
+    Some(Decoded {
+        uid: req.uid,
+        namespace: req.namespace.filter(|n| !n.is_empty()),
+        name: Some(req.name).filter(|n| !n.is_empty()),
+        dry_run: req.dry_run,
+        subject: Subject::PodCreate(Box::new(pod)),
+    })
+}
+
+/// Reads a body that is not a well-formed pod CREATE as plain JSON, naming what is wrong.
+fn decode_untyped(body: &[u8]) -> Result<Decoded, DecodeError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
     let api_version = str_at(&v, &["apiVersion"]).unwrap_or_default();
     let kind = str_at(&v, &["kind"]).unwrap_or_default();
@@ -126,8 +161,8 @@ pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
     }
     let req = v.get("request").filter(|r| r.is_object()).ok_or(DecodeError::MissingRequest)?;
     let uid = str_at(req, &["uid"]).filter(|u| !u.is_empty()).ok_or(DecodeError::MissingUid)?;
-    let namespace = str_at(req, &["namespace"]).map(str::to_owned);
-    let name = str_at(req, &["name"]).map(str::to_owned);
+    let namespace = str_at(req, &["namespace"]).filter(|n| !n.is_empty()).map(str::to_owned);
+    let name = str_at(req, &["name"]).filter(|n| !n.is_empty()).map(str::to_owned);
     let dry_run = req.get("dryRun").and_then(Value::as_bool).unwrap_or(false);
     let operation = str_at(req, &["operation"]).unwrap_or_default();
     let group = str_at(req, &["kind", "group"]).unwrap_or_default();
@@ -166,6 +201,24 @@ mod tests {
             &serde_json::json!({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":req}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn typed_and_untyped_decoding_agree_on_every_captured_pod_create() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/argo");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.to_string_lossy().ends_with(".admission.json") {
+                continue;
+            }
+            let body = std::fs::read(&path).unwrap();
+            let review: AdmissionReview<Pod> = serde_json::from_slice(&body).unwrap();
+            let typed = typed_pod_create(review).unwrap_or_else(|| panic!("{path:?} is not a typed pod create"));
+            assert_eq!(Some(typed), decode_untyped(&body).ok(), "{path:?}");
+            seen += 1;
+        }
+        assert!(seen >= 10, "only {seen} fixtures");
     }
 
     #[test]

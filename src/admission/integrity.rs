@@ -81,7 +81,7 @@ impl Admitter {
         dry_run: bool,
         now: Timestamp,
     ) -> Option<(&'static str, String)> {
-        let checker = self.cluster.artifacts.as_ref()?;
+        let checker = self.ports.artifacts.as_ref()?;
         let checks = plan(&entry.outputs, step.template.raw().get("archiveLocation"));
         if checks.is_empty() {
             return None;

@@ -3,8 +3,9 @@
 //! their outputs are handed to Argo exactly like a hit) or the leader fails (then exactly
 //! one waiter is promoted). See `docs/latching.md`.
 
-use super::{decision, Admitter, Explain};
+use super::{Admitter, Explain};
 use crate::argo::template::{StepPod, TemplateKind};
+use crate::decision::{Decision, Effect};
 use crate::key::KeyMaterial;
 use crate::rewrite::{self, TaskResultTarget, WaitInfo};
 use crate::store::latch::{state, LatchRole};
@@ -48,7 +49,7 @@ pub struct LatchAnswer {
     pub entry_id: Option<i64>,
     /// The task result written for the waiter.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub task_result: Option<serde_json::Value>,
+    pub task_result: Option<rewrite::WorkflowTaskResult>,
     /// Why.
     pub reason: String,
 }
@@ -120,8 +121,8 @@ impl Admitter {
                     leader_pod: &leader_pod,
                 };
                 ex.patch = rewrite::build_wait_patch(pod, &w, &self.config.rewrite);
-                ex.decision = "latched".into();
-                ex.detail = decision::LATCHED.into();
+                ex.decision = Effect::Latched;
+                ex.detail = Decision::Latched;
                 ex.reason = format!("identical step {leader_pod} is running; waiting for its result");
                 Ok(ex)
             }
@@ -174,12 +175,16 @@ impl Admitter {
         };
         if let Some(entry) = entry.filter(|e| fresh(e.finished_at)) {
             let tr = rewrite::build_task_result_for(&claims.target, &entry.outputs);
-            if let Some(w) = &self.cluster.task_results {
-                if let Err(e) = w.upsert(&tr).await {
-                    return Ok(answer("waiting", format!("task result not written yet: {e}")));
+            match &self.ports.task_results {
+                super::TaskResults::Api(w) => {
+                    if let Err(e) = w.upsert(&tr).await {
+                        return Ok(answer("waiting", format!("task result not written yet: {e}")));
+                    }
                 }
-            } else if !self.cluster.offline {
-                return Ok(answer("waiting", "no Kubernetes API to deliver the outputs".into()));
+                super::TaskResults::Unavailable => {
+                    return Ok(answer("waiting", "no Kubernetes API to deliver the outputs".into()));
+                }
+                super::TaskResults::Assumed => {}
             }
             let _ = self.store.note_hit(entry.id).await;
             return Ok(LatchAnswer {

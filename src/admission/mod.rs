@@ -7,59 +7,37 @@
 pub mod decode;
 pub mod integrity;
 pub mod latch;
+pub mod ports;
 pub mod respond;
 
+pub use ports::{Ports, SideEffects, TaskResults};
+
 use crate::argo::template::{classify, classify_with, Classification, SkipReason, StepPod};
-use crate::k8s::events::{EventPoster, StepEvent};
-use crate::k8s::taskresult::TaskResultWriter;
+use crate::decision::{Decision, Effect};
+use crate::k8s::events::StepEvent;
 use crate::key::{derive_key, diff_material, KeyMaterial, Scope};
 use crate::mark::{MarkClaims, Signer};
 use crate::metrics::Metrics;
 use crate::policy::{choose, plan, AdminPolicy, Candidate, Choice, MissCause, Plan, StepSettings};
 use crate::rewrite::{self, HitInfo, MarkInfo, RewriteConfig};
 use crate::store::{Entry, Store, StoreError};
-use crate::types::{CacheKey, Namespace};
+use crate::types::Namespace;
 use decode::{Decoded, Subject};
 use jiff::Timestamp;
 use json_patch::PatchOperation;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Decision labels (metric values and `--explain` decisions).
-pub mod decision {
-    /// Served from cache.
-    pub const HIT: &str = "hit";
-    /// Runs and is recorded.
-    pub const MISS: &str = "miss";
-    /// Would have been a hit; shadow mode let it run.
-    pub const SHADOW_HIT: &str = "shadow-hit";
-    /// Not an Argo pod, or not a pod CREATE.
-    pub const SKIPPED_NOT_ARGO: &str = "skipped-not-argo";
-    /// An Argo pod that is not cacheable (resource, agent, daemon, ...).
-    pub const SKIPPED: &str = "skipped";
-    /// The author opted out.
-    pub const OPTED_OUT: &str = "opted-out";
-    /// Invalid annotations or unreadable object.
-    pub const INVALID: &str = "invalid";
-    /// Store or API failure: allowed unchanged.
-    pub const ERROR: &str = "error";
-    /// The no-op baseline mode.
-    pub const NOOP: &str = "noop";
-    /// Waits for an identical running step (execution latching).
-    pub const LATCHED: &str = "latched";
-}
-
 /// Everything `review --explain` prints about one decision.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Explain {
-    /// `hit`, `miss`, `skip` (coarse decision).
-    pub decision: String,
-    /// Fine decision (metric label).
-    pub detail: String,
+    /// What the decision does to the pod: `hit`, `miss`, `latched`, `skip`.
+    pub decision: Effect,
+    /// The fine decision (metric label, decision log).
+    pub detail: Decision,
     /// Why.
     pub reason: String,
     /// The key, when one was derived.
@@ -80,7 +58,7 @@ pub struct Explain {
     /// The JSON patch, decoded.
     pub patch: Vec<PatchOperation>,
     /// Objects the decision creates (the WorkflowTaskResult of a hit).
-    pub creates: Vec<Value>,
+    pub creates: Vec<rewrite::WorkflowTaskResult>,
     /// On a miss: the nearest earlier entry of the same template and how it differs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nearest: Option<Nearest>,
@@ -109,25 +87,10 @@ pub struct Nearest {
 /// The response plus its explanation.
 #[derive(Clone, Debug)]
 pub struct Outcome {
-    /// AdmissionReview response JSON.
-    pub review: Value,
+    /// The AdmissionReview response.
+    pub review: respond::ReviewResponse,
     /// Explanation.
     pub explain: Explain,
-}
-
-/// Side-effect clients; absent when stepcache runs without a cluster (`review`, local serve).
-#[derive(Clone, Default)]
-pub struct Cluster {
-    /// Reads the ConfigMap of pods whose template or args Argo offloaded (3.6+).
-    pub offload: Option<Arc<dyn crate::k8s::offload::OffloadSource>>,
-    /// Writes WorkflowTaskResults for hits.
-    pub task_results: Option<TaskResultWriter>,
-    /// Posts provenance Events.
-    pub events: Option<EventPoster>,
-    /// Decide as if side effects succeeded without performing them (`stepcache review`).
-    pub offline: bool,
-    /// Verifies output artifacts before a hit (`--verify-artifacts`); `None` serves unchecked.
-    pub artifacts: Option<crate::integrity::check::ArtifactChecker>,
 }
 
 /// Configuration of the decision.
@@ -143,8 +106,6 @@ pub struct AdmitConfig {
     pub explain_misses: bool,
     /// Serve the no-op baseline (always allow, no decision) for benchmarks.
     pub noop: bool,
-    /// Perform side effects (adopting copies, hit counts, events) in the background instead of inline.
-    pub background_side_effects: bool,
     /// Execution latching, when enabled.
     pub latch: Option<latch::LatchConfig>,
     /// Serve entries whose image tag has since moved to another digest (`--ignore-moved-images`).
@@ -160,14 +121,10 @@ pub struct Admitter {
     pub store: Store,
     /// Mark signer.
     pub signer: Signer,
-    /// Cluster side-effect clients.
-    pub cluster: Cluster,
+    /// Where the decision's side effects go.
+    pub ports: Ports,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Hits not yet written to the store (flushed in batches by `serve`).
-    pub hits: HitCounter,
-    /// Recent answers to "newest entry of this template" (used by `serve` only).
-    pub nearest_cache: NearestCache,
 }
 
 /// Newest entry per (namespace, template) for explaining misses, kept a few seconds so a fan-out
@@ -226,6 +183,18 @@ struct LoggedStep {
     seed: String,
 }
 
+/// What is settled about a step once its key is derived: the pod as admitted, its step, the
+/// author's settings, its key and the decision's clock. Passed as one value to the hit, miss
+/// and explanation paths.
+#[derive(Clone, Copy)]
+struct Decided<'a> {
+    pod: &'a Pod,
+    step: &'a StepPod,
+    settings: &'a StepSettings,
+    km: &'a KeyMaterial,
+    now: Timestamp,
+}
+
 struct Ctx<'a> {
     decoded: &'a Decoded,
     warnings: Vec<String>,
@@ -278,26 +247,26 @@ impl Admitter {
         let mut ctx = Ctx { decoded, warnings: Vec::new(), known_latest: None, step: None, saved: 0.0 };
         let explain = if self.config.noop {
             Explain {
-                decision: "skip".into(),
-                detail: decision::NOOP.into(),
+                decision: Effect::Skip,
+                detail: Decision::Noop,
                 reason: "no-op baseline mode".into(),
                 ..Default::default()
             }
         } else {
             match &decoded.subject {
-                Subject::Ignored(reason) => skip(decision::SKIPPED_NOT_ARGO, reason.clone()),
+                Subject::Ignored(reason) => skip(Decision::SkippedNotArgo, reason.clone()),
                 Subject::Unreadable(w) => {
                     ctx.warnings.push(w.clone());
-                    skip(decision::INVALID, w.clone())
+                    skip(Decision::Invalid, w.clone())
                 }
                 Subject::PodCreate(pod) => self.admit_pod(&mut ctx, pod, now).await,
             }
         };
         let mut explain = explain;
         explain.warnings.extend(ctx.warnings);
-        self.metrics.decision(&explain.detail);
+        self.metrics.decision(explain.detail);
         if let Some(step) = ctx.step {
-            self.metrics.namespace_decision(step.namespace.as_str(), &explain.detail);
+            self.metrics.namespace_decision(step.namespace.as_str(), explain.detail);
             if explain.key.is_some() && !decoded.dry_run {
                 self.store.log_decision(decision_record(&explain, step, ctx.saved, now));
             }
@@ -308,7 +277,7 @@ impl Admitter {
             namespace = decoded.namespace.as_deref().unwrap_or(""),
             pod = decoded.name.as_deref().unwrap_or(""),
             key = explain.key.as_deref().unwrap_or(""),
-            decision = %explain.detail,
+            decision = explain.detail.as_str(),
             reason = %explain.reason,
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "admission"
@@ -342,14 +311,14 @@ impl Admitter {
         let asked = author_asked(&annotations);
         let step = match self.classify(ctx, &pod).await {
             Classification::NotArgo => {
-                return skip(decision::SKIPPED_NOT_ARGO, "not created by the Argo controller".into())
+                return skip(Decision::SkippedNotArgo, "not created by the Argo controller".into())
             }
             Classification::Skip(reason) => {
                 let malformed = matches!(reason, crate::argo::template::SkipReason::Malformed(_));
                 if asked || reason.warns() {
                     ctx.warnings.push(format!("stepcache: step not cached: {reason}"));
                 }
-                let detail = if malformed { decision::INVALID } else { decision::SKIPPED };
+                let detail = if malformed { Decision::Invalid } else { Decision::Skipped };
                 return skip(detail, reason.to_string());
             }
             Classification::Step(step) => step,
@@ -358,7 +327,7 @@ impl Admitter {
             if x.warns() {
                 ctx.warnings.push(format!("stepcache: step not cached: {x}"));
             }
-            return skip(decision::SKIPPED, x.to_string());
+            return skip(Decision::Skipped, x.to_string());
         }
         ctx.step = Some(LoggedStep {
             namespace: step.namespace.clone(),
@@ -370,16 +339,16 @@ impl Admitter {
         });
         if !self.config.admin.covers(&step.namespace) {
             return skip(
-                decision::SKIPPED,
+                Decision::Skipped,
                 format!("namespace {} is not covered by this installation", step.namespace),
             );
         }
         let settings = match plan(&labels_map, &annotations, &self.config.admin) {
-            Plan::OptedOut { by } => return skip(decision::OPTED_OUT, format!("opted out by label {by}")),
+            Plan::OptedOut { by } => return skip(Decision::OptedOut, format!("opted out by label {by}")),
             Plan::Invalid { warnings } => {
                 let reason = warnings.join("; ");
                 ctx.warnings.extend(warnings.into_iter().map(|w| format!("stepcache: {w}")));
-                return skip(decision::INVALID, reason);
+                return skip(Decision::Invalid, reason);
             }
             Plan::Lookup(s) => s,
         };
@@ -396,7 +365,7 @@ impl Admitter {
             Ok(k) => k,
             Err(e) => {
                 ctx.warnings.push(format!("stepcache: step not cached: {e}"));
-                return skip(decision::INVALID, e.to_string());
+                return skip(Decision::Invalid, e.to_string());
             }
         };
         let mut ex = Explain {
@@ -416,8 +385,8 @@ impl Admitter {
                 }
                 Err(e) => {
                     ctx.warnings.push(format!("stepcache: cache unavailable ({e}); step runs uncached"));
-                    ex.decision = "skip".into();
-                    ex.detail = decision::ERROR.into();
+                    ex.decision = Effect::Skip;
+                    ex.detail = Decision::Error;
                     ex.reason = format!("store error: {e}");
                     return ex;
                 }
@@ -429,11 +398,10 @@ impl Admitter {
             &declared,
             candidate.as_ref().map(|e| Candidate { id: e.id, staleness: e.staleness, outputs: &e.outputs }),
         );
+        let d = Decided { pod: &pod, step: &step, settings: &settings, km: &km, now };
         match (choice, candidate) {
-            (Choice::Hit(_), Some(entry)) => self.hit(ctx, &pod, &step, &settings, &km, entry, false, now, ex).await,
-            (Choice::HitAdopting(_), Some(entry)) => {
-                self.hit(ctx, &pod, &step, &settings, &km, entry, true, now, ex).await
-            }
+            (Choice::Hit(_), Some(entry)) => self.hit(ctx, &d, entry, false, ex).await,
+            (Choice::HitAdopting(_), Some(entry)) => self.hit(ctx, &d, entry, true, ex).await,
             (Choice::Miss(cause), _) => {
                 let ex = if self.may_latch(&step, settings.latch) && cause != MissCause::NeverReuse {
                     match self.try_latch(&pod, &step, &km, now, ctx.decoded.dry_run, ex).await {
@@ -443,45 +411,21 @@ impl Admitter {
                 } else {
                     ex
                 };
-                self.miss(ctx, &pod, &step, &settings, &km, cause.describe(), true, now, ex).await
+                self.miss(ctx, &d, cause.describe(), true, ex).await
             }
-            (_, None) => {
-                self.miss(ctx, &pod, &step, &settings, &km, MissCause::NoEntry.describe(), true, now, ex).await
-            }
+            (_, None) => self.miss(ctx, &d, MissCause::NoEntry.describe(), true, ex).await,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn hit(
-        &self,
-        ctx: &mut Ctx<'_>,
-        pod: &Pod,
-        step: &StepPod,
-        settings: &StepSettings,
-        km: &KeyMaterial,
-        entry: Entry,
-        adopt: bool,
-        now: Timestamp,
-        mut ex: Explain,
-    ) -> Explain {
+    async fn hit(&self, ctx: &mut Ctx<'_>, d: &Decided<'_>, entry: Entry, adopt: bool, mut ex: Explain) -> Explain {
+        let Decided { pod, step, settings, km, now } = *d;
         if let Some(why) = self.integrity_failure(pod, step, &entry, ctx.decoded.dry_run, now).await {
-            return self.miss(ctx, pod, step, settings, km, why, false, now, ex).await;
+            return self.miss(ctx, d, why, false, ex).await;
         }
         if self.config.admin.shadow {
-            let mut ex = self
-                .miss(
-                    ctx,
-                    pod,
-                    step,
-                    settings,
-                    km,
-                    format!("shadow mode: would have served entry {}", entry.id),
-                    false,
-                    now,
-                    ex,
-                )
-                .await;
-            ex.detail = decision::SHADOW_HIT.into();
+            let reason = format!("shadow mode: would have served entry {}", entry.id);
+            let mut ex = self.miss(ctx, d, reason, false, ex).await;
+            ex.detail = Decision::ShadowHit;
             ex.entry_id = Some(entry.id.0);
             return ex;
         }
@@ -492,9 +436,9 @@ impl Admitter {
             let failure: Option<(String, bool)> = if step.workflow_uid.is_none() && required {
                 Some(("pod has no Workflow owner uid for the task result".into(), false))
             } else {
-                match (&self.cluster.task_results, ctx.decoded.dry_run) {
+                match (&self.ports.task_results, ctx.decoded.dry_run) {
                     (_, true) => None,
-                    (Some(w), false) => match w.upsert(&task_result).await {
+                    (TaskResults::Api(w), false) => match w.upsert(&task_result).await {
                         Ok(()) => None,
                         Err(e) => {
                             self.metrics
@@ -509,10 +453,11 @@ impl Admitter {
                             }
                         }
                     },
-                    (None, false) if required && !self.cluster.offline => {
+                    (TaskResults::Unavailable, false) if required => {
                         Some(("no Kubernetes API to write the task result".into(), false))
                     }
-                    (None, false) => {
+                    (TaskResults::Unavailable, false) => None,
+                    (TaskResults::Assumed, false) => {
                         if required {
                             ex.offline_assumed.push(
                                 "the WorkflowTaskResult under `creates` was not written (no Kubernetes API offline); \
@@ -527,9 +472,9 @@ impl Admitter {
             if let Some((why, is_error)) = failure {
                 ctx.warnings.push(format!("stepcache: hit not served: {why}; step runs"));
                 let reason = format!("hit could not be delivered: {why}");
-                let mut ex = self.miss(ctx, pod, step, settings, km, reason, true, now, ex).await;
+                let mut ex = self.miss(ctx, d, reason, true, ex).await;
                 if is_error {
-                    ex.detail = decision::ERROR.into();
+                    ex.detail = Decision::Error;
                 }
                 return ex;
             }
@@ -547,8 +492,8 @@ impl Admitter {
             source_finished_at: entry.finished_at.to_string(),
         };
         ex.patch = rewrite::build_hit_patch(pod, step, &hit, &self.config.rewrite);
-        ex.decision = "hit".into();
-        ex.detail = decision::HIT.into();
+        ex.decision = Effect::Hit;
+        ex.detail = Decision::Hit;
         ex.entry_id = Some(entry.id.0);
         ex.adopted = adopt;
         let saved = (entry.finished_at.as_millisecond() - entry.started_at.as_millisecond()).max(0) as f64 / 1000.0;
@@ -597,20 +542,20 @@ impl Admitter {
                     tracing::warn!(error = %e, entry = entry.id.0, "adopting copy not recorded");
                 }
             }
-            if this.config.background_side_effects {
-                this.hits.note(entry.id);
+            if let Some(hits) = this.ports.effects.hit_counter() {
+                hits.note(entry.id);
             } else if let Err(e) = this.timed("note_hit", this.store.note_hit(entry.id)).await {
                 tracing::debug!(error = %e, "hit count not updated");
             }
-            if let Some(p) = &this.cluster.events {
+            if let Some(p) = &this.ports.events {
                 if let Err(e) = p.post(&ev, now).await {
                     tracing::debug!(error = %e, "event not posted");
                 }
             }
         };
-        if !self.config.background_side_effects {
+        if matches!(self.ports.effects, SideEffects::Inline) {
             work.await;
-        } else if adopt || self.cluster.events.is_some() {
+        } else if adopt || self.ports.events.is_some() {
             tokio::spawn(work);
         } else {
             // Nothing to wait for: count the hit without spawning a task.
@@ -618,19 +563,15 @@ impl Admitter {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn miss(
         &self,
         ctx: &mut Ctx<'_>,
-        pod: &Pod,
-        step: &StepPod,
-        settings: &StepSettings,
-        km: &KeyMaterial,
+        d: &Decided<'_>,
         reason: String,
         explain_nearest: bool,
-        now: Timestamp,
         mut ex: Explain,
     ) -> Explain {
+        let Decided { pod, step, settings, km, .. } = *d;
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let claims = MarkClaims {
             key: &km.key,
@@ -643,7 +584,7 @@ impl Admitter {
         let mark = self.signer.sign(&claims);
         let nearest = if explain_nearest && self.config.explain_misses {
             let known = ctx.known_latest.take();
-            self.nearest(&step.namespace, step.template.name(), &km.key, &km.material, settings, known, now).await
+            self.nearest(d, known).await
         } else {
             None
         };
@@ -657,35 +598,26 @@ impl Admitter {
             mark: &mark,
             staleness_db: settings.staleness.to_db(),
             seed: settings.seed.as_str(),
-            decision: "miss",
+            decision: Decision::Miss,
             miss_reason: Some(full_reason.clone()),
         };
         ex.patch = rewrite::build_mark_patch(pod, &m);
-        ex.decision = "miss".into();
-        ex.detail = decision::MISS.into();
+        ex.decision = Effect::Miss;
+        ex.detail = Decision::Miss;
         ex.reason = full_reason;
         ex.nearest = nearest;
         ex
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn nearest(
-        &self,
-        ns: &Namespace,
-        template_name: &str,
-        key: &CacheKey,
-        material: &Value,
-        settings: &StepSettings,
-        known_latest: Option<Option<Entry>>,
-        now: Timestamp,
-    ) -> Option<Nearest> {
+    async fn nearest(&self, d: &Decided<'_>, known_latest: Option<Option<Entry>>) -> Option<Nearest> {
+        let (key, material, now) = (&d.km.key, &d.km.material, d.now);
         let same_key = match known_latest {
             Some(latest) => latest,
             None => self.timed("latest_for_key", self.store.latest_for_key(key)).await.ok().flatten(),
         };
         let entry = match same_key {
             Some(e) => e,
-            None => self.nearest_of_template(ns, template_name).await?,
+            None => self.nearest_of_template(&d.step.namespace, d.step.template.name()).await?,
         };
         // The lookup's own arithmetic (milliseconds, same boundary), so an entry the lookup
         // refused is never explained as live.
@@ -697,7 +629,7 @@ impl Admitter {
             "expired"
         } else if finished_ms > now_ms {
             "future"
-        } else if finished_ms < crate::store::oldest_finished_ms(settings.staleness, now_ms) {
+        } else if finished_ms < crate::store::oldest_finished_ms(d.settings.staleness, now_ms) {
             "stale"
         } else {
             "live"
@@ -717,7 +649,7 @@ impl Admitter {
     /// uncached, with a warning).
     async fn classify(&self, ctx: &mut Ctx<'_>, pod: &Pod) -> Classification {
         let first = classify(pod);
-        let (Classification::Skip(SkipReason::Offloaded), Some(source)) = (&first, &self.cluster.offload) else {
+        let (Classification::Skip(SkipReason::Offloaded), Some(source)) = (&first, &self.ports.offload) else {
             return first;
         };
         let (Some(ns), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref()) else {
@@ -744,16 +676,20 @@ impl Admitter {
     /// Newest entry of a template in a namespace; cached briefly when serving.
     async fn nearest_of_template(&self, ns: &Namespace, template_name: &str) -> Option<Entry> {
         let cache_key = (ns.to_string(), template_name.to_owned());
-        let cached = self.config.background_side_effects.then_some(()).and_then(|_| {
-            let m = self.nearest_cache.0.lock().ok()?;
+        let cache = match &self.ports.effects {
+            SideEffects::Background { nearest, .. } => Some(nearest),
+            SideEffects::Inline => None,
+        };
+        let cached = cache.and_then(|c| {
+            let m = c.0.lock().ok()?;
             m.get(&cache_key).filter(|(at, _)| at.elapsed() < NEAREST_TTL).map(|(_, e)| e.clone())
         });
         if let Some(e) = cached {
             return e;
         }
         let found = self.timed("nearest", self.store.nearest(ns, template_name)).await.ok()?;
-        if self.config.background_side_effects {
-            if let Ok(mut m) = self.nearest_cache.0.lock() {
+        if let Some(c) = cache {
+            if let Ok(mut m) = c.0.lock() {
                 if m.len() > 10_000 {
                     m.clear();
                 }
@@ -770,8 +706,8 @@ fn decision_record(
     step: LoggedStep,
     saved_seconds: f64,
     now: Timestamp,
-) -> crate::store::decisions::Decision {
-    crate::store::decisions::Decision {
+) -> crate::store::decisions::LoggedDecision {
+    crate::store::decisions::LoggedDecision {
         id: 0,
         decided_at: now,
         namespace: step.namespace.to_string(),
@@ -779,7 +715,7 @@ fn decision_record(
         workflow_name: step.workflow,
         node_id: step.node,
         template_name: step.template,
-        decision: ex.detail.clone(),
+        decision: ex.detail.as_str().to_owned(),
         reason: ex.reason.clone(),
         key: ex.key.clone().unwrap_or_default(),
         staleness: ex.staleness.unwrap_or_default(),
@@ -791,8 +727,8 @@ fn decision_record(
     }
 }
 
-fn skip(detail: &str, reason: String) -> Explain {
-    Explain { decision: "skip".into(), detail: detail.into(), reason, ..Default::default() }
+fn skip(detail: Decision, reason: String) -> Explain {
+    Explain { decision: Effect::Skip, detail, reason, ..Default::default() }
 }
 
 fn layout_name(step: &StepPod) -> String {

@@ -8,7 +8,7 @@ pub mod wait;
 pub mod why;
 
 use crate::admission::decode::{decode, Subject};
-use crate::admission::{AdmitConfig, Admitter, Cluster};
+use crate::admission::{AdmitConfig, Admitter, Ports};
 use crate::config::{PolicyArgs, SigningArgs, StoreArgs};
 use crate::mark::Signer;
 use crate::metrics::Metrics;
@@ -104,16 +104,13 @@ pub fn offline_admitter(store: Store, signer: Signer, policy: &PolicyArgs) -> Ad
             rewrite: policy.rewrite(),
             explain_misses: policy.explain_misses,
             noop: false,
-            background_side_effects: false,
             latch: policy.latch_config().unwrap_or_default(),
             ignore_moved_images: policy.ignore_moved_images,
         }),
         store,
         signer,
-        cluster: Cluster { offline: true, ..Default::default() },
+        ports: Ports::offline(),
         metrics: Arc::new(Metrics::new()),
-        hits: Default::default(),
-        nearest_cache: Default::default(),
     }
 }
 
@@ -142,7 +139,7 @@ pub async fn review(
     let out = if explain {
         serde_json::json!({"review": outcome.review, "explain": outcome.explain})
     } else {
-        outcome.review
+        serde_json::to_value(&outcome.review)?
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -1,7 +1,7 @@
 //! `stepcache serve` and `stepcache record-controller`: wiring the webhook, metrics port,
 //! certificate reload, periodic gc and the recorder.
 
-use crate::admission::{AdmitConfig, Admitter, Cluster};
+use crate::admission::{AdmitConfig, Admitter, Ports, SideEffects, TaskResults};
 use crate::config::{KubeMode, ServeArgs};
 use crate::k8s::events::EventPoster;
 use crate::k8s::taskresult::TaskResultWriter;
@@ -122,8 +122,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = store_with_retry(&args).await?;
     let signer = super::signer(&args.signing)?;
     let client = if args.noop { None } else { kube_client(args.kube).await? };
-    let cluster = Cluster {
-        task_results: client.clone().map(|c| TaskResultWriter::new(c, Duration::from_secs(2))),
+    let ports = Ports {
+        task_results: match &client {
+            Some(c) => TaskResults::Api(TaskResultWriter::new(c.clone(), Duration::from_secs(2))),
+            None => TaskResults::Unavailable,
+        },
         events: client.clone().map(|c| {
             EventPoster::new(
                 c,
@@ -131,12 +134,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 std::env::var("HOSTNAME").unwrap_or_else(|_| "stepcache".into()),
             )
         }),
-        offline: false,
         offload: client.clone().map(|c| {
             Arc::new(crate::k8s::offload::ConfigMapReader::new(c, Duration::from_secs(1)))
                 as Arc<dyn crate::k8s::offload::OffloadSource>
         }),
         artifacts: super::integrity::artifact_checker(&args.integrity, client.clone(), metrics.clone())?,
+        effects: SideEffects::background(),
     };
     let admitter = Admitter {
         config: Arc::new(AdmitConfig {
@@ -145,16 +148,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rewrite: args.policy.rewrite(),
             explain_misses: args.policy.explain_misses,
             noop: args.noop,
-            background_side_effects: true,
             latch: args.policy.latch_config().context("reading --latch-ca-file")?,
             ignore_moved_images: args.policy.ignore_moved_images,
         }),
         store: store.clone(),
         signer: signer.clone(),
-        cluster,
+        ports,
         metrics: metrics.clone(),
-        hits: Default::default(),
-        nearest_cache: Default::default(),
     };
     let (cert, key) = resolve_certs(args.tls_cert.clone(), args.tls_key.clone())?;
     let tls = crate::tls::load(&cert, &key).await?;
@@ -181,7 +181,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     if !args.noop {
-        let (hits, hit_store) = (admitter.hits.clone(), store.clone());
+        let (hits, hit_store) = (admitter.ports.effects.hit_counter().cloned().unwrap_or_default(), store.clone());
         supervise("hit_flush", metrics.clone(), RESTART_PAUSE, move || {
             let (hits, hit_store) = (hits.clone(), hit_store.clone());
             async move {
@@ -256,7 +256,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::listener::serve_https(listener, tls, app, args.limits(), shutdown, args.shutdown_grace).await;
     drop(stop_rx);
     // Hits counted since the last periodic flush are written before exiting.
-    match tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, admitter.hits.flush(&store)).await {
+    match tokio::time::timeout(
+        SHUTDOWN_FLUSH_TIMEOUT,
+        admitter.ports.effects.hit_counter().cloned().unwrap_or_default().flush(&store),
+    )
+    .await
+    {
         Ok(Ok(n)) => tracing::info!(entries = n, "hit counts flushed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "hit counts not flushed on shutdown"),
         Err(_) => tracing::warn!("hit counts not flushed within {SHUTDOWN_FLUSH_TIMEOUT:?} on shutdown"),

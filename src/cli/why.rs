@@ -4,6 +4,7 @@
 
 use crate::argo::labels as l;
 use crate::config::Output;
+use crate::decision::Decision;
 use crate::store::Store;
 use crate::types::EntryId;
 use crate::why::{build, render_text, Evidence, PodFacts};
@@ -130,10 +131,10 @@ pub async fn why(
     };
     if let Some(p) = &pod {
         let facts = PodFacts::from_pod(p);
-        if facts.decision.as_deref() != Some("hit") {
+        if facts.decision.as_deref() != Some(Decision::Hit.as_str()) {
             if let Some((m, template)) = material(p, scope) {
                 ev.material = Some(m);
-                if facts.decision.as_deref() == Some("miss") {
+                if facts.decision.as_deref() == Some(Decision::Miss.as_str()) {
                     // Fallback when the decision log has no row: the template's newest entry
                     // other than this pod's own.
                     ev.nearest = store

@@ -4,7 +4,6 @@
 //! Owns: the pure decisions (`artifacts`, `images`, `sigv4`) and the bounded I/O that feeds
 //! them (`check`: HEAD requests with credentials from Secrets, under a per-hit budget).
 
-pub mod artifacts;
 pub mod check;
-pub mod images;
-pub mod sigv4;
+
+pub use stepcache_core::integrity::{artifacts, images, sigv4};

@@ -5,7 +5,7 @@
 //! are harmless; no leader election is needed. Pods are kept in a pending set until recorded
 //! or proven unrecordable, and the pending set is retried with backoff (store outages).
 
-pub mod assess;
+pub use stepcache_core::assess;
 pub mod images;
 pub mod watch;
 

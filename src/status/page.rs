@@ -5,7 +5,8 @@
 //! Owns: `StatusData`, `Window`, `Health`, `RecorderHealth`, `render`, `hit_ratio`.
 
 use crate::admission::human_seconds;
-use crate::store::decisions::{Decision, DecisionCount, TemplateSaving};
+use crate::decision::Decision;
+use crate::store::decisions::{DecisionCount, LoggedDecision, TemplateSaving};
 use jiff::Timestamp;
 
 /// Decisions over one time window.
@@ -55,7 +56,7 @@ pub struct StatusData {
     /// Templates by time saved over the last day; `None` when the store could not answer.
     pub top_templates: Option<Vec<TemplateSaving>>,
     /// Newest misses; `None` when the store could not answer.
-    pub recent_misses: Option<Vec<Decision>>,
+    pub recent_misses: Option<Vec<LoggedDecision>>,
     /// Store reachability and schema.
     pub store: Health,
     /// Admissions answered fail-open (errors, store timeouts) since start, this process.
@@ -68,13 +69,12 @@ pub struct StatusData {
     pub dropped_decisions: u64,
 }
 
-/// Decisions that went through a cache lookup: the denominator of the hit ratio.
-const CACHEABLE: &[&str] = &["hit", "miss", "shadow-hit", "latched", "error"];
-
 /// Hits over cacheable decisions; `None` when there were none.
 pub fn hit_ratio(counts: &[DecisionCount]) -> Option<f64> {
-    let total: i64 = counts.iter().filter(|c| CACHEABLE.contains(&c.decision.as_str())).map(|c| c.count).sum();
-    let hits: i64 = counts.iter().filter(|c| c.decision == "hit").map(|c| c.count).sum();
+    let is = |c: &DecisionCount, d: Decision| c.decision == d.as_str();
+    let cacheable = |c: &&DecisionCount| c.decision.parse::<Decision>().is_ok_and(Decision::is_cacheable);
+    let total: i64 = counts.iter().filter(cacheable).map(|c| c.count).sum();
+    let hits: i64 = counts.iter().filter(|c| is(c, Decision::Hit)).map(|c| c.count).sum();
     (total > 0).then(|| hits as f64 / total as f64)
 }
 
@@ -129,7 +129,7 @@ fn window(w: &Window) -> String {
             escape(&w.title)
         );
     };
-    let get = |d: &str| counts.iter().filter(|c| c.decision == d).map(|c| c.count).sum::<i64>();
+    let get = |d: Decision| counts.iter().filter(|c| c.decision == d.as_str()).map(|c| c.count).sum::<i64>();
     let saved: f64 = counts.iter().map(|c| c.saved_seconds).sum();
     format!(
         "<div class=\"card\" id=\"window-{id}\"><div>{}</div>\
@@ -139,9 +139,9 @@ fn window(w: &Window) -> String {
         escape(&w.title),
         percent(hit_ratio(counts)),
         escape(&human_seconds(saved)),
-        get("hit"),
-        get("miss"),
-        get("error"),
+        get(Decision::Hit),
+        get(Decision::Miss),
+        get(Decision::Error),
     )
 }
 
@@ -270,7 +270,7 @@ mod tests {
     #[test]
     fn the_page_escapes_what_pods_control_and_has_no_script() {
         let d = StatusData {
-            recent_misses: Some(vec![Decision {
+            recent_misses: Some(vec![LoggedDecision {
                 pod_name: "<script>alert(1)</script>".into(),
                 reason: "a & b".into(),
                 ..Default::default()

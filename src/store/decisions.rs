@@ -24,7 +24,7 @@ const FLUSH_CHUNK: usize = 200;
 
 /// One logged decision.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
-pub struct Decision {
+pub struct LoggedDecision {
     /// Row id (0 before it is stored).
     pub id: i64,
     /// When the webhook decided.
@@ -86,12 +86,12 @@ pub struct TemplateSaving {
 /// Decisions not yet written; shared by every clone of a [`Store`].
 #[derive(Clone, Debug, Default)]
 pub struct DecisionBuffer {
-    pending: Arc<Mutex<VecDeque<Decision>>>,
+    pending: Arc<Mutex<VecDeque<LoggedDecision>>>,
     dropped: Arc<AtomicU64>,
 }
 
 impl DecisionBuffer {
-    fn push(&self, d: Decision) {
+    fn push(&self, d: LoggedDecision) {
         match self.pending.lock() {
             Ok(mut q) if q.len() < BUFFER_LIMIT => q.push_back(d),
             _ => {
@@ -100,7 +100,7 @@ impl DecisionBuffer {
         }
     }
 
-    fn take(&self, n: usize) -> Vec<Decision> {
+    fn take(&self, n: usize) -> Vec<LoggedDecision> {
         match self.pending.lock() {
             Ok(mut q) => {
                 let n = n.min(q.len());
@@ -110,7 +110,7 @@ impl DecisionBuffer {
         }
     }
 
-    fn put_back(&self, batch: Vec<Decision>) {
+    fn put_back(&self, batch: Vec<LoggedDecision>) {
         if let Ok(mut q) = self.pending.lock() {
             for d in batch.into_iter().rev() {
                 if q.len() >= BUFFER_LIMIT {
@@ -149,11 +149,11 @@ fn insert_many(rows: usize) -> String {
     sql
 }
 
-fn decision_row(row: &sqlx::any::AnyRow) -> Result<Decision, StoreError> {
+fn decision_row(row: &sqlx::any::AnyRow) -> Result<LoggedDecision, StoreError> {
     let ms: i64 = rows::get(row, "decided_at")?;
     let differences: String = rows::get(row, "differences")?;
     let saved_ms: i64 = rows::get(row, "saved_ms")?;
-    Ok(Decision {
+    Ok(LoggedDecision {
         id: rows::get(row, "id")?,
         decided_at: Timestamp::from_millisecond(ms)
             .map_err(|e| StoreError::Corrupt(format!("column decided_at: {e}")))?,
@@ -178,7 +178,7 @@ fn decision_row(row: &sqlx::any::AnyRow) -> Result<Decision, StoreError> {
 impl Store {
     /// Queues a decision for the next [`Store::flush_decisions`]; never blocks or fails (when
     /// the buffer is full the decision is dropped and counted).
-    pub fn log_decision(&self, d: Decision) {
+    pub fn log_decision(&self, d: LoggedDecision) {
         self.decisions.push(d);
     }
 
@@ -234,7 +234,11 @@ impl Store {
     }
 
     /// The newest logged decision for a pod.
-    pub async fn decision_for_pod(&self, namespace: &str, pod_name: &str) -> Result<Option<Decision>, StoreError> {
+    pub async fn decision_for_pod(
+        &self,
+        namespace: &str,
+        pod_name: &str,
+    ) -> Result<Option<LoggedDecision>, StoreError> {
         let sql =
             format!("SELECT {COLS} FROM decisions WHERE namespace = $1 AND pod_name = $2 ORDER BY id DESC LIMIT 1");
         self.bounded(async {
@@ -250,7 +254,7 @@ impl Store {
         namespace: &str,
         workflow: &str,
         node_id: &str,
-    ) -> Result<Option<Decision>, StoreError> {
+    ) -> Result<Option<LoggedDecision>, StoreError> {
         let sql = format!(
             "SELECT {COLS} FROM decisions WHERE namespace = $1 AND workflow_name = $2 AND node_id = $3 \
              ORDER BY id DESC LIMIT 1"
@@ -277,7 +281,7 @@ impl Store {
     }
 
     /// The newest decisions of one kind (e.g. `miss`), newest first.
-    pub async fn recent_decisions(&self, decision: &str, limit: i64) -> Result<Vec<Decision>, StoreError> {
+    pub async fn recent_decisions(&self, decision: &str, limit: i64) -> Result<Vec<LoggedDecision>, StoreError> {
         let sql = format!("SELECT {COLS} FROM decisions WHERE decision = $1 ORDER BY id DESC LIMIT $2");
         self.bounded(async {
             let found = sqlx::query(&sql).bind(decision).bind(limit.max(0)).fetch_all(&self.pool).await?;

@@ -5,7 +5,7 @@
 use crate::harness::*;
 use serde_json::{json, Value};
 use stepcache::admission::decode::{decode, DecodeError};
-use stepcache::admission::Cluster;
+use stepcache::admission::Ports;
 use stepcache::store::EntryFilter;
 
 #[derive(Debug)]
@@ -157,7 +157,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
 async fn every_bad_input_gets_its_exact_answer_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(dir.path()).await;
-    let a = admitter(store.clone(), config(), Cluster::default());
+    let a = admitter(store.clone(), config(), Ports::default());
     let cases = cases();
     assert!(cases.len() >= 20);
     for (name, body, expect) in cases {
@@ -171,21 +171,21 @@ async fn every_bad_input_gets_its_exact_answer_and_nothing_is_stored() {
                     tokio::time::timeout(std::time::Duration::from_secs(5), a.admit(&d, ts("2026-11-01T10:00:00Z")))
                         .await
                         .expect("hung");
-                assert_eq!(o.explain.detail, *detail, "{name}: {:?}", o.explain);
-                assert_eq!(o.review["response"]["allowed"], true);
-                assert!(o.review["response"].get("warnings").is_none(), "{name}: {}", o.review);
+                assert_eq!(o.explain.detail.as_str(), *detail, "{name}: {:?}", o.explain);
+                assert!(o.review.response.allowed);
+                assert!(o.review.response.warnings.is_empty(), "{name}: {:?}", o.review);
             }
             (Expect::Warned(text, detail), Ok(d)) => {
                 let o =
                     tokio::time::timeout(std::time::Duration::from_secs(5), a.admit(&d, ts("2026-11-01T10:00:00Z")))
                         .await
                         .expect("hung");
-                assert_eq!(o.explain.detail, *detail, "{name}: {:?}", o.explain);
-                assert_eq!(o.review["response"]["allowed"], true);
-                let w = o.review["response"]["warnings"].to_string();
+                assert_eq!(o.explain.detail.as_str(), *detail, "{name}: {:?}", o.explain);
+                assert!(o.review.response.allowed);
+                let w = o.review.response.warnings.join("\n");
                 assert!(w.contains(text), "{name}: warnings {w}");
                 if *detail != "miss" {
-                    assert!(o.review["response"].get("patch").is_none(), "{name}");
+                    assert!(o.review.response.patch.is_none(), "{name}");
                 }
             }
         }
@@ -197,7 +197,7 @@ async fn every_bad_input_gets_its_exact_answer_and_nothing_is_stored() {
 #[tokio::test]
 async fn a_ten_mib_body_is_refused_with_413() {
     let dir = tempfile::tempdir().unwrap();
-    let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
+    let a = admitter(sqlite_store(dir.path()).await, config(), Ports::default());
     let s =
         crate::webhook::start(a, dir.path(), std::time::Duration::from_secs(4), stepcache::server::DEFAULT_BODY_LIMIT)
             .await;

@@ -3,15 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use crate::support::TestStore;
-use stepcache::store::decisions::{Decision, DECISION_RETENTION};
+use stepcache::store::decisions::{LoggedDecision, DECISION_RETENTION};
 use stepcache::store::Store;
 
 fn at(s: &str) -> jiff::Timestamp {
     s.parse().unwrap()
 }
 
-fn decision(pod: &str, kind: &str, template: &str, saved: f64, when: &str) -> Decision {
-    Decision {
+fn decision(pod: &str, kind: &str, template: &str, saved: f64, when: &str) -> LoggedDecision {
+    LoggedDecision {
         decided_at: at(when),
         namespace: "ml".into(),
         pod_name: pod.into(),

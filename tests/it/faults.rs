@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use stepcache::admission::Cluster;
+use stepcache::admission::Ports;
 use stepcache::recorder::watch::{process, Tracker};
 use stepcache::store::{EntryFilter, Store, StoreOptions};
 use tokio::net::{TcpListener, TcpStream};
@@ -130,7 +130,7 @@ async fn a_postgres_outage_fails_open_within_the_deadline_and_service_resumes() 
         Store::connect(&url, StoreOptions { timeout: Duration::from_millis(500), max_connections: 4 }).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let deadline = Duration::from_secs(2);
-    let s = start(admitter(store, config(), Cluster::default()), dir.path(), deadline, 1 << 22).await;
+    let s = start(admitter(store, config(), Ports::default()), dir.path(), deadline, 1 << 22).await;
     let review = fixture("v3.6-container-params.admission.json");
     let (st, body) = s.post(&review).await;
     assert_eq!(st, 200);
@@ -189,7 +189,7 @@ async fn completions_during_a_store_outage_are_recorded_exactly_once_afterwards(
     )
     .await
     .unwrap();
-    let a = admitter(store.clone(), config(), Cluster { offline: true, ..Default::default() });
+    let a = admitter(store.clone(), config(), Ports::offline());
     let r = recorder(store.clone());
     let review = fixture("v3.6-container-params.admission.json");
     let mut tracker = Tracker::default();
@@ -249,7 +249,7 @@ async fn a_rotated_certificate_is_served_without_restart_and_without_failed_requ
     let live = dir.path().join("certs");
     stepcache::tls::generate(&live, &["127.0.0.1".into()]).unwrap();
     let next = stepcache::tls::generate(&dir.path().join("next"), &["127.0.0.1".into()]).unwrap();
-    let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
+    let a = admitter(sqlite_store(dir.path()).await, config(), Ports::default());
     let metrics = a.metrics.clone();
     let tls = stepcache::tls::load(&live.join("tls.crt"), &live.join("tls.key")).await.unwrap();
     tokio::spawn(stepcache::tls::reload_loop(

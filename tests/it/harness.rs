@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use stepcache::admission::{AdmitConfig, Admitter, Cluster};
+use stepcache::admission::{AdmitConfig, Admitter, Ports};
 use stepcache::mark::Signer;
 use stepcache::metrics::Metrics;
 use stepcache::store::{Store, StoreOptions};
@@ -75,15 +75,13 @@ pub fn config() -> AdmitConfig {
 }
 
 /// An admitter over `store` with no cluster (side effects treated as offline when `offline`).
-pub fn admitter(store: Store, cfg: AdmitConfig, cluster: Cluster) -> Admitter {
+pub fn admitter(store: Store, cfg: AdmitConfig, cluster: Ports) -> Admitter {
     Admitter {
         config: Arc::new(cfg),
         store,
         signer: Signer::new(SECRET).unwrap(),
-        cluster,
+        ports: cluster,
         metrics: Arc::new(Metrics::new()),
-        hits: Default::default(),
-        nearest_cache: Default::default(),
     }
 }
 
@@ -91,7 +89,7 @@ pub fn admitter(store: Store, cfg: AdmitConfig, cluster: Cluster) -> Admitter {
 pub async fn admit(a: &Admitter, review: &Value, now: jiff::Timestamp) -> (Value, Value) {
     let d = stepcache::admission::decode::decode(&serde_json::to_vec(review).unwrap()).unwrap();
     let o = a.admit(&d, now).await;
-    (o.review, serde_json::to_value(&o.explain).unwrap())
+    (serde_json::to_value(&o.review).unwrap(), serde_json::to_value(&o.explain).unwrap())
 }
 
 /// Decodes `response.patch` into a JSON Patch document.

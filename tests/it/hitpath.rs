@@ -7,7 +7,7 @@ use crate::harness::*;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use stepcache::admission::{Admitter, Cluster};
+use stepcache::admission::{Admitter, Ports};
 use stepcache::mark::Signer;
 use stepcache::metrics::Metrics;
 use stepcache::recorder::assess::{OutputSources, RecordSettings};
@@ -46,8 +46,8 @@ pub async fn run_and_record(
     (done, tr)
 }
 
-fn offline() -> Cluster {
-    Cluster { offline: true, ..Default::default() }
+fn offline() -> Ports {
+    Ports::offline()
 }
 
 fn argo_metadata(pod: &Value) -> Vec<(String, String)> {

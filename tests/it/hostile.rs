@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stepcache::admission::Cluster;
+use stepcache::admission::Ports;
 use stepcache::listener::{Limits, NoDelayListener};
 use stepcache::server::DEFAULT_BODY_LIMIT;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -95,7 +95,7 @@ async fn closed_within(mut s: TcpStream) -> Option<Duration> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_header_and_silent_clients_are_dropped_within_the_header_timeout_while_admissions_succeed() {
     let dir = tempfile::tempdir().unwrap();
-    let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
+    let a = admitter(sqlite_store(dir.path()).await, config(), Ports::default());
     let limits = Limits { header_timeout: Duration::from_millis(500), ..Limits::default() };
     let s = start_with_limits(a, dir.path(), Duration::from_secs(4), DEFAULT_BODY_LIMIT, limits).await;
 
@@ -121,7 +121,7 @@ async fn slow_header_and_silent_clients_are_dropped_within_the_header_timeout_wh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_that_never_finishes_its_headers_is_closed_at_the_idle_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
+    let a = admitter(sqlite_store(dir.path()).await, config(), Ports::default());
     let limits = Limits { idle_timeout: Duration::from_millis(500), ..Limits::default() };
     let s = start_with_limits(a, dir.path(), Duration::from_secs(4), DEFAULT_BODY_LIMIT, limits).await;
     let c = tls_connect_alpn(s.addr, &dir.path().join("certs"), b"h2").await;
@@ -139,7 +139,7 @@ async fn an_http2_client_that_never_finishes_its_headers_is_closed_at_the_idle_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickled_body_is_answered_within_the_request_deadline() {
     let dir = tempfile::tempdir().unwrap();
-    let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
+    let a = admitter(sqlite_store(dir.path()).await, config(), Ports::default());
     let s = start_with_limits(a, dir.path(), Duration::from_secs(1), DEFAULT_BODY_LIMIT, Limits::default()).await;
     let c = tls_connect(s.addr, &dir.path().join("certs")).await;
     let head = b"POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{";
@@ -152,7 +152,7 @@ async fn a_trickled_body_is_answered_within_the_request_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_bound_wait_for_a_free_slot_and_are_then_served() {
     let dir = tempfile::tempdir().unwrap();
-    let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
+    let a = admitter(sqlite_store(dir.path()).await, config(), Ports::default());
     let limits = Limits { max_connections: 2, header_timeout: Duration::from_secs(1), ..Limits::default() };
     let s = start_with_limits(a, dir.path(), Duration::from_secs(4), DEFAULT_BODY_LIMIT, limits).await;
 
@@ -209,7 +209,7 @@ fn miss_reason(review: &Value, response: &Value) -> String {
 async fn a_miss_on_a_pod_with_twenty_thousand_env_entries_is_explained_within_the_deadline_over_https() {
     let dir = tempfile::tempdir().unwrap();
     let deadline = Duration::from_secs(4);
-    let a = admitter(store_with_big_entry(dir.path()).await, config(), Cluster::default());
+    let a = admitter(store_with_big_entry(dir.path()).await, config(), Ports::default());
     let s = start_with_limits(a, dir.path(), deadline, DEFAULT_BODY_LIMIT, Limits::default()).await;
     let review = review_with_big_env("new", 'b');
     let body = review.to_string();

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stepcache::admission::{AdmitConfig, Admitter, Cluster};
+use stepcache::admission::{AdmitConfig, Admitter, Ports};
 use stepcache::integrity::artifacts::SecretKey;
 use stepcache::integrity::check::{ArtifactChecker, CheckConfig, Credentials, HttpArtifacts};
 use stepcache::metrics::Metrics;
@@ -53,7 +53,7 @@ fn checking_admitter_ttl(store: stepcache::store::Store, budget: Duration, cache
     let metrics = Arc::new(Metrics::new());
     let http = HttpArtifacts::new(Some(Arc::new(FixtureSecret)), budget, None).unwrap();
     let checker = ArtifactChecker::new(Arc::new(http), CheckConfig { budget, cache_ttl }, metrics.clone());
-    let mut a = admitter(store, config(), Cluster { offline: true, artifacts: Some(checker), ..Default::default() });
+    let mut a = admitter(store, config(), Ports { artifacts: Some(checker), ..Ports::offline() });
     a.metrics = metrics;
     a
 }
@@ -180,7 +180,7 @@ const TAG: &str = "ghcr.io/example/featurize:1.4.2";
 async fn an_entry_whose_tag_moved_misses_unless_the_admin_turns_the_check_off() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(dir.path()).await;
-    let a = admitter(store.clone(), config(), Cluster { offline: true, ..Default::default() });
+    let a = admitter(store.clone(), config(), Ports::offline());
     let review = fixture(ARTIFACTS);
     run_and_record(&a, &review, "pod-1", "128", ts("2026-11-01T10:05:00Z")).await;
     let ran = store.list(&Default::default(), 1).await.unwrap()[0].image_digests["main"].clone();
@@ -199,11 +199,7 @@ async fn an_entry_whose_tag_moved_misses_unless_the_admin_turns_the_check_off() 
     let reason = ex["reason"].as_str().unwrap();
     assert!(reason.starts_with("image-moved:") && reason.contains(&moved) && reason.contains(TAG), "{reason}");
 
-    let off = admitter(
-        store.clone(),
-        AdmitConfig { ignore_moved_images: true, ..config() },
-        Cluster { offline: true, ..Default::default() },
-    );
+    let off = admitter(store.clone(), AdmitConfig { ignore_moved_images: true, ..config() }, Ports::offline());
     let (ex, _) = again(&off, &review, "fourth").await;
     assert_eq!(ex["decision"], "hit", "--ignore-moved-images serves it: {ex}");
 }

@@ -10,7 +10,7 @@ use http::{Method, Request, Response};
 use kube::client::Body;
 use serde_json::{json, Value};
 use std::time::Duration;
-use stepcache::admission::Cluster;
+use stepcache::admission::{Ports, TaskResults};
 use stepcache::k8s::taskresult::TaskResultWriter;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -31,14 +31,14 @@ const NS: &str = "ml-team";
 /// Records the v3.6 fixture offline, then returns a rerun of it.
 async fn recorded_rerun(dir: &std::path::Path) -> (stepcache::store::Store, Value) {
     let store = sqlite_store(dir).await;
-    let a = admitter(store.clone(), config(), Cluster { offline: true, ..Default::default() });
+    let a = admitter(store.clone(), config(), Ports::offline());
     let review = fixture("v3.6-container-params.admission.json");
     run_and_record(&a, &review, "pod-1", "150", ts("2026-11-01T10:05:00Z")).await;
     (store, rerun(&review, "k8s"))
 }
 
-fn online(w: TaskResultWriter) -> Cluster {
-    Cluster { task_results: Some(w), events: None, offline: false, offload: None, artifacts: None }
+fn online(w: TaskResultWriter) -> Ports {
+    Ports { task_results: TaskResults::Api(w), ..Default::default() }
 }
 
 #[tokio::test]
@@ -65,15 +65,12 @@ async fn a_task_result_write_that_times_out_turns_the_hit_into_a_miss() {
 
 const OFFLOADED: &str = "v3.7-offloaded-template-args.admission.json";
 
-fn offload_cluster(timeout: Duration) -> (Cluster, Handle) {
+fn offload_cluster(timeout: Duration) -> (Ports, Handle) {
     use stepcache::k8s::offload::{ConfigMapReader, OffloadSource};
     let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let reader = ConfigMapReader::new(kube::Client::new(svc, "default"), timeout);
-    let cluster = Cluster {
-        offline: true,
-        offload: Some(std::sync::Arc::new(reader) as std::sync::Arc<dyn OffloadSource>),
-        ..Default::default()
-    };
+    let cluster =
+        Ports { offload: Some(std::sync::Arc::new(reader) as std::sync::Arc<dyn OffloadSource>), ..Ports::offline() };
     (cluster, handle)
 }
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 use std::time::Duration;
 use stepcache::admission::latch::LatchConfig;
-use stepcache::admission::{AdmitConfig, Admitter, Cluster};
+use stepcache::admission::{AdmitConfig, Admitter, Ports};
 use stepcache::recorder::assess::OutputSources;
 use stepcache::recorder::Attempt;
 use stepcache::store::Store;
@@ -27,7 +27,7 @@ fn latch_config() -> AdmitConfig {
 }
 
 fn latched_admitter(store: Store) -> Admitter {
-    admitter(store, latch_config(), Cluster { offline: true, ..Default::default() })
+    admitter(store, latch_config(), Ports::offline())
 }
 
 fn fan_out(n: usize) -> Vec<Value> {
@@ -120,7 +120,7 @@ async fn ten_identical_admissions_at_once_elect_one_leader_and_its_success_compl
     for (review, resp, _) in &waiters {
         let ans = a.poll_latch(&token_of(&patched_pod(review, resp)), ts("2026-11-01T10:04:00Z")).await.unwrap();
         assert_eq!(ans.state, "done", "{ans:?}");
-        let created = ans.task_result.unwrap();
+        let created = serde_json::to_value(ans.task_result.unwrap()).unwrap();
         assert_eq!(
             created["metadata"]["name"],
             review["request"]["object"]["metadata"]["annotations"]["workflows.argoproj.io/node-id"]

@@ -10,14 +10,14 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 use std::time::Duration;
 use stepcache::admission::latch::LatchConfig;
-use stepcache::admission::{AdmitConfig, Admitter, Cluster};
+use stepcache::admission::{AdmitConfig, Admitter, Ports};
 use stepcache::recorder::assess::{NotRecorded, OutputSources};
 use stepcache::recorder::Attempt;
 use stepcache::store::{EntryFilter, Store};
 use stepcache::types::CacheKey;
 
-fn offline() -> Cluster {
-    Cluster { offline: true, ..Default::default() }
+fn offline() -> Ports {
+    Ports::offline()
 }
 
 async fn marked(store: &Store, review: &Value) -> Value {

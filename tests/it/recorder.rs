@@ -6,14 +6,14 @@ use crate::harness::*;
 use crate::hitpath::recorder;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
-use stepcache::admission::Cluster;
+use stepcache::admission::Ports;
 use stepcache::recorder::assess::{NotRecorded, OutputSources};
 use stepcache::recorder::watch::{process, Tracker};
 use stepcache::recorder::Attempt;
 use stepcache::store::{EntryFilter, Store};
 
-fn offline() -> Cluster {
-    Cluster { offline: true, ..Default::default() }
+fn offline() -> Ports {
+    Ports::offline()
 }
 
 /// Admits the v3.6 fixture and returns the marked pod.

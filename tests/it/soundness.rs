@@ -6,10 +6,10 @@
 use crate::harness::*;
 use crate::hitpath::run_and_record;
 use serde_json::{json, Value};
-use stepcache::admission::{Admitter, Cluster};
+use stepcache::admission::{Admitter, Ports};
 
-fn offline() -> Cluster {
-    Cluster { offline: true, ..Default::default() }
+fn offline() -> Ports {
+    Ports::offline()
 }
 
 /// An admitter whose store already holds a recorded run of `name`, and the rerun that would hit.

@@ -5,7 +5,7 @@
 use crate::harness::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use stepcache::admission::Cluster;
+use stepcache::admission::Ports;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::Subscriber;
@@ -58,7 +58,7 @@ async fn each_admission_has_one_span_with_its_declared_fields_recorded() {
     let capture = Capture::default();
     let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
     let dir = tempfile::tempdir().unwrap();
-    let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
+    let a = admitter(sqlite_store(dir.path()).await, config(), Ports::default());
     let review = fixture("v3.3-container-params.admission.json");
     // Another test's thread may have registered the span's callsite while this subscriber was
     // being installed (and cached "no interest"): recompute interests with it in place.

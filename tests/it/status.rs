@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use stepcache::admission::Cluster;
+use stepcache::admission::Ports;
 
 /// A fixture whose hits need no Kubernetes API (outputs travel in the pod annotation).
 pub const FIXTURE: &str = "v3.3-container-params.admission.json";
@@ -60,7 +60,7 @@ impl Running {
         let review = fixture(FIXTURE);
         {
             let store = sqlite_store(dir.path()).await;
-            let a = admitter(store.clone(), config(), Cluster { offline: true, ..Default::default() });
+            let a = admitter(store.clone(), config(), Ports::offline());
             run_and_record(&a, &review, "pod-1", "1", ts("2026-11-01T10:05:00Z")).await;
             store.close().await;
         }

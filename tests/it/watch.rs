@@ -9,7 +9,7 @@ use http::{Request, Response};
 use kube::client::Body;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use stepcache::admission::Cluster;
+use stepcache::admission::Ports;
 use stepcache::recorder::watch::{run, WatchConfig};
 use stepcache::store::{EntryFilter, Store};
 
@@ -61,7 +61,7 @@ async fn mock_api(mut handle: Handle, pods: Vec<Value>, pod_events: Vec<Value>, 
 }
 
 async fn marked(store: &Store, review: &Value) -> Value {
-    let a = admitter(store.clone(), config(), Cluster { offline: true, ..Default::default() });
+    let a = admitter(store.clone(), config(), Ports::offline());
     let (resp, _) = admit(&a, review, ts("2026-11-01T10:00:00Z")).await;
     patched_pod(review, &resp)
 }
@@ -153,7 +153,7 @@ async fn a_latch_leader_whose_outputs_never_arrive_releases_its_waiters_when_the
         window: Duration::from_secs(3600),
         timeout: Duration::from_secs(6 * 3600),
     });
-    let a = admitter(store.clone(), cfg, Cluster { offline: true, ..Default::default() });
+    let a = admitter(store.clone(), cfg, Ports::offline());
     let review = with_annotation(&fixture("v3.6-container-params.admission.json"), "stepcache.dev/latch", "true");
     let (resp, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
     assert_eq!(ex["decision"], "miss", "{ex}");

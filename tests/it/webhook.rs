@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use stepcache::admission::{Admitter, Cluster};
+use stepcache::admission::{Admitter, Ports};
 use stepcache::listener::{serve_https, Limits, NoDelayListener};
 use stepcache::server::{self, AppState};
 
@@ -76,7 +76,7 @@ pub async fn start_with_limits(
 }
 
 async fn default_server(dir: &Path) -> TestServer {
-    let a = admitter(sqlite_store(dir).await, config(), Cluster::default());
+    let a = admitter(sqlite_store(dir).await, config(), Ports::default());
     start(a, dir, Duration::from_secs(4), server::DEFAULT_BODY_LIMIT).await
 }
 
@@ -151,7 +151,7 @@ async fn metrics_count_decisions_and_latency() {
 #[tokio::test]
 async fn bad_requests_get_specific_answers_and_never_hang() {
     let dir = tempfile::tempdir().unwrap();
-    let a = admitter(sqlite_store(dir.path()).await, config(), Cluster::default());
+    let a = admitter(sqlite_store(dir.path()).await, config(), Ports::default());
     let s = start(a, dir.path(), Duration::from_secs(4), 64 * 1024).await;
     let post = |body: Vec<u8>, ct: &'static str| {
         let c = s.client.clone();

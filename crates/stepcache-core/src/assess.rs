@@ -7,9 +7,9 @@
 
 use crate::argo::labels;
 use crate::argo::template::{classify_with, ArgoLayout, Classification, StepPod};
+use crate::execution::NewEntry;
 use crate::key::{derive_key, Scope};
 use crate::mark::{MarkClaims, Signer};
-use crate::store::NewEntry;
 use crate::types::{CacheKey, CacheSeed, Namespace, Staleness, StepOutputs};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;

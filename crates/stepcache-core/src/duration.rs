@@ -26,7 +26,7 @@ pub enum DurationError {
 /// Parses ISO-8601 or Go duration syntax into whole seconds (fractions are truncated).
 ///
 /// ```
-/// use stepcache::duration::parse_seconds;
+/// use stepcache_core::duration::parse_seconds;
 /// assert_eq!(parse_seconds("P7D"), Ok(7 * 86400));
 /// assert_eq!(parse_seconds("1h30m"), Ok(5400));
 /// assert!(parse_seconds("forever").is_err());
@@ -39,7 +39,7 @@ pub fn parse_seconds(raw: &str) -> Result<u64, DurationError> {
 /// caller can tell `300ms` (under a second, so 0 whole seconds) from `0`.
 ///
 /// ```
-/// use stepcache::duration::parse_exact;
+/// use stepcache_core::duration::parse_exact;
 /// assert_eq!(parse_exact("300ms").map(|d| d.as_millis()), Ok(300));
 /// assert_eq!(parse_exact("PT0.9S").map(|d| d.as_millis()), Ok(900));
 /// ```

@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 /// Which pods may share entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Entries are shared only within a namespace (default).
@@ -29,6 +29,36 @@ pub enum Scope {
     Namespace,
     /// Entries are shared across namespaces (explicit admin opt-in).
     Cluster,
+}
+
+impl Scope {
+    /// Every scope, in the order flags list them.
+    pub const ALL: [Scope; 2] = [Scope::Namespace, Scope::Cluster];
+
+    /// The flag and configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Namespace => "namespace",
+            Scope::Cluster => "cluster",
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Scope::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| format!("unknown scope {s:?}: expected namespace or cluster"))
+    }
 }
 
 /// The canonical key material and the key derived from it.
@@ -874,7 +904,7 @@ mod tests {
     fn v36_pod() -> Pod {
         let text = std::fs::read_to_string(format!(
             "{}/tests/fixtures/argo/v3.6-container-params.admission.json",
-            env!("CARGO_MANIFEST_DIR")
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../..")
         ))
         .unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();

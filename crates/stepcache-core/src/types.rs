@@ -128,7 +128,7 @@ impl Staleness {
     /// The smaller of two bounds, so an admin cap can be applied to an author's value.
     ///
     /// ```
-    /// use stepcache::types::Staleness;
+    /// use stepcache_core::types::Staleness;
     /// let cap = Staleness::Seconds(3600);
     /// assert_eq!(Staleness::Unbounded.min(cap), cap);
     /// assert_eq!(Staleness::Seconds(60).min(cap), Staleness::Seconds(60));

@@ -7,11 +7,13 @@
 
 use crate::argo::labels;
 use crate::argo::template::{ArgoLayout, StepPod, TemplateKind};
+use crate::decision::Decision;
 use crate::types::{CacheKey, EntryId, StepOutputs};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// How hit pods are built.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,8 +64,8 @@ pub struct MarkInfo<'a> {
     pub staleness_db: i64,
     /// Seed.
     pub seed: &'a str,
-    /// Value of the decision label (`miss`, `shadow-hit`).
-    pub decision: &'a str,
+    /// The decision the label shows (`miss`, `shadow-hit`).
+    pub decision: Decision,
     /// Why the step missed, for the author.
     pub miss_reason: Option<String>,
 }
@@ -90,7 +92,7 @@ pub fn build_mark_patch(pod: &Pod, m: &MarkInfo<'_>) -> Vec<PatchOperation> {
     let mut ops = Vec::new();
     let mut has_labels = pod.metadata.labels.is_some();
     let mut has_ann = pod.metadata.annotations.is_some();
-    set_meta(&mut ops, &mut has_labels, "labels", labels::DECISION_LABEL, m.decision);
+    set_meta(&mut ops, &mut has_labels, "labels", labels::DECISION_LABEL, m.decision.as_str());
     set_meta(&mut ops, &mut has_labels, "labels", labels::RECORD_LABEL, "true");
     set_meta(&mut ops, &mut has_ann, "annotations", labels::KEY_ANNOTATION, m.key.as_str());
     set_meta(&mut ops, &mut has_ann, "annotations", labels::MARK_ANNOTATION, m.mark);
@@ -182,7 +184,7 @@ pub fn build_wait_patch(pod: &Pod, w: &WaitInfo<'_>, cfg: &RewriteConfig) -> Vec
     let mut ops = replace_spec(pod, vec![c], cfg);
     let mut has_labels = pod.metadata.labels.is_some();
     let mut has_ann = pod.metadata.annotations.is_some();
-    set_meta(&mut ops, &mut has_labels, "labels", labels::DECISION_LABEL, "latched");
+    set_meta(&mut ops, &mut has_labels, "labels", labels::DECISION_LABEL, Decision::Latched.as_str());
     set_meta(&mut ops, &mut has_ann, "annotations", labels::KEY_ANNOTATION, w.key.as_str());
     set_meta(&mut ops, &mut has_ann, "annotations", labels::LATCH_LEADER, w.leader_pod);
     ops
@@ -265,7 +267,7 @@ pub fn build_hit_patch(pod: &Pod, step: &StepPod, hit: &HitInfo<'_>, cfg: &Rewri
     let mut has_labels = pod.metadata.labels.is_some();
     let mut has_ann = pod.metadata.annotations.is_some();
     let id = hit.entry_id.to_string();
-    set_meta(&mut ops, &mut has_labels, "labels", labels::DECISION_LABEL, "hit");
+    set_meta(&mut ops, &mut has_labels, "labels", labels::DECISION_LABEL, Decision::Hit.as_str());
     set_meta(&mut ops, &mut has_labels, "labels", labels::ENTRY_LABEL, &id);
     if step.kfp {
         set_meta(&mut ops, &mut has_labels, "labels", labels::KFP_REUSED_FROM_CACHE, "true");
@@ -288,35 +290,80 @@ pub fn build_hit_patch(pod: &Pod, step: &StepPod, hit: &HitInfo<'_>, cfg: &Rewri
 /// The WorkflowTaskResult a hit creates: named after the node id, labelled with the workflow
 /// (and the instance id only when the controller uses one) and `report-outputs-completed`,
 /// owned by the Workflow, holding the stored outputs.
-pub fn build_task_result(step: &StepPod, outputs: &StepOutputs) -> Value {
+pub fn build_task_result(step: &StepPod, outputs: &StepOutputs) -> WorkflowTaskResult {
     build_task_result_for(&TaskResultTarget::from(step), outputs)
 }
 
 /// [`build_task_result`] for a node known only by its target (latched waiters).
-pub fn build_task_result_for(t: &TaskResultTarget, outputs: &StepOutputs) -> Value {
-    let mut labels_obj = serde_json::Map::new();
-    labels_obj.insert(labels::WORKFLOW_LABEL.into(), Value::String(t.workflow_name.clone()));
-    labels_obj.insert(labels::REPORT_OUTPUTS_COMPLETED.into(), Value::String("true".into()));
+pub fn build_task_result_for(t: &TaskResultTarget, outputs: &StepOutputs) -> WorkflowTaskResult {
+    let mut labels_map = BTreeMap::new();
+    labels_map.insert(labels::WORKFLOW_LABEL.to_owned(), t.workflow_name.clone());
+    labels_map.insert(labels::REPORT_OUTPUTS_COMPLETED.to_owned(), "true".to_owned());
     if let Some(iid) = &t.instance_id {
-        labels_obj.insert(labels::INSTANCE_ID_LABEL.into(), Value::String(iid.clone()));
+        labels_map.insert(labels::INSTANCE_ID_LABEL.to_owned(), iid.clone());
     }
-    let mut owner = json!({
-        "apiVersion": labels::ARGO_API_VERSION,
-        "kind": labels::WORKFLOW_KIND,
-        "name": t.workflow_name,
-    });
-    if let (Some(uid), Some(o)) = (&t.workflow_uid, owner.as_object_mut()) {
-        o.insert("uid".into(), Value::String(uid.clone()));
-    }
-    json!({
-        "apiVersion": labels::ARGO_API_VERSION,
-        "kind": "WorkflowTaskResult",
-        "metadata": {
-            "name": t.node_id,
-            "namespace": t.namespace,
-            "labels": labels_obj,
-            "ownerReferences": [owner],
+    WorkflowTaskResult {
+        api_version: labels::ARGO_API_VERSION.to_owned(),
+        kind: TASK_RESULT_KIND.to_owned(),
+        metadata: TaskResultMeta {
+            name: t.node_id.clone(),
+            namespace: t.namespace.clone(),
+            labels: labels_map,
+            owner_references: vec![WorkflowOwner {
+                api_version: labels::ARGO_API_VERSION.to_owned(),
+                kind: labels::WORKFLOW_KIND.to_owned(),
+                name: t.workflow_name.clone(),
+                uid: t.workflow_uid.clone(),
+            }],
         },
-        "outputs": outputs,
-    })
+        outputs: outputs.clone(),
+    }
+}
+
+/// Kind of the object Argo's executor reports a node's outputs with (Argo ≥ 3.3).
+pub const TASK_RESULT_KIND: &str = "WorkflowTaskResult";
+
+/// The WorkflowTaskResult a hit (or a released latch waiter) hands Argo: the node's outputs,
+/// labelled complete, owned by the node's Workflow. Typed from here to the writer, so the
+/// object the API server receives is the one the decision built.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowTaskResult {
+    /// `argoproj.io/v1alpha1`.
+    pub api_version: String,
+    /// `WorkflowTaskResult`.
+    pub kind: String,
+    /// Name (the node id), namespace, labels and owner.
+    pub metadata: TaskResultMeta,
+    /// The outputs Argo reads for the node.
+    pub outputs: StepOutputs,
+}
+
+/// The metadata stepcache sets on a WorkflowTaskResult.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskResultMeta {
+    /// The node id: Argo finds a node's task result by this name.
+    pub name: String,
+    /// The Workflow's namespace.
+    pub namespace: String,
+    /// The workflow label, `report-outputs-completed`, and the controller instance id if any.
+    pub labels: BTreeMap<String, String>,
+    /// The owning Workflow, so the task result is deleted with it.
+    pub owner_references: Vec<WorkflowOwner>,
+}
+
+/// An owner reference to a Workflow; the uid is left out when the pod did not carry it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowOwner {
+    /// `argoproj.io/v1alpha1`.
+    pub api_version: String,
+    /// `Workflow`.
+    pub kind: String,
+    /// The Workflow's name.
+    pub name: String,
+    /// The Workflow's uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
