@@ -532,35 +532,71 @@ fn write_canonical(v: &Value, out: &mut String) -> bool {
 }
 
 fn write_string(s: &str, out: &mut String) {
-    fn needs_escape(b: u8) -> bool {
-        b < 0x20 || b == b'"' || b == b'\\'
-    }
     out.reserve(s.len() + 2);
     out.push('"');
-    // Copy unescaped runs in bulk; only `"`, `\` and control characters (all ASCII, so every
-    // split point is a char boundary) are escaped.
+    // Copy unescaped runs in bulk; only `"`, `\\` and control characters (all ASCII, so every
+    // split point is a char boundary) are escaped. Eight bytes are tested at once (a word
+    // without any byte to escape is skipped whole); only a word holding one is read byte by
+    // byte, so text with a newline per line is scanned near memory speed.
     let bytes = s.as_bytes();
-    let mut run = 0;
-    while let Some(i) =
-        bytes.get(run..).and_then(|rest| rest.iter().position(|&b| needs_escape(b))).map(|off| run + off)
-    {
-        out.push_str(s.get(run..i).unwrap_or_default());
-        match bytes.get(i).copied().unwrap_or_default() {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            0x08 => out.push_str("\\b"),
-            0x0c => out.push_str("\\f"),
-            b => {
-                let _ = write!(out, "\\u{b:04x}");
+    let mut copied = 0;
+    let mut base = 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in words.by_ref() {
+        if word_needs_escape(u64::from_le_bytes(word.try_into().unwrap_or([b'"'; 8]))) {
+            for (off, &b) in word.iter().enumerate() {
+                if needs_escape(b) {
+                    copied = push_escaped(s, copied, base + off, out);
+                }
             }
         }
-        run = i + 1;
+        base += 8;
     }
-    out.push_str(s.get(run..).unwrap_or_default());
+    for (off, &b) in words.remainder().iter().enumerate() {
+        if needs_escape(b) {
+            copied = push_escaped(s, copied, base + off, out);
+        }
+    }
+    out.push_str(s.get(copied..).unwrap_or_default());
     out.push('"');
+}
+
+/// Writes `s[copied..i]` and the escape of byte `i`; returns where the next run starts.
+fn push_escaped(s: &str, copied: usize, i: usize, out: &mut String) -> usize {
+    out.push_str(s.get(copied..i).unwrap_or_default());
+    match s.as_bytes().get(i).copied().unwrap_or_default() {
+        b'"' => out.push_str("\\\""),
+        b'\\' => out.push_str("\\\\"),
+        b'\n' => out.push_str("\\n"),
+        b'\r' => out.push_str("\\r"),
+        b'\t' => out.push_str("\\t"),
+        0x08 => out.push_str("\\b"),
+        0x0c => out.push_str("\\f"),
+        b => {
+            let _ = write!(out, "\\u{b:04x}");
+        }
+    }
+    i + 1
+}
+
+/// True for the bytes JSON requires escaped.
+#[inline(always)]
+fn needs_escape(b: u8) -> bool {
+    (b < 0x20) | (b == b'"') | (b == b'\\')
+}
+
+/// True when any of the eight bytes of `w` needs escaping: a byte below 0x20, `"` or `\\`.
+/// Exact (the classic "has a byte less than n" and "has a zero byte" word tests), so a clean
+/// word is skipped without looking at its bytes.
+#[inline(always)]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let quote = has_zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
+    (control | quote | backslash) != 0
 }
 
 /// Most lines [`diff_material`] returns; the rest are summarised in one last line.
@@ -779,6 +815,24 @@ mod tests {
             let c = canonical_json(&Value::String(text.clone()));
             proptest::prop_assert_eq!(serde_json::from_str::<Value>(&c).ok(), Some(Value::String(text.clone())));
             proptest::prop_assert_eq!(Some(c), serde_json::to_string(&text).ok());
+        }
+
+        #[test]
+        fn long_text_with_escapes_at_every_offset_escapes_like_serde_json(
+            text in "[a-z \"\\\\\n\t\u{1}\u{1f}é€😀]{0,300}"
+        ) {
+            proptest::prop_assert_eq!(Some(canonical_json(&Value::String(text.clone()))), serde_json::to_string(&text).ok());
+        }
+    }
+
+    #[test]
+    fn the_word_test_finds_each_escaped_byte_in_every_position_and_nothing_else() {
+        for b in 0u8..=255 {
+            for pos in 0..8 {
+                let mut word = [b'a'; 8];
+                word[pos] = b;
+                assert_eq!(word_needs_escape(u64::from_le_bytes(word)), needs_escape(b), "byte {b:#x} at {pos}");
+            }
         }
     }
 
