@@ -52,9 +52,25 @@ fn bench(c: &mut Criterion) {
     };
     c.bench_function("build_mark_patch", |b| b.iter(|| build_mark_patch(black_box(&pod), &mark)));
     let patch = build_hit_patch(&pod, &step, &hit, &cfg);
-    c.bench_function("encode_hit_response", |b| b.iter(|| respond::allow("uid", black_box(&patch), &[])));
+    let encode = |p: &[json_patch::PatchOperation]| serde_json::to_vec(&respond::allow("uid", p, &[])).unwrap();
+    c.bench_function("encode_hit_response", |b| b.iter(|| encode(black_box(&patch))));
     let mpatch = build_mark_patch(&pod, &mark);
-    c.bench_function("encode_miss_response", |b| b.iter(|| respond::allow("uid", black_box(&mpatch), &[])));
+    c.bench_function("encode_miss_response", |b| b.iter(|| encode(black_box(&mpatch))));
+    // kube-core's AdmissionResponse for the same hit: its `patch: Vec<u8>` serializes as a JSON
+    // array of numbers.
+    let review: kube::core::admission::AdmissionReview<kube::core::DynamicObject> =
+        serde_json::from_slice(body).unwrap();
+    let req: kube::core::admission::AdmissionRequest<kube::core::DynamicObject> = review.try_into().unwrap();
+    let kube_encode = |p: &[json_patch::PatchOperation]| {
+        let r = kube::core::admission::AdmissionResponse::from(&req).with_patch(json_patch::Patch(p.to_vec())).unwrap();
+        serde_json::to_vec(&r.into_review()).unwrap()
+    };
+    eprintln!(
+        "hit response bytes: stepcache {} / kube-core {}",
+        encode(&patch).len(),
+        kube_encode(&patch).len()
+    );
+    c.bench_function("encode_hit_response_kube_core", |b| b.iter(|| kube_encode(black_box(&patch))));
 }
 
 criterion_group!(benches, bench);
