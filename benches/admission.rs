@@ -65,11 +65,7 @@ fn bench(c: &mut Criterion) {
         let r = kube::core::admission::AdmissionResponse::from(&req).with_patch(json_patch::Patch(p.to_vec())).unwrap();
         serde_json::to_vec(&r.into_review()).unwrap()
     };
-    eprintln!(
-        "hit response bytes: stepcache {} / kube-core {}",
-        encode(&patch).len(),
-        kube_encode(&patch).len()
-    );
+    eprintln!("hit response bytes: stepcache {} / kube-core {}", encode(&patch).len(), kube_encode(&patch).len());
     c.bench_function("encode_hit_response_kube_core", |b| b.iter(|| kube_encode(black_box(&patch))));
 }
 

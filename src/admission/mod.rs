@@ -306,67 +306,13 @@ impl Admitter {
         if pod.metadata.name.is_none() {
             pod.metadata.name = ctx.decoded.name.clone();
         }
-        let labels_map = pod.metadata.labels.clone().unwrap_or_default();
-        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
-        let asked = author_asked(&annotations);
-        let step = match self.classify(ctx, &pod).await {
-            Classification::NotArgo => {
-                return skip(Decision::SkippedNotArgo, "not created by the Argo controller".into())
-            }
-            Classification::Skip(reason) => {
-                let malformed = matches!(reason, crate::argo::template::SkipReason::Malformed(_));
-                if asked || reason.warns() {
-                    ctx.warnings.push(format!("stepcache: step not cached: {reason}"));
-                }
-                let detail = if malformed { Decision::Invalid } else { Decision::Skipped };
-                return skip(detail, reason.to_string());
-            }
-            Classification::Step(step) => step,
+        let step = match self.cacheable_step(ctx, &pod).await {
+            Ok(step) => step,
+            Err(skipped) => return *skipped,
         };
-        if let Some(x) = crate::argo::exclusion::exclusion(&pod) {
-            if x.warns() {
-                ctx.warnings.push(format!("stepcache: step not cached: {x}"));
-            }
-            return skip(Decision::Skipped, x.to_string());
-        }
-        ctx.step = Some(LoggedStep {
-            namespace: step.namespace.clone(),
-            pod: step.pod_name.clone(),
-            workflow: step.workflow_name.clone(),
-            node: step.node_id.clone(),
-            template: step.template.name().to_owned(),
-            seed: String::new(),
-        });
-        if !self.config.admin.covers(&step.namespace) {
-            return skip(
-                Decision::Skipped,
-                format!("namespace {} is not covered by this installation", step.namespace),
-            );
-        }
-        let settings = match plan(&labels_map, &annotations, &self.config.admin) {
-            Plan::OptedOut { by } => return skip(Decision::OptedOut, format!("opted out by label {by}")),
-            Plan::Invalid { warnings } => {
-                let reason = warnings.join("; ");
-                ctx.warnings.extend(warnings.into_iter().map(|w| format!("stepcache: {w}")));
-                return skip(Decision::Invalid, reason);
-            }
-            Plan::Lookup(s) => s,
-        };
-        ctx.warnings.extend(settings.warnings.iter().map(|w| format!("stepcache: {w}")));
-        // Cluster scope applies only to namespaces the admin lets share (`--share-namespaces`).
-        let scope = match self.config.scope {
-            Scope::Cluster if !self.config.admin.shares(&step.namespace) => Scope::Namespace,
-            s => s,
-        };
-        if let Some(logged) = ctx.step.as_mut() {
-            logged.seed = settings.seed.as_str().to_owned();
-        }
-        let km = match derive_key(&pod, &step, &settings.seed, scope) {
-            Ok(k) => k,
-            Err(e) => {
-                ctx.warnings.push(format!("stepcache: step not cached: {e}"));
-                return skip(Decision::Invalid, e.to_string());
-            }
+        let (settings, km) = match self.settle(ctx, &pod, &step) {
+            Ok(settled) => settled,
+            Err(skipped) => return *skipped,
         };
         let mut ex = Explain {
             key: Some(km.key.to_string()),
@@ -414,6 +360,83 @@ impl Admitter {
                 self.miss(ctx, &d, cause.describe(), true, ex).await
             }
             (_, None) => self.miss(ctx, &d, MissCause::NoEntry.describe(), true, ex).await,
+        }
+    }
+
+    /// The pod's step, when it is an Argo step stepcache may cache here; otherwise the skip
+    /// (with a warning when the author asked for caching or the reason deserves one).
+    async fn cacheable_step(&self, ctx: &mut Ctx<'_>, pod: &Pod) -> Result<StepPod, Box<Explain>> {
+        let asked = pod.metadata.annotations.as_ref().is_some_and(author_asked);
+        let step = match self.classify(ctx, pod).await {
+            Classification::NotArgo => {
+                return Err(skipped(Decision::SkippedNotArgo, "not created by the Argo controller".into()))
+            }
+            Classification::Skip(reason) => {
+                let malformed = matches!(reason, SkipReason::Malformed(_));
+                if asked || reason.warns() {
+                    ctx.warnings.push(format!("stepcache: step not cached: {reason}"));
+                }
+                let detail = if malformed { Decision::Invalid } else { Decision::Skipped };
+                return Err(skipped(detail, reason.to_string()));
+            }
+            Classification::Step(step) => *step,
+        };
+        if let Some(x) = crate::argo::exclusion::exclusion(pod) {
+            if x.warns() {
+                ctx.warnings.push(format!("stepcache: step not cached: {x}"));
+            }
+            return Err(skipped(Decision::Skipped, x.to_string()));
+        }
+        ctx.step = Some(LoggedStep {
+            namespace: step.namespace.clone(),
+            pod: step.pod_name.clone(),
+            workflow: step.workflow_name.clone(),
+            node: step.node_id.clone(),
+            template: step.template.name().to_owned(),
+            seed: String::new(),
+        });
+        if !self.config.admin.covers(&step.namespace) {
+            let reason = format!("namespace {} is not covered by this installation", step.namespace);
+            return Err(skipped(Decision::Skipped, reason));
+        }
+        Ok(step)
+    }
+
+    /// The author's settings for the step and its key; otherwise the skip (opted out, invalid
+    /// annotations, nothing to key on).
+    fn settle(
+        &self,
+        ctx: &mut Ctx<'_>,
+        pod: &Pod,
+        step: &StepPod,
+    ) -> Result<(StepSettings, KeyMaterial), Box<Explain>> {
+        let empty = BTreeMap::new();
+        let labels_map = pod.metadata.labels.as_ref().unwrap_or(&empty);
+        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+        let settings = match plan(labels_map, annotations, &self.config.admin) {
+            Plan::OptedOut { by } => return Err(skipped(Decision::OptedOut, format!("opted out by label {by}"))),
+            Plan::Invalid { warnings } => {
+                let reason = warnings.join("; ");
+                ctx.warnings.extend(warnings.into_iter().map(|w| format!("stepcache: {w}")));
+                return Err(skipped(Decision::Invalid, reason));
+            }
+            Plan::Lookup(s) => s,
+        };
+        ctx.warnings.extend(settings.warnings.iter().map(|w| format!("stepcache: {w}")));
+        // Cluster scope applies only to namespaces the admin lets share (`--share-namespaces`).
+        let scope = match self.config.scope {
+            Scope::Cluster if !self.config.admin.shares(&step.namespace) => Scope::Namespace,
+            s => s,
+        };
+        if let Some(logged) = ctx.step.as_mut() {
+            logged.seed = settings.seed.as_str().to_owned();
+        }
+        match derive_key(pod, step, &settings.seed, scope) {
+            Ok(km) => Ok((settings, km)),
+            Err(e) => {
+                ctx.warnings.push(format!("stepcache: step not cached: {e}"));
+                Err(skipped(Decision::Invalid, e.to_string()))
+            }
         }
     }
 
@@ -725,6 +748,11 @@ fn decision_record(
         differences: ex.nearest.as_ref().map(|n| n.differences.clone()).unwrap_or_default(),
         saved_seconds,
     }
+}
+
+/// [`skip`], boxed for the early returns of the steps before a lookup.
+fn skipped(detail: Decision, reason: String) -> Box<Explain> {
+    Box::new(skip(detail, reason))
 }
 
 fn skip(detail: Decision, reason: String) -> Explain {

@@ -1,7 +1,7 @@
 //! `stepcache serve` and `stepcache record-controller`: wiring the webhook, metrics port,
 //! certificate reload, periodic gc and the recorder.
 
-use crate::admission::{AdmitConfig, Admitter, Ports, SideEffects, TaskResults};
+use crate::admission::{AdmitConfig, Admitter, HitCounter, Ports, SideEffects, TaskResults};
 use crate::config::{KubeMode, ServeArgs};
 use crate::k8s::events::EventPoster;
 use crate::k8s::taskresult::TaskResultWriter;
@@ -122,25 +122,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = store_with_retry(&args).await?;
     let signer = super::signer(&args.signing)?;
     let client = if args.noop { None } else { kube_client(args.kube).await? };
-    let ports = Ports {
-        task_results: match &client {
-            Some(c) => TaskResults::Api(TaskResultWriter::new(c.clone(), Duration::from_secs(2))),
-            None => TaskResults::Unavailable,
-        },
-        events: client.clone().map(|c| {
-            EventPoster::new(
-                c,
-                Duration::from_secs(2),
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "stepcache".into()),
-            )
-        }),
-        offload: client.clone().map(|c| {
-            Arc::new(crate::k8s::offload::ConfigMapReader::new(c, Duration::from_secs(1)))
-                as Arc<dyn crate::k8s::offload::OffloadSource>
-        }),
-        artifacts: super::integrity::artifact_checker(&args.integrity, client.clone(), metrics.clone())?,
-        effects: SideEffects::background(),
-    };
+    let ports = serving_ports(&args, client.clone(), metrics.clone())?;
+    let hits = ports.effects.hit_counter().cloned().unwrap_or_default();
     let admitter = Admitter {
         config: Arc::new(AdmitConfig {
             admin: args.policy.admin(),
@@ -162,89 +145,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     supervise("cert_reload", metrics.clone(), RESTART_PAUSE, move || {
         crate::tls::reload_loop(reload_tls.clone(), cert.clone(), key.clone(), every, reload_metrics.clone())
     });
-
     if !args.metrics_listen.trim().is_empty() {
-        let addr: std::net::SocketAddr = args.metrics_listen.parse().context("--metrics-listen")?;
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics {addr}"))?;
-        let status = crate::status::StatusState {
-            store: store.clone(),
-            metrics: metrics.clone(),
-            recorder: client.is_some() && args.recorder && !args.noop,
-        };
-        let router = server::metrics_router(metrics.clone()).merge(crate::status::router(status));
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(crate::listener::NoDelayListener(listener), router).await {
-                tracing::error!(error = %e, "metrics server stopped");
-            }
-        });
-        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        let recorder = client.is_some() && args.recorder && !args.noop;
+        serve_metrics(&args.metrics_listen, store.clone(), metrics.clone(), recorder).await?;
     }
-
     if !args.noop {
-        let (hits, hit_store) = (admitter.ports.effects.hit_counter().cloned().unwrap_or_default(), store.clone());
-        supervise("hit_flush", metrics.clone(), RESTART_PAUSE, move || {
-            let (hits, hit_store) = (hits.clone(), hit_store.clone());
-            async move {
-                let mut tick = tokio::time::interval(HIT_FLUSH_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = hits.flush(&hit_store).await {
-                        tracing::debug!(error = %e, "hit counts kept for the next flush");
-                    }
-                    if let Err(e) = hit_store.flush_decisions().await {
-                        tracing::debug!(error = %e, "decision log kept for the next flush");
-                    }
-                }
-            }
-        });
-        let (gc_store, gc_metrics, every) = (store.clone(), metrics.clone(), args.gc_interval);
-        supervise("gc", metrics.clone(), RESTART_PAUSE, move || {
-            let (gc_store, gc_metrics) = (gc_store.clone(), gc_metrics.clone());
-            async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    match gc_store.gc(jiff::Timestamp::now(), 1000).await {
-                        Ok(n) if n > 0 => tracing::info!(deleted = n, "gc removed expired entries"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "gc failed"),
-                    }
-                    if let Err(e) = gc_store.prune_decisions(jiff::Timestamp::now(), 1000).await {
-                        tracing::warn!(error = %e, "decision log pruning failed");
-                    }
-                    let forget = jiff::Timestamp::now() - crate::integrity::images::TAG_MEMORY;
-                    if let Err(e) = gc_store.prune_tags(forget).await {
-                        tracing::warn!(error = %e, "image tag map not pruned");
-                    }
-                    if let Ok(n) = gc_store.estimate_entries().await {
-                        gc_metrics.entries.set(n);
-                    }
-                }
-            }
-        });
+        start_store_loops(&store, &hits, &metrics, args.gc_interval);
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let (Some(c), true, false) = (client.clone(), args.recorder, args.noop) {
-        let recorder = Recorder {
-            store: store.clone(),
-            signer,
-            settings: Arc::new(RecordSettings { scope: args.policy.scope, default_expiry: args.policy.default_expiry }),
-            metrics: metrics.clone(),
-            tags: Default::default(),
-        };
-        let cfg = WatchConfig {
-            namespaces: args.watch_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
-            ..Default::default()
-        };
-        let mut rx = stop_rx.clone();
-        tokio::spawn(watch::run(c, recorder, cfg, async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }));
-        tracing::info!("recorder running");
+    if let (Some(c), true, false) = (client, args.recorder, args.noop) {
+        start_recorder(c, &args, store.clone(), signer, metrics.clone(), stop_rx.clone());
     }
 
-    let app = server::router(AppState { admitter: admitter.clone(), deadline: args.request_deadline }, args.body_limit);
+    let app = server::router(AppState { admitter, deadline: args.request_deadline }, args.body_limit);
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let shutdown = async move {
@@ -256,18 +170,129 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::listener::serve_https(listener, tls, app, args.limits(), shutdown, args.shutdown_grace).await;
     drop(stop_rx);
     // Hits counted since the last periodic flush are written before exiting.
-    match tokio::time::timeout(
-        SHUTDOWN_FLUSH_TIMEOUT,
-        admitter.ports.effects.hit_counter().cloned().unwrap_or_default().flush(&store),
-    )
-    .await
-    {
+    match tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, hits.flush(&store)).await {
         Ok(Ok(n)) => tracing::info!(entries = n, "hit counts flushed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "hit counts not flushed on shutdown"),
         Err(_) => tracing::warn!("hit counts not flushed within {SHUTDOWN_FLUSH_TIMEOUT:?} on shutdown"),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The ports of a serving webhook: the Kubernetes API when there is one, bookkeeping off the
+/// response path.
+fn serving_ports(args: &ServeArgs, client: Option<kube::Client>, metrics: Arc<Metrics>) -> anyhow::Result<Ports> {
+    Ok(Ports {
+        task_results: match &client {
+            Some(c) => TaskResults::Api(TaskResultWriter::new(c.clone(), Duration::from_secs(2))),
+            None => TaskResults::Unavailable,
+        },
+        events: client.clone().map(|c| {
+            EventPoster::new(
+                c,
+                Duration::from_secs(2),
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "stepcache".into()),
+            )
+        }),
+        offload: client.clone().map(|c| {
+            Arc::new(crate::k8s::offload::ConfigMapReader::new(c, Duration::from_secs(1)))
+                as Arc<dyn crate::k8s::offload::OffloadSource>
+        }),
+        artifacts: super::integrity::artifact_checker(&args.integrity, client, metrics)?,
+        effects: SideEffects::background(),
+    })
+}
+
+/// `/metrics` and `/status` on their own plain-HTTP listener.
+async fn serve_metrics(listen: &str, store: Store, metrics: Arc<Metrics>, recorder: bool) -> anyhow::Result<()> {
+    let addr: std::net::SocketAddr = listen.parse().context("--metrics-listen")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding metrics {addr}"))?;
+    let status = crate::status::StatusState { store, metrics: metrics.clone(), recorder };
+    let router = server::metrics_router(metrics).merge(crate::status::router(status));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(crate::listener::NoDelayListener(listener), router).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    Ok(())
+}
+
+/// The supervised store loops: batched hit counts and decision log every few seconds, and gc
+/// (expired entries, old decisions, forgotten image tags, the entry gauge) every `gc_every`.
+fn start_store_loops(store: &Store, hits: &HitCounter, metrics: &Arc<Metrics>, gc_every: Duration) {
+    let (hits, hit_store) = (hits.clone(), store.clone());
+    supervise("hit_flush", metrics.clone(), RESTART_PAUSE, move || {
+        let (hits, hit_store) = (hits.clone(), hit_store.clone());
+        async move {
+            let mut tick = tokio::time::interval(HIT_FLUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = hits.flush(&hit_store).await {
+                    tracing::debug!(error = %e, "hit counts kept for the next flush");
+                }
+                if let Err(e) = hit_store.flush_decisions().await {
+                    tracing::debug!(error = %e, "decision log kept for the next flush");
+                }
+            }
+        }
+    });
+    let (gc_store, gc_metrics) = (store.clone(), metrics.clone());
+    supervise("gc", metrics.clone(), RESTART_PAUSE, move || {
+        let (gc_store, gc_metrics) = (gc_store.clone(), gc_metrics.clone());
+        async move {
+            let mut tick = tokio::time::interval(gc_every);
+            loop {
+                tick.tick().await;
+                gc_once(&gc_store, &gc_metrics).await;
+            }
+        }
+    });
+}
+
+/// One gc pass; each part logs its own failure and the others still run.
+async fn gc_once(store: &Store, metrics: &Metrics) {
+    match store.gc(jiff::Timestamp::now(), 1000).await {
+        Ok(n) if n > 0 => tracing::info!(deleted = n, "gc removed expired entries"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "gc failed"),
+    }
+    if let Err(e) = store.prune_decisions(jiff::Timestamp::now(), 1000).await {
+        tracing::warn!(error = %e, "decision log pruning failed");
+    }
+    let forget = jiff::Timestamp::now() - crate::integrity::images::TAG_MEMORY;
+    if let Err(e) = store.prune_tags(forget).await {
+        tracing::warn!(error = %e, "image tag map not pruned");
+    }
+    if let Ok(n) = store.estimate_entries().await {
+        metrics.entries.set(n);
+    }
+}
+
+/// The recorder's watch, stopped when `stop` turns true.
+fn start_recorder(
+    client: kube::Client,
+    args: &ServeArgs,
+    store: Store,
+    signer: crate::mark::Signer,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let recorder = Recorder {
+        store,
+        signer,
+        settings: Arc::new(RecordSettings { scope: args.policy.scope, default_expiry: args.policy.default_expiry }),
+        metrics,
+        tags: Default::default(),
+    };
+    let cfg = WatchConfig {
+        namespaces: args.watch_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        ..Default::default()
+    };
+    tokio::spawn(watch::run(client, recorder, cfg, async move {
+        let _ = stop.wait_for(|v| *v).await;
+    }));
+    tracing::info!("recorder running");
 }
 
 /// Runs only the recorder.

@@ -13,7 +13,7 @@ use crate::argo::labels;
 use crate::argo::offload::Offloaded;
 use crate::argo::outputs::DeclaredOutputs;
 use crate::types::Namespace;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
@@ -286,55 +286,21 @@ fn classify_inner(pod: &Pod, offloaded: Option<&Offloaded>) -> Result<Option<Ste
         return Err(SkipReason::NoWaitContainer);
     };
     let all_containers = || spec.init_containers.iter().flatten().chain(spec.containers.iter());
-    // v3.7.10+/v4.0.1+ move one container's oversized args into the offload ConfigMap and clear
-    // them from the pod: key the args the emissary will append, never the absent pod args.
-    let mut offloaded_args = None;
-    for c in all_containers().filter(|c| env_value(c, labels::ARGO_CONTAINER_ARGS_FILE_ENV).is_some()) {
-        if offloaded_args.is_some() || c.args.as_ref().is_some_and(|a| !a.is_empty()) {
-            return Err(SkipReason::OffloadRejected(format!(
-                "container {} has both args and an args file, or several containers have one",
-                bounded(&c.name)
-            )));
-        }
-        let off = offloaded.ok_or(SkipReason::Offloaded)?;
-        offloaded_args = Some(OffloadedArgs { container: c.name.clone(), args: offloaded_args_of(&template, c, off)? });
-    }
-
+    let offloaded_args = find_offloaded_args(spec, &template, offloaded)?;
     let namespace = meta
         .namespace
         .as_deref()
         .and_then(|n| Namespace::parse(n).ok())
         .ok_or_else(|| SkipReason::Malformed("pod has no valid namespace".into()))?;
-
     let pod_name = meta.name.clone().unwrap_or_default();
-    let node_id = annotation(labels::NODE_ID_ANNOTATION)
-        .filter(|v| !v.is_empty())
-        .cloned()
-        .or_else(|| {
-            all_containers()
-                .find_map(|c| env_value(c, labels::ARGO_NODE_ID_ENV))
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-        })
-        // v2.12–v3.1 (and v1 pod names): the pod name is the node id.
-        .or_else(|| Some(pod_name.clone()).filter(|n| !n.is_empty()))
-        .ok_or_else(|| SkipReason::Malformed("pod has no node id and no name".into()))?;
+    let node_id = node_id_of(pod, &pod_name)?;
 
     template.validate(kind)?;
     template.include_result =
         all_containers().any(|c| env_value(c, labels::ARGO_INCLUDE_SCRIPT_OUTPUT_ENV) == Some("true"));
 
-    // v4.1 is recognised on Argo's own executor containers, which the author does not write.
-    let executors = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .filter(|c| Some(c.name.as_str()) == layout.argo_init())
-        .chain(std::iter::once(collector_container));
-    let v41 = layout == ArgoLayout::TemplateEnvSupervisor
-        || executors.clone().any(|c| c.env.iter().flatten().any(|e| e.name == labels::TRACEPARENT_ENV));
     let argo = ArgoFacts {
-        v41,
+        v41: is_v41(spec, layout, collector_container),
         plugin_containers: plugin_containers(&template, spec, collector_container),
         has_input_artifacts: !template.input_artifacts().is_empty(),
     };
@@ -358,6 +324,61 @@ fn classify_inner(pod: &Pod, offloaded: Option<&Offloaded>) -> Result<Option<Ste
         argo,
         offloaded_args,
     }))
+}
+
+/// The args Argo offloaded, if any: v3.7.10+/v4.0.1+ move one container's oversized args into
+/// the offload ConfigMap and clear them from the pod, so the key uses the args the emissary will
+/// append, never the absent pod args.
+fn find_offloaded_args(
+    spec: &PodSpec,
+    template: &Template,
+    offloaded: Option<&Offloaded>,
+) -> Result<Option<OffloadedArgs>, SkipReason> {
+    let mut found = None;
+    let all_containers = spec.init_containers.iter().flatten().chain(spec.containers.iter());
+    for c in all_containers.filter(|c| env_value(c, labels::ARGO_CONTAINER_ARGS_FILE_ENV).is_some()) {
+        if found.is_some() || c.args.as_ref().is_some_and(|a| !a.is_empty()) {
+            return Err(SkipReason::OffloadRejected(format!(
+                "container {} has both args and an args file, or several containers have one",
+                bounded(&c.name)
+            )));
+        }
+        let off = offloaded.ok_or(SkipReason::Offloaded)?;
+        found = Some(OffloadedArgs { container: c.name.clone(), args: offloaded_args_of(template, c, off)? });
+    }
+    Ok(found)
+}
+
+/// The node id: Argo's annotation, else its env var, else (v2.12–v3.1, and v1 pod names) the
+/// pod name.
+fn node_id_of(pod: &Pod, pod_name: &str) -> Result<String, SkipReason> {
+    let from_annotation =
+        pod.metadata.annotations.as_ref().and_then(|m| m.get(labels::NODE_ID_ANNOTATION)).filter(|v| !v.is_empty());
+    if let Some(id) = from_annotation {
+        return Ok(id.clone());
+    }
+    let spec = pod.spec.as_ref();
+    let from_env = spec
+        .into_iter()
+        .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
+        .find_map(|c| env_value(c, labels::ARGO_NODE_ID_ENV))
+        .filter(|v| !v.is_empty());
+    from_env
+        .map(str::to_owned)
+        .or_else(|| Some(pod_name.to_owned()).filter(|n| !n.is_empty()))
+        .ok_or_else(|| SkipReason::Malformed("pod has no node id and no name".into()))
+}
+
+/// v4.1 is recognised on Argo's own executor containers, which the author does not write.
+fn is_v41(spec: &PodSpec, layout: ArgoLayout, collector: &Container) -> bool {
+    let executors = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| Some(c.name.as_str()) == layout.argo_init())
+        .chain(std::iter::once(collector));
+    layout == ArgoLayout::TemplateEnvSupervisor
+        || executors.into_iter().any(|c| c.env.iter().flatten().any(|e| e.name == labels::TRACEPARENT_ENV))
 }
 
 /// The args of a container whose args Argo offloaded: the template's args for it (what the
