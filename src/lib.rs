@@ -1,8 +1,9 @@
 //! stepcache: step-level execution caching for Argo Workflows, as a mutating admission webhook.
 //!
-//! Layers (imports only point down):
-//! 0 `types`, `duration` → 1 (pure) `argo`, `key`, `policy`, `mark`, `rewrite` → 2 `store` →
-//! 3 `admission`, `recorder` → 4 `server`, `listener`, `tls`, `k8s`, `metrics`, `config`, `cli`, `bench`.
+//! The service crate: the decision core (`stepcache-core`, re-exported here under its own module
+//! names) with the I/O around it. Layers (imports only point down): core → 3 ports `store`,
+//! `k8s`, `integrity::check` → 4 services `admission`, `recorder` → 5 edges `server`,
+//! `listener`, `tls`, `metrics`, `telemetry`, `status`, `why`, `supervise`, `config`, `cli`.
 #![forbid(unsafe_code)]
 
 pub mod admission;
