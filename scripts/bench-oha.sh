@@ -73,7 +73,9 @@ outputs = {"parameters": [{"name": p["name"], "value": "42"} for p in declared.g
 wf = pod["metadata"]["labels"]["workflows.argoproj.io/workflow"]
 tr = {"apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTaskResult",
       "metadata": {"name": node, "namespace": pod["metadata"]["namespace"],
-                   "labels": {"workflows.argoproj.io/workflow": wf, "workflows.argoproj.io/report-outputs-completed": "true"}},
+                   "labels": {"workflows.argoproj.io/workflow": wf, "workflows.argoproj.io/report-outputs-completed": "true"},
+                   # The recorder takes outputs only from a task result its pod's Workflow owns.
+                   "ownerReferences": [o for o in pod["metadata"].get("ownerReferences", []) if o.get("kind") == "Workflow"]},
       "outputs": outputs}
 json.dump(tr, open(f"{work}/task-result.json", "w"))
 again = json.loads(json.dumps(review))
