@@ -2,6 +2,12 @@
 #![forbid(unsafe_code)]
 
 use stepcache::cli;
+
+/// mimalloc instead of glibc's malloc: an admission allocates and frees many small objects on
+/// whichever worker thread runs it, and glibc's per-arena locking and consolidation showed as
+/// the largest user-space cost in a profile of `serve` under load (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use stepcache::config::{Cli, Command};
 
 #[tokio::main]
