@@ -2,11 +2,11 @@
 //!
 //! Layers (imports only point down):
 //! 0 `types`, `duration` → 1 (pure) `argo`, `key`, `policy`, `mark`, `rewrite` → 2 `store` →
-//! 3 `admission`, `recorder` → 4 `server`, `listener`, `tls`, `k8s`, `metrics`, `config`, `cli`, `bench`.
+//! 3 `admission`, `recorder` → 4 `server`, `listener`, `tls`, `k8s`, `metrics`, `config`, `cli`.
+//! The load generator is its own binary, `stepcache-bench` (src/bin), on top of this library.
 #![forbid(unsafe_code)]
 
 pub mod admission;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod integrity;

@@ -5,6 +5,7 @@ mod bad_input;
 mod bench_smoke;
 mod chart;
 mod cli;
+mod client;
 mod cluster;
 mod cluster_latency;
 mod dashboard;
