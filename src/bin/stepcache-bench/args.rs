@@ -1,4 +1,4 @@
-//! The load generator's flags (unchanged from when it was `stepcache bench`).
+//! The load generator's flags: what to send, how fast, against which store.
 
 use clap::Args;
 use std::path::PathBuf;
