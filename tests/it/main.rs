@@ -20,6 +20,7 @@ mod integrity_store;
 mod k8s;
 mod kit;
 mod latch;
+mod mock_api;
 mod pg;
 mod progress;
 mod provenance;
