@@ -1,7 +1,7 @@
 //! What the I/O tests need to talk to a webhook and to give it hits: an HTTPS client trusting
 //! the generated test CA, distinct Argo AdmissionReviews, and store entries that turn a review
 //! into a hit (recorded directly, without running the step).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use crate::harness::fixture;
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! in order, with which method, path and body — and how the server answers them. The verifier
 //! asserts every request as it arrives; awaiting [`Exchange::verified`] fails the test when a
 //! request did not match, or did not come in time.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use http::{Method, Request, Response};
 use kube::client::Body;
