@@ -6,15 +6,17 @@
 #   cargo install oha --locked --root /work/tools/oha      # once; any oha >= 1.4 on PATH or in $OHA
 #   scripts/bench-oha.sh [DATABASE_URL]                   # default: postgres://postgres@127.0.0.1:5432/stepcache_bench
 #
-# Env: RATE (1000), DURATION (20s), ROUNDS (3), FILL (rows added with `stepcache bench --fill`
-# before measuring; 0 keeps the store as it is), STEPCACHE (binary, target/release/stepcache).
+# Env: RATE (1000), DURATION (20s), ROUNDS (3), FILL (rows added with `stepcache-bench --fill`
+# before measuring; 0 keeps the store as it is), STEPCACHE (binary, target/release/stepcache),
+# STEPCACHE_BENCH (target/release/stepcache-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SC=${STEPCACHE:-target/release/stepcache}
+BENCH=${STEPCACHE_BENCH:-target/release/stepcache-bench}
 OHA=${OHA:-$(command -v oha || echo /work/tools/oha/bin/oha)}
 DB=${1:-postgres://postgres@127.0.0.1:5432/stepcache_bench}
 RATE=${RATE:-1000} DURATION=${DURATION:-20s} ROUNDS=${ROUNDS:-3} FILL=${FILL:-0}
-[ -x "$SC" ] || cargo build --release --quiet
+[ -x "$SC" ] && [ -x "$BENCH" ] || cargo build --release --quiet
 [ -x "$OHA" ] || { echo "oha not found (set OHA)" >&2; exit 1; }
 WORK=$(mktemp -d)
 PIDS=()
@@ -25,7 +27,7 @@ case $DB in postgres://*) psql "${DB%/*}/postgres" -qc "CREATE DATABASE ${DB##*/
 "$SC" certs --out "$WORK/certs" --dns 127.0.0.1 >/dev/null
 "$SC" migrate >/dev/null
 if [ "$FILL" -gt 0 ]; then
-  "$SC" bench --database-url "$DB" --fill "$FILL" --store-lookups 100 >/dev/null
+  "$BENCH" --database-url "$DB" --fill "$FILL" --store-lookups 100 >/dev/null
 fi
 
 # Bodies: a hit (the Argo 3.3 fixture's step recorded once through `stepcache record`, then

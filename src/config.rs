@@ -458,8 +458,6 @@ pub enum Command {
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         timeout: Duration,
     },
-    /// Load generator: drive /mutate over TLS and compare against the no-op baseline.
-    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// `entries` subcommands.

@@ -4,10 +4,10 @@
 //! names) with the I/O around it. Layers (imports only point down): core → 3 ports `store`,
 //! `k8s`, `integrity::check` → 4 services `admission`, `recorder` → 5 edges `server`,
 //! `listener`, `tls`, `metrics`, `telemetry`, `status`, `why`, `supervise`, `config`, `cli`.
+//! The load generator is its own binary, `stepcache-bench` (src/bin), on top of this library.
 #![forbid(unsafe_code)]
 
 pub mod admission;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod integrity;

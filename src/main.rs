@@ -78,6 +78,5 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Bench(b) => stepcache::bench::run(*b).await,
     }
 }

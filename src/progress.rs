@@ -1,7 +1,7 @@
-//! Progress of long operator commands (`gc`, `bench --fill`, `migrate`): how much is done, the
-//! rate and the time left, as one line. Pure: the caller supplies counts and elapsed time, and
-//! decides where the line goes (`cli::progress` rewrites it in place on a terminal, logs it
-//! periodically otherwise).
+//! Progress of long operator commands (`gc`, `migrate`, `stepcache-bench --fill`): how much is
+//! done, the rate and the time left, as one line. Pure: the caller supplies counts and elapsed
+//! time, and decides where the line goes (`cli::progress` rewrites it in place on a terminal,
+//! logs it periodically otherwise).
 //!
 //! Owns: `Snapshot`, `format_line`.
 

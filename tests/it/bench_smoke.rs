@@ -1,32 +1,62 @@
-//! The load tool end to end, small: a few hundred requests over TLS against the no-op baseline
-//! and the real path, asserting zero errors and that hits were served. No timing assertions.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The load tool end to end, small: the real `stepcache-bench` binary sends a few hundred requests
+//! over TLS to the no-op baseline and the real path (both `stepcache serve`), and its JSON report
+//! must show zero errors and hits served. No timing assertions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use stepcache::bench::{measure, BenchArgs};
+use serde_json::Value;
+use std::process::{Command, Output};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_smoke_runs_with_zero_errors() {
+/// Runs `stepcache-bench` with `args` against this build's `stepcache`, temp files in `tmp`.
+fn bench(tmp: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stepcache-bench"))
+        .args(args)
+        .arg("--server-binary")
+        .arg(env!("CARGO_BIN_EXE_stepcache"))
+        .env("TMPDIR", tmp)
+        .env("STEPCACHE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_bench_binary_reports_zero_errors_and_served_hits_as_json() {
     let dir = tempfile::tempdir().unwrap();
-    let args = BenchArgs {
-        rate: 200,
-        concurrency: 16,
-        requests: 200,
-        phases: 2,
-        database_url: None,
-        fill: 500,
-        mix: "mixed".into(),
-        no_fill: false,
-        json: true,
-        server_binary: Some(env!("CARGO_BIN_EXE_stepcache").into()),
-        store_lookups: None,
-        record: None,
-    };
-    let r = measure(&args, dir.path()).await.unwrap();
-    assert_eq!(r.baseline.errors, 0, "{r:?}");
-    assert_eq!(r.subject.errors, 0, "{r:?}");
-    assert_eq!(r.baseline.requests, 200);
-    assert_eq!(r.subject.requests, 200);
-    assert_eq!(r.baseline.patched, 0, "the baseline never patches");
-    assert!(r.subject.patched >= 100, "misses are marked and hits rewritten: {r:?}");
-    assert!(r.subject.rss_mib > 0.0);
+    let args = ["--rate", "200", "--concurrency", "16", "--requests", "200", "--phases", "2", "--fill", "500"];
+    let o = bench(dir.path(), &[&args[..], &["--mix", "mixed", "--json"]].concat());
+    assert!(o.status.success(), "exit {:?}: {}", o.status, String::from_utf8_lossy(&o.stderr));
+    let r: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
+    assert_eq!(r["mix"], "mixed", "{r}");
+    assert_eq!(r["entries"], 550, "the fill plus the recorded hits: {r}");
+    assert_eq!(r["baseline"]["errors"], 0, "{r}");
+    assert_eq!(r["subject"]["errors"], 0, "{r}");
+    assert_eq!(r["baseline"]["requests"], 200, "{r}");
+    assert_eq!(r["subject"]["requests"], 200, "{r}");
+    assert_eq!(r["baseline"]["patched"], 0, "the baseline never patches: {r}");
+    assert!(r["subject"]["patched"].as_u64().unwrap() >= 100, "misses are marked and hits rewritten: {r}");
+    assert!(r["subject"]["rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["ratio_p50"].as_f64().unwrap() > 0.0, "{r}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "the work directory is removed: {left:?}");
+}
+
+#[test]
+fn the_bench_binary_rejects_an_unknown_mix_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = bench(dir.path(), &["--requests", "10", "--fill", "0", "--mix", "most"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("stepcache-bench: --mix must be miss, hit or mixed"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn the_bench_binary_documents_its_flags_and_stepcache_has_no_bench_command() {
+    let help = Command::new(env!("CARGO_BIN_EXE_stepcache-bench")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--rate", "--fill", "--mix", "--server-binary", "--store-lookups", "--record", "--log"] {
+        assert!(help.contains(flag), "stepcache-bench --help lacks {flag}:\n{help}");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_stepcache")).args(["bench", "--help"]).output().unwrap();
+    assert!(!o.status.success(), "stepcache bench is gone: {}", String::from_utf8_lossy(&o.stdout));
 }

@@ -173,7 +173,6 @@ fn every_command_documents_its_flags() {
         ("entries", "list"),
         ("gc", "--batch"),
         ("stats", "--output"),
-        ("bench", "--rate"),
     ] {
         let o = run(dir.path(), &[cmd, "--help"], b"");
         let help = String::from_utf8_lossy(&o.stdout);

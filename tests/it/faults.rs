@@ -359,11 +359,11 @@ async fn hit_counts_are_flushed_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let certs = stepcache::tls::generate(&d.join("certs"), &["127.0.0.1".into()]).unwrap();
-    let body = stepcache::bench::bodies(1, "flush").unwrap().remove(0);
+    let body = crate::client::reviews(1, "flush").remove(0);
     let url = format!("sqlite://{}", d.join("stepcache.db").display());
     {
         let store = sqlite_store(d).await;
-        stepcache::bench::record_hits(&store, std::slice::from_ref(&body), jiff::Timestamp::now()).await.unwrap();
+        crate::client::record_hits(&store, std::slice::from_ref(&body), jiff::Timestamp::now()).await;
         store.close().await;
     }
     let (mut child, client, base) = start_serve(d, &certs, &["--database-url", &url, "--recorder", "false"]).await;
@@ -399,7 +399,7 @@ async fn start_serve(
         .env("STEPCACHE_LOG", "warn")
         .spawn()
         .unwrap();
-    let client = stepcache::bench::client(&d.join("certs")).unwrap();
+    let client = crate::client::https_client(&d.join("certs"));
     let base = format!("https://127.0.0.1:{port}");
     let t = Instant::now();
     while client.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {

@@ -196,7 +196,7 @@ fn review_with_big_env(uid: &str, variant: char) -> Value {
 /// explanation compares 20,000 entries against the nearest entry.
 async fn store_with_big_entry(dir: &Path) -> stepcache::store::Store {
     let store = sqlite_store(dir).await;
-    stepcache::bench::record_hits(&store, &[review_with_big_env("old", 'a')], jiff::Timestamp::now()).await.unwrap();
+    crate::client::record_hits(&store, &[review_with_big_env("old", 'a')], jiff::Timestamp::now()).await;
     store
 }
 

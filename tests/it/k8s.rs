@@ -1,30 +1,20 @@
-//! What a real API server cannot be made to show on demand, against a mock one: a task-result
-//! write that hangs past its bound turns the hit into a miss in time. (Creation, AlreadyExists,
-//! RBAC refusals, dry runs and Events run against a real kube-apiserver in `cluster`.) And the
-//! offload ConfigMap reader's answers (found, missing, foreign, late) at admission and recording.
+//! What a real API server cannot be made to show on demand, against a mock one driven by
+//! scenarios (`mock_api`): a task-result write that hangs past its bound turns the hit into a
+//! miss in time, and the write's create and AlreadyExists-then-patch exchanges. (Creation,
+//! AlreadyExists, RBAC refusals, dry runs and Events also run against a real kube-apiserver in
+//! `cluster`.) And the offload ConfigMap reader's answers (found, missing, foreign, late) at
+//! admission and recording.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use crate::harness::*;
 use crate::hitpath::run_and_record;
-use http::{Method, Request, Response};
-use kube::client::Body;
+use crate::mock_api::{mock_client, Scenario};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 use stepcache::admission::{Ports, TaskResults};
+use stepcache::k8s::offload::{ConfigMapReader, OffloadSource};
 use stepcache::k8s::taskresult::TaskResultWriter;
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-fn mock(timeout: Duration) -> (TaskResultWriter, Handle) {
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
-    (TaskResultWriter::new(client, timeout), handle)
-}
-
-fn status(code: u16, reason: &str) -> Response<Body> {
-    let body = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":format!("{reason} (test)"),"reason":reason,"code":code});
-    Response::builder().status(code).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap()
-}
 
 const NS: &str = "ml-team";
 
@@ -37,26 +27,52 @@ async fn recorded_rerun(dir: &std::path::Path) -> (stepcache::store::Store, Valu
     (store, rerun(&review, "k8s"))
 }
 
-fn online(w: TaskResultWriter) -> Ports {
-    Ports { task_results: TaskResults::Api(w), ..Default::default() }
+/// Task results written through `client`, each call bounded by `timeout`.
+fn task_results_via(client: kube::Client, timeout: Duration) -> Ports {
+    Ports { task_results: TaskResults::Api(TaskResultWriter::new(client, timeout)), ..Default::default() }
+}
+
+/// The task result a hit on `review` must write: the recorded value under the rerun's node.
+fn hit_task_result(review: &Value) -> Value {
+    task_result_for(&review["request"]["object"], "150")
+}
+
+#[tokio::test]
+async fn a_hit_creates_its_task_result_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, again) = recorded_rerun(dir.path()).await;
+    let (client, api) = mock_client();
+    let a = admitter(store, config(), task_results_via(client, Duration::from_secs(1)));
+    let exchange = api.run(Scenario::TaskResultCreated(hit_task_result(&again)));
+    let (_, ex) = admit(&a, &again, ts("2026-11-02T10:00:00Z")).await;
+    exchange.verified().await;
+    assert_eq!(ex["decision"], "hit", "{ex}");
+}
+
+#[tokio::test]
+async fn a_hit_whose_task_result_already_exists_patches_it_and_stays_a_hit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, again) = recorded_rerun(dir.path()).await;
+    let (client, api) = mock_client();
+    let a = admitter(store, config(), task_results_via(client, Duration::from_secs(1)));
+    let exchange = api.run(Scenario::TaskResultConflictThenPatched(hit_task_result(&again)));
+    let (_, ex) = admit(&a, &again, ts("2026-11-02T10:00:00Z")).await;
+    exchange.verified().await;
+    assert_eq!(ex["decision"], "hit", "{ex}");
 }
 
 #[tokio::test]
 async fn a_task_result_write_that_times_out_turns_the_hit_into_a_miss() {
     let dir = tempfile::tempdir().unwrap();
     let (store, again) = recorded_rerun(dir.path()).await;
-    let (w, mut handle) = mock(Duration::from_millis(200));
-    let a = admitter(store, config(), online(w));
-    let server = tokio::spawn(async move {
-        let (_req, send) = handle.next_request().await.expect("create");
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        drop(send);
-    });
+    let (client, api) = mock_client();
+    let a = admitter(store, config(), task_results_via(client, Duration::from_millis(200)));
+    let exchange = api.run(Scenario::TaskResultTimeout { namespace: NS.into() });
     let started = std::time::Instant::now();
     let (_, ex) = admit(&a, &again, ts("2026-11-02T10:00:00Z")).await;
     assert!(started.elapsed() < Duration::from_secs(2));
+    exchange.verified().await;
     assert_eq!(ex["decision"], "miss", "{ex}");
-    server.abort();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -65,26 +81,15 @@ async fn a_task_result_write_that_times_out_turns_the_hit_into_a_miss() {
 
 const OFFLOADED: &str = "v3.7-offloaded-template-args.admission.json";
 
-fn offload_cluster(timeout: Duration) -> (Ports, Handle) {
-    use stepcache::k8s::offload::{ConfigMapReader, OffloadSource};
-    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let reader = ConfigMapReader::new(kube::Client::new(svc, "default"), timeout);
-    let cluster =
-        Ports { offload: Some(std::sync::Arc::new(reader) as std::sync::Arc<dyn OffloadSource>), ..Ports::offline() };
-    (cluster, handle)
+/// Offload ConfigMaps read through `client`, each read bounded by `timeout`.
+fn offload_via(client: kube::Client, timeout: Duration) -> Ports {
+    let reader = ConfigMapReader::new(client, timeout);
+    Ports { offload: Some(Arc::new(reader) as Arc<dyn OffloadSource>), ..Ports::offline() }
 }
 
-/// Answers one GET of the offload ConfigMap with `cm` (or `status` when `cm` is null).
-async fn serve_config_map(handle: &mut Handle, cm: Value) {
-    let (req, send) = handle.next_request().await.expect("a ConfigMap GET");
-    assert_eq!(req.method(), Method::GET);
-    let pod = fixture(OFFLOADED)["request"]["object"]["metadata"]["name"].as_str().unwrap().to_owned();
-    assert_eq!(req.uri().path(), format!("/api/v1/namespaces/{NS}/configmaps/{pod}"));
-    if cm.is_null() {
-        send.send_response(status(404, "NotFound"));
-    } else {
-        send.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&cm).unwrap())).unwrap());
-    }
+/// The name of the offloaded fixture's pod (its ConfigMap's name).
+fn offloaded_pod() -> String {
+    fixture(OFFLOADED)["request"]["object"]["metadata"]["name"].as_str().unwrap().to_owned()
 }
 
 /// The key of the offloaded step computed from the same pod with template and args inline.
@@ -110,35 +115,26 @@ fn inline_twin_key() -> String {
 #[tokio::test]
 async fn an_offloaded_pod_is_keyed_from_its_config_map_read_once_per_pod() {
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, mut handle) = offload_cluster(Duration::from_secs(1));
-    let a = admitter(sqlite_store(dir.path()).await, config(), cluster);
+    let (client, api) = mock_client();
+    let a = admitter(sqlite_store(dir.path()).await, config(), offload_via(client, Duration::from_secs(1)));
     let review = fixture(OFFLOADED);
-    let cm = fixture("v3.7-offloaded-template-args.configmap.json");
-    let server = tokio::spawn(async move {
-        serve_config_map(&mut handle, cm).await;
-        handle
-    });
+    let exchange = api.run(Scenario::ConfigMapFound(fixture("v3.7-offloaded-template-args.configmap.json")));
     let (_, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
-    let mut handle = server.await.unwrap();
+    let api = exchange.verified().await;
     assert_eq!(ex["decision"], "miss", "{ex}");
     assert_eq!(ex["key"], inline_twin_key(), "offloaded pod keys like its inline twin");
     // The API server may call the webhook again for the same pod: no second read.
     let (_, again) = admit(&a, &review, ts("2026-11-01T10:00:01Z")).await;
     assert_eq!(again["key"], ex["key"]);
-    let none = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
-    assert!(none.is_err(), "the ConfigMap is cached per pod");
+    api.run(Scenario::NoRequest).verified().await;
 }
 
 #[tokio::test]
 async fn an_unreadable_config_map_leaves_the_pod_unchanged_within_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, mut handle) = offload_cluster(Duration::from_millis(200));
-    let a = admitter(sqlite_store(dir.path()).await, config(), cluster);
-    let server = tokio::spawn(async move {
-        let (_req, send) = handle.next_request().await.expect("GET");
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        drop(send);
-    });
+    let (client, api) = mock_client();
+    let a = admitter(sqlite_store(dir.path()).await, config(), offload_via(client, Duration::from_millis(200)));
+    let exchange = api.run(Scenario::ConfigMapTimeout { namespace: NS.into(), name: offloaded_pod() });
     let started = std::time::Instant::now();
     let (resp, ex) = admit(&a, &fixture(OFFLOADED), ts("2026-11-01T10:00:00Z")).await;
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -146,28 +142,26 @@ async fn an_unreadable_config_map_leaves_the_pod_unchanged_within_the_timeout() 
     assert_eq!(resp["response"]["allowed"], true);
     assert!(resp["response"].get("patch").is_none(), "{resp}");
     assert!(resp["response"]["warnings"][0].as_str().unwrap().contains("unreadable"), "{resp}");
-    server.abort();
+    exchange.verified().await;
 }
 
 #[tokio::test]
 async fn a_missing_or_foreign_config_map_is_not_used() {
     let dir = tempfile::tempdir().unwrap();
-    for (cm, reason) in [
-        (Value::Null, "offloaded"),
-        (
-            {
-                let mut cm = fixture("v3.7-offloaded-template-args.configmap.json");
-                cm["metadata"]["ownerReferences"][0]["uid"] = json!("00000000-0000-4000-8000-000000000000");
-                cm
-            },
-            "not owned by the pod's Workflow",
-        ),
+    let foreign = {
+        let mut cm = fixture("v3.7-offloaded-template-args.configmap.json");
+        cm["metadata"]["ownerReferences"][0]["uid"] = json!("00000000-0000-4000-8000-000000000000");
+        cm
+    };
+    for (scenario, reason) in [
+        (Scenario::ConfigMapMissing { namespace: NS.into(), name: offloaded_pod() }, "offloaded"),
+        (Scenario::ConfigMapFound(foreign), "not owned by the pod's Workflow"),
     ] {
-        let (cluster, mut handle) = offload_cluster(Duration::from_secs(1));
-        let a = admitter(sqlite_store(dir.path()).await, config(), cluster);
-        let server = tokio::spawn(async move { serve_config_map(&mut handle, cm).await });
+        let (client, api) = mock_client();
+        let a = admitter(sqlite_store(dir.path()).await, config(), offload_via(client, Duration::from_secs(1)));
+        let exchange = api.run(scenario);
         let (resp, ex) = admit(&a, &fixture(OFFLOADED), ts("2026-11-01T10:00:00Z")).await;
-        server.await.unwrap();
+        exchange.verified().await;
         assert_eq!(ex["decision"], "skip", "{ex}");
         assert!(ex["reason"].as_str().unwrap().contains(reason), "{ex}");
         assert!(resp["response"].get("patch").is_none());
@@ -195,12 +189,11 @@ async fn an_offloaded_step_is_recorded_from_its_config_map_and_hits_on_its_next_
     let store = sqlite_store(dir.path()).await;
     let review = fixture(OFFLOADED);
 
-    let (cluster, mut handle) = offload_cluster(Duration::from_secs(1));
-    let a = admitter(store.clone(), config(), cluster);
-    let cm = config_map_for(&review);
-    let server = tokio::spawn(async move { serve_config_map(&mut handle, cm).await });
+    let (client, api) = mock_client();
+    let a = admitter(store.clone(), config(), offload_via(client, Duration::from_secs(1)));
+    let exchange = api.run(Scenario::ConfigMapFound(config_map_for(&review)));
     let (resp, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
-    server.await.unwrap();
+    exchange.verified().await;
     assert_eq!(ex["decision"], "miss", "{ex}");
 
     let done = succeeded(&patched_pod(&review, &resp), "pod-off", "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z");
@@ -221,16 +214,11 @@ async fn an_offloaded_step_is_recorded_from_its_config_map_and_hits_on_its_next_
     assert!(matches!(attempt, Attempt::Recorded(_)), "{attempt:?}");
 
     let again = rerun(&review, "next");
-    let (cluster, mut handle) = offload_cluster(Duration::from_secs(1));
-    let b = admitter(store, config(), cluster);
-    let cm = config_map_for(&again);
-    let server = tokio::spawn(async move {
-        let (req, send) = handle.next_request().await.expect("GET");
-        assert!(req.uri().path().ends_with(cm["metadata"]["name"].as_str().unwrap()));
-        send.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&cm).unwrap())).unwrap());
-    });
+    let (client, api) = mock_client();
+    let b = admitter(store, config(), offload_via(client, Duration::from_secs(1)));
+    let exchange = api.run(Scenario::ConfigMapFound(config_map_for(&again)));
     let (_, ex2) = admit(&b, &again, ts("2026-11-02T10:00:00Z")).await;
-    server.await.unwrap();
+    exchange.verified().await;
     assert_eq!(ex2["decision"], "hit", "{ex2}");
     assert_eq!(ex2["key"], ex["key"]);
 }

@@ -85,7 +85,7 @@ impl Running {
             .spawn()
             .unwrap();
         let mut running = Running { child, _dir: dir, metrics_port, miss_pod: String::new(), template: String::new() };
-        let client = stepcache::bench::client(&certs).unwrap();
+        let client = crate::client::https_client(&certs);
         let url = format!("https://127.0.0.1:{port}/mutate");
         let t = Instant::now();
         let post = |body: Value| {

@@ -71,7 +71,7 @@ pub async fn start_with_limits(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(NoDelayListener(listener), server::metrics_router(metrics)).await.unwrap() });
-    let client = stepcache::bench::client(&certs).unwrap();
+    let client = crate::client::https_client(&certs);
     TestServer { addr, metrics_addr, client }
 }
 
