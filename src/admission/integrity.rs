@@ -82,7 +82,7 @@ impl Admitter {
         now: Timestamp,
     ) -> Option<(&'static str, String)> {
         let checker = self.ports.artifacts.as_ref()?;
-        let checks = plan(&entry.outputs, step.template.raw().get("archiveLocation"));
+        let checks = plan(&entry.outputs, step.template.archive_location());
         if checks.is_empty() {
             return None;
         }

@@ -615,11 +615,6 @@ impl Template {
         self.raw.get("name").and_then(|v| v.as_str()).unwrap_or("")
     }
 
-    /// Raw template object.
-    pub fn raw(&self) -> &Map<String, Value> {
-        &self.raw
-    }
-
     /// Outputs the step must provide: those the template declares, plus `result` when the pod
     /// asks Argo to capture stdout (`ARGO_INCLUDE_SCRIPT_OUTPUT=true`, set when a later step
     /// reads `outputs.result`).

@@ -96,7 +96,7 @@ fn s3_check(own: &Map<String, Value>, repo: Option<&Map<String, Value>>) -> Chec
 /// The checks a hit with `outputs` needs, given the admitted template's `archiveLocation`.
 /// Inline (`raw`) artifacts and artifacts without any location (optional ones that were not
 /// produced) need none.
-pub fn plan(outputs: &StepOutputs, archive_location: Option<&Value>) -> Vec<Check> {
+pub fn plan(outputs: &StepOutputs, archive_location: Option<&Map<String, Value>>) -> Vec<Check> {
     let repo_s3 = archive_location.and_then(|a| a.get("s3")).and_then(Value::as_object);
     outputs
         .artifacts
@@ -179,7 +179,7 @@ mod tests {
     #[test]
     fn a_key_only_reference_is_completed_from_the_repository() {
         let o = outputs(json!([{"name": "f", "path": "/x", "s3": {"key": "wf/node/f.tgz"}}]));
-        let checks = plan(&o, Some(&repo()));
+        let checks = plan(&o, repo().as_object());
         let Some(Check::S3(s3)) = checks.first() else { panic!("{checks:?}") };
         assert_eq!((s3.endpoint.as_str(), s3.bucket.as_str(), s3.key.as_str()), ("minio:9000", "b", "wf/node/f.tgz"));
         assert!(s3.insecure);
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn fields_stored_with_the_artifact_win() {
         let o = outputs(json!([{"name": "f", "s3": {"key": "k", "bucket": "other", "region": "eu-west-1"}}]));
-        let checks = plan(&o, Some(&repo()));
+        let checks = plan(&o, repo().as_object());
         let Some(Check::S3(s3)) = checks.first() else { panic!("{checks:?}") };
         assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("other", "eu-west-1"));
     }
