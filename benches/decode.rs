@@ -1,6 +1,6 @@
 //! What decoding an AdmissionReview costs, per KiB, against serde_json's raw parse of the same
 //! bytes into a `Value` (the floor any JSON webhook pays) in the same run: stepcache's decode
-//! (one typed parse straight into kube's `AdmissionReview<Pod>`), and the two-step decode it
+//! (one typed parse straight into kube's `AdmissionRequest<Pod>`), and the two-step decode it
 //! replaced (a `Value`, then the object converted into a `Pod`). For a typical v3.6 pod, a ≤3.5
 //! pod (template on every container) and a script pod carrying 64 KiB of source.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]

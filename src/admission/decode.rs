@@ -4,7 +4,7 @@
 //! Pure: no I/O. It lives at the service edge because it speaks kube's admission types.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionRequest, Operation};
 use serde_json::Value;
 
 /// Deepest JSON nesting accepted: pods are shallow; deeper input is an attack or a bug.
@@ -117,23 +117,36 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 /// Decodes a body; any error is specific.
 ///
 /// A well-formed pod CREATE (every request the API server sends for a pod) is parsed once,
-/// straight into kube's typed `AdmissionReview<Pod>`. Anything else (another kind or operation,
+/// straight into kube's typed `AdmissionRequest<Pod>`. Anything else (another kind or operation,
 /// a missing field, an object that is not a valid Pod) is read again as plain JSON, so each way
 /// it can be wrong gets its own error or warning instead of one parse error.
 pub fn decode(body: &[u8]) -> Result<Decoded, DecodeError> {
     if !depth_ok(body) {
         return Err(DecodeError::TooDeep);
     }
-    if let Some(d) = serde_json::from_slice::<AdmissionReview<Pod>>(body).ok().and_then(typed_pod_create) {
+    if let Some(d) = serde_json::from_slice::<Envelope>(body).ok().and_then(typed_pod_create) {
         return Ok(d);
     }
     decode_untyped(body)
 }
 
+/// kube's `AdmissionReview` minus its `#[serde(flatten)]` type meta: flattening makes serde
+/// buffer the whole request (every string copied once more) before reading it, which tripled the
+/// decode of a 64 KiB template (docs/performance.md). The request itself is kube's type.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<AdmissionRequest<Pod>>,
+}
+
 /// The decoded form of a typed review when it is a pod CREATE with a uid and an object; `None`
 /// sends the body to [`decode_untyped`].
-fn typed_pod_create(review: AdmissionReview<Pod>) -> Option<Decoded> {
-    if review.types.api_version != "admission.k8s.io/v1" || review.types.kind != "AdmissionReview" {
+fn typed_pod_create(review: Envelope) -> Option<Decoded> {
+    if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
         return None;
     }
     let req: AdmissionRequest<Pod> = review.request?;
@@ -213,7 +226,7 @@ mod tests {
                 continue;
             }
             let body = std::fs::read(&path).unwrap();
-            let review: AdmissionReview<Pod> = serde_json::from_slice(&body).unwrap();
+            let review: Envelope = serde_json::from_slice(&body).unwrap();
             let typed = typed_pod_create(review).unwrap_or_else(|| panic!("{path:?} is not a typed pod create"));
             assert_eq!(Some(typed), decode_untyped(&body).ok(), "{path:?}");
             seen += 1;
