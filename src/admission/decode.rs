@@ -235,6 +235,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_with_a_64_kib_template_takes_the_typed_path() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/argo/v3.7-script.admission.json");
+        let mut review: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let source = "print('x')\n".repeat(64 * 1024 / 11);
+        for e in review["request"]["object"]["spec"]["initContainers"][0]["env"].as_array_mut().unwrap() {
+            if e["name"] == "ARGO_TEMPLATE" {
+                let mut t: Value = serde_json::from_str(e["value"].as_str().unwrap()).unwrap();
+                t["script"]["source"] = Value::String(source.clone());
+                e["value"] = Value::String(t.to_string());
+            }
+        }
+        let body = serde_json::to_vec(&review).unwrap();
+        let envelope = serde_json::from_slice::<Envelope>(&body);
+        assert!(envelope.is_ok(), "{:?}", envelope.err());
+        assert!(envelope.ok().and_then(typed_pod_create).is_some());
+    }
+
+    #[test]
     fn non_json_body_is_rejected_with_the_parse_error() {
         assert!(matches!(decode(b"{not json"), Err(DecodeError::NotJson(_))));
         assert!(matches!(decode(&[0xff, 0xfe, b'{']), Err(DecodeError::NotJson(_))));
