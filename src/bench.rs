@@ -6,7 +6,7 @@
 //! noise hits both, and reports every figure as a ratio to the baseline.
 
 use crate::argo::template::{classify, Classification};
-use crate::store::{NewEntry, Store, StoreOptions};
+use crate::store::{Execution, Store, StoreOptions};
 use crate::types::{OutputParameter, StepOutputs};
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
@@ -150,7 +150,7 @@ pub async fn record_hits(store: &Store, bodies: &[Value], now: jiff::Timestamp) 
         let finished = now.checked_sub(jiff::SignedDuration::from_secs(60)).unwrap_or(now);
         store
             .record(
-                &NewEntry {
+                &Execution {
                     namespace: step.namespace.clone(),
                     key: km.key,
                     seed: Default::default(),
@@ -454,7 +454,7 @@ pub async fn fill_with_progress(store: &Store, n: u64, ns: &str) -> anyhow::Resu
     let mut progress = crate::cli::progress::Reporter::new("fill", "rows", Some(n));
     let mut done = 0u64;
     while done < n {
-        done += store.fill_synthetic(FILL_CHUNK.min(n - done), ns, true).await?;
+        done += store.fill_synthetic(FILL_CHUNK.min(n - done), ns, true, jiff::Timestamp::now()).await?;
         progress.update(done);
     }
     progress.finish(done);

@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use stepcache::store::{synthetic_key, Entry, EntryFilter, NewEntry, Recorded, Store, StoreError, StoreOptions};
+use stepcache::store::{synthetic_key, Entry, EntryFilter, Execution, Recorded, Store, StoreError, StoreOptions};
 use stepcache::types::{CacheKey, CacheSeed, EntryId, Namespace, OutputParameter, Staleness, StepOutputs};
 
 const HOUR: Staleness = Staleness::Seconds(3600);
@@ -31,8 +31,8 @@ fn ns(s: &str) -> Namespace {
 }
 
 /// An original run of `pod` in `team-a`, template `train`, 60 s long, finishing at `finished`.
-fn run(k: &CacheKey, staleness: Staleness, pod: &str, finished: Timestamp) -> NewEntry {
-    NewEntry {
+fn run(k: &CacheKey, staleness: Staleness, pod: &str, finished: Timestamp) -> Execution {
+    Execution {
         namespace: ns("team-a"),
         key: k.clone(),
         seed: CacheSeed::default(),
@@ -61,7 +61,7 @@ fn run(k: &CacheKey, staleness: Staleness, pod: &str, finished: Timestamp) -> Ne
     }
 }
 
-async fn record(s: &Store, e: &NewEntry) -> Entry {
+async fn record(s: &Store, e: &Execution) -> Entry {
     match s.record(e, e.finished_at).await.unwrap() {
         Recorded::Inserted(e) => e,
         other => panic!("expected a new row, got {other:?}"),
@@ -119,17 +119,17 @@ async fn an_adopting_copy_is_found_first_by_the_next_lookup(t: TestStore) {
     let original = record(&t, &run(&k, TWO_HOURS, "p1", t0())).await;
     let found = t.lookup(&k, HOUR, at(60)).await.unwrap().unwrap();
     assert_eq!(found.id, original.id);
-    assert_eq!(found.staleness, TWO_HOURS, "the caller sees it must adopt");
+    assert_eq!(found.run.staleness, TWO_HOURS, "the caller sees it must adopt");
 
     let copy = t.adopt(&found, HOUR, at(60)).await.unwrap();
     assert_ne!(copy.id, original.id);
     assert_eq!(copy.source_id, Some(original.id));
-    assert_eq!(copy.staleness, HOUR);
-    assert_eq!((copy.finished_at, copy.started_at), (original.finished_at, original.started_at));
+    assert_eq!(copy.run.staleness, HOUR);
+    assert_eq!((copy.run.finished_at, copy.run.started_at), (original.run.finished_at, original.run.started_at));
     assert_eq!(copy.created_at, at(60));
     assert_eq!(
-        (&copy.outputs, &copy.material, &copy.pod_uid),
-        (&original.outputs, &original.material, &original.pod_uid)
+        (&copy.run.outputs, &copy.run.material, &copy.run.pod_uid),
+        (&original.run.outputs, &original.run.material, &original.run.pod_uid)
     );
     assert_eq!(copy.hit_count, 0);
 
@@ -144,7 +144,7 @@ async fn an_adopting_copy_is_found_first_by_the_next_lookup(t: TestStore) {
     // Adopting the staleness the source already has is a no-op.
     assert_eq!(t.adopt(&original, TWO_HOURS, at(400)).await.unwrap(), original);
     // The copy ages from the original's finish, not from its adoption.
-    assert_eq!(t.lookup(&k, HOUR, at(3601)).await.unwrap().unwrap().staleness, Staleness::Unbounded);
+    assert_eq!(t.lookup(&k, HOUR, at(3601)).await.unwrap().unwrap().run.staleness, Staleness::Unbounded);
     assert_eq!(all_ids(&t).await.len(), 4);
 }
 
@@ -174,7 +174,7 @@ async fn expired_entries_are_never_served(t: TestStore) {
     assert_eq!(t.lookup(&k, Staleness::Unbounded, at(3600)).await.unwrap(), None);
     assert_eq!(t.lookup(&k, HOUR, at(3600)).await.unwrap(), None);
     // Still explainable.
-    assert_eq!(t.latest_for_key(&k).await.unwrap().unwrap().expires_at, Some(at(3600)));
+    assert_eq!(t.latest_for_key(&k).await.unwrap().unwrap().run.expires_at, Some(at(3600)));
 }
 
 async fn invalidated_entries_are_never_served(t: TestStore) {
@@ -206,7 +206,7 @@ async fn seeds_and_namespaces_do_not_mix(t: TestStore) {
     let c = record(&t, &e).await;
     assert_eq!(t.lookup(&default_track, HOUR, at(1)).await.unwrap().unwrap().id, a.id);
     let got_b = t.lookup(&track_2, HOUR, at(1)).await.unwrap().unwrap();
-    assert_eq!((got_b.id, got_b.seed.as_str()), (b.id, "track-2"));
+    assert_eq!((got_b.id, got_b.run.seed.as_str()), (b.id, "track-2"));
     assert_eq!(t.lookup(&other_ns, HOUR, at(1)).await.unwrap().unwrap().id, c.id);
     assert_eq!(t.lookup(&key(12), HOUR, at(1)).await.unwrap(), None);
 
@@ -273,7 +273,7 @@ async fn invalidate_selects_by_id_key_namespace_workflow_image_and_age(t: TestSt
     let a = record(&t, &run(&key(30), HOUR, "a", t0())).await;
     assert!(matches!(count(EntryFilter::default()).await, Err(StoreError::EmptyFilter)));
     assert_eq!(StoreError::EmptyFilter.kind(), "empty_filter");
-    assert!(t.lookup(&a.key, HOUR, at(1)).await.unwrap().is_some());
+    assert!(t.lookup(&a.run.key, HOUR, at(1)).await.unwrap().is_some());
 
     // By id: the entry and its adopting copies.
     let a_copy = t.adopt(&a, TWO_HOURS, at(1)).await.unwrap();
@@ -346,7 +346,8 @@ async fn stats_count_entries_copies_hits_bytes_and_time_saved(t: TestStore) {
     assert_eq!(t.get(a.id).await.unwrap().unwrap().hit_count, 3);
 
     let bytes = |x: &Entry| {
-        (serde_json::to_string(&x.outputs).unwrap().len() + serde_json::to_string(&x.material).unwrap().len()) as i64
+        (serde_json::to_string(&x.run.outputs).unwrap().len() + serde_json::to_string(&x.run.material).unwrap().len())
+            as i64
     };
     let stats = t.stats().await.unwrap();
     assert_eq!(stats.len(), 3, "{stats:?}");
@@ -400,7 +401,7 @@ async fn list_is_newest_first_and_limited(t: TestStore) {
     assert!(t.list(&EntryFilter::default(), -1).await.unwrap().is_empty());
     let one = t.list(&EntryFilter { id: Some(ids[1]), ..Default::default() }, 10).await.unwrap();
     assert_eq!(one.len(), 1);
-    assert_eq!(one[0].outputs.parameters[0].value.as_deref(), Some("value-of-l1"));
+    assert_eq!(one[0].run.outputs.parameters[0].value.as_deref(), Some("value-of-l1"));
 }
 
 async fn a_corrupt_row_is_an_error_not_a_hit(t: TestStore) {
@@ -421,19 +422,22 @@ async fn a_corrupt_row_is_an_error_not_a_hit(t: TestStore) {
 }
 
 async fn synthetic_fill_writes_servable_rows_fast(t: TestStore) {
-    assert_eq!(t.fill_synthetic(500, "load", true).await.unwrap(), 500);
-    assert_eq!(t.fill_synthetic(200, "load", true).await.unwrap(), 200);
+    assert_eq!(t.fill_synthetic(500, "load", true, jiff::Timestamp::now()).await.unwrap(), 500);
+    assert_eq!(t.fill_synthetic(200, "load", true, jiff::Timestamp::now()).await.unwrap(), 200);
     for i in [0u64, 1, 499, 500, 699] {
         let hit = t.lookup(&synthetic_key("load", i), HOUR, Timestamp::now()).await.unwrap();
         let hit = hit.unwrap_or_else(|| panic!("synthetic key {i} not found"));
-        assert_eq!(hit.namespace.as_str(), "load");
+        assert_eq!(hit.run.namespace.as_str(), "load");
     }
     assert_eq!(t.lookup(&synthetic_key("load", 700), Staleness::Unbounded, Timestamp::now()).await.unwrap(), None);
-    assert_eq!(t.fill_synthetic(50, "hot", false).await.unwrap(), 50);
+    assert_eq!(t.fill_synthetic(50, "hot", false, jiff::Timestamp::now()).await.unwrap(), 50);
     let hot = t.list(&EntryFilter { key: Some(synthetic_key("hot", 0)), ..Default::default() }, 100).await.unwrap();
     assert_eq!(hot.len(), 50);
-    assert_eq!(t.fill_synthetic(0, "hot", false).await.unwrap(), 0);
-    assert!(matches!(t.fill_synthetic(1, "Not A Namespace", true).await, Err(StoreError::InvalidInput(_))));
+    assert_eq!(t.fill_synthetic(0, "hot", false, jiff::Timestamp::now()).await.unwrap(), 0);
+    assert!(matches!(
+        t.fill_synthetic(1, "Not A Namespace", true, jiff::Timestamp::now()).await,
+        Err(StoreError::InvalidInput(_))
+    ));
     let total = t.stats().await.unwrap().pop().unwrap();
     assert_eq!(total.entries, 750);
 }
@@ -484,7 +488,7 @@ async fn fifty_concurrent_records_of_distinct_pods_are_all_kept_while_lookups_ru
     }
     assert_eq!(all_ids(&t).await.len(), 50);
     let newest = t.lookup(&k, HOUR, at(200)).await.unwrap().unwrap();
-    assert_eq!(newest.pod_uid, "pod-49");
+    assert_eq!(newest.run.pod_uid, "pod-49");
 }
 
 async fn twenty_concurrent_records_of_one_pod_keep_one_row(t: TestStore) {
@@ -763,7 +767,7 @@ async fn lookup_latency_is_flat_from_ten_thousand_to_a_million_rows() {
         let mut filled = 0u64;
         for target in [10_000u64, 1_000_000] {
             let t = Instant::now();
-            s.fill_synthetic(target - filled, "bench", true).await.unwrap();
+            s.fill_synthetic(target - filled, "bench", true, jiff::Timestamp::now()).await.unwrap();
             let fill = t.elapsed();
             filled = target;
             let (p50, p99) = lookup_percentiles(&s, "bench", target, 1000).await;
@@ -804,7 +808,7 @@ async fn explained_lookup_matches_lookup_and_reports_the_latest_entry(store: &st
     let key = stepcache::store::synthetic_key("explain", 0);
     let none = store.lookup_explained(&key, Staleness::Unbounded, now).await.unwrap();
     assert!(none.candidate.is_none() && none.latest.is_none());
-    store.fill_synthetic(1, "explain", true).await.unwrap();
+    store.fill_synthetic(1, "explain", true, jiff::Timestamp::now()).await.unwrap();
     let now = jiff::Timestamp::now();
     let got = store.lookup_explained(&key, Staleness::Unbounded, now).await.unwrap();
     let plain = store.lookup(&key, Staleness::Unbounded, now).await.unwrap();
