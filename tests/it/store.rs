@@ -82,43 +82,59 @@ async fn all_ids(s: &Store) -> Vec<i64> {
 // Selection rules
 // ---------------------------------------------------------------------------------------------
 
+/// What the webhook's lookup (`lookup_explained`) answers: (the candidate it would serve, the
+/// newest entry with the key in any state), by id.
+async fn serve(s: &Store, k: &CacheKey, staleness: Staleness, now: Timestamp) -> (Option<EntryId>, Option<EntryId>) {
+    let got = s.lookup_explained(k, staleness, now).await.unwrap();
+    // `lookup` is a view of the same query: it must choose the same candidate.
+    let plain = s.lookup(k, staleness, now).await.unwrap();
+    assert_eq!(plain, got.candidate, "lookup and lookup_explained disagree for {staleness} at {now}");
+    (got.candidate.map(|e| e.id), got.latest.map(|e| e.id))
+}
+
+/// The candidate alone, as an entry (for checks on its fields).
+async fn candidate(s: &Store, k: &CacheKey, staleness: Staleness, now: Timestamp) -> Option<Entry> {
+    s.lookup_explained(k, staleness, now).await.unwrap().candidate
+}
+
 async fn an_entry_exactly_staleness_old_hits_and_one_second_older_misses(t: TestStore) {
     let k = key(1);
     let e = record(&t, &run(&k, HOUR, "p1", t0())).await;
-    assert_eq!(t.lookup(&k, HOUR, at(3600)).await.unwrap().map(|x| x.id), Some(e.id));
-    assert_eq!(t.lookup(&k, HOUR, at(3601)).await.unwrap(), None);
-    assert_eq!(t.lookup(&k, HOUR, at(3600) + SignedDuration::from_millis(1)).await.unwrap(), None);
+    assert_eq!(serve(&t, &k, HOUR, at(3600)).await, (Some(e.id), Some(e.id)));
+    assert_eq!(serve(&t, &k, HOUR, at(3601)).await, (None, Some(e.id)), "stale, but explained");
+    assert_eq!(serve(&t, &k, HOUR, at(3600) + SignedDuration::from_millis(1)).await, (None, Some(e.id)));
     // A step asking for more staleness still gets it.
-    assert!(t.lookup(&k, TWO_HOURS, at(3601)).await.unwrap().is_some());
+    assert_eq!(serve(&t, &k, TWO_HOURS, at(3601)).await, (Some(e.id), Some(e.id)));
 }
 
 async fn the_same_staleness_wins_over_a_newer_entry_with_another_staleness(t: TestStore) {
     let k = key(2);
     let one_hour = record(&t, &run(&k, HOUR, "p1", t0())).await;
     let two_hours = record(&t, &run(&k, TWO_HOURS, "p2", at(600))).await;
-    assert_eq!(t.lookup(&k, HOUR, at(1200)).await.unwrap().unwrap().id, one_hour.id);
-    assert_eq!(t.lookup(&k, TWO_HOURS, at(1200)).await.unwrap().unwrap().id, two_hours.id);
+    let newest = Some(two_hours.id);
+    assert_eq!(serve(&t, &k, HOUR, at(1200)).await, (Some(one_hour.id), newest));
+    assert_eq!(serve(&t, &k, TWO_HOURS, at(1200)).await, (Some(two_hours.id), newest));
     // No entry carries 30 min: the newest viable one is returned for adoption.
-    assert_eq!(t.lookup(&k, Staleness::Seconds(1800), at(1200)).await.unwrap().unwrap().id, two_hours.id);
+    assert_eq!(serve(&t, &k, Staleness::Seconds(1800), at(1200)).await, (Some(two_hours.id), newest));
     // The same-staleness entry is too old now; the other one is still young enough.
-    assert_eq!(t.lookup(&k, HOUR, at(3601)).await.unwrap().unwrap().id, two_hours.id);
+    assert_eq!(serve(&t, &k, HOUR, at(3601)).await, (Some(two_hours.id), newest));
 }
 
 async fn ties_go_to_the_newest_finish_then_the_highest_id(t: TestStore) {
     let k = key(3);
     let _a = record(&t, &run(&k, HOUR, "p1", t0())).await;
     let b = record(&t, &run(&k, HOUR, "p2", t0())).await;
-    assert_eq!(t.lookup(&k, HOUR, at(10)).await.unwrap().unwrap().id, b.id);
+    assert_eq!(serve(&t, &k, HOUR, at(10)).await, (Some(b.id), Some(b.id)));
     let c = record(&t, &run(&k, HOUR, "p3", at(1))).await;
     let _d = record(&t, &run(&k, HOUR, "p4", t0())).await;
-    assert_eq!(t.lookup(&k, HOUR, at(10)).await.unwrap().unwrap().id, c.id);
+    assert_eq!(serve(&t, &k, HOUR, at(10)).await, (Some(c.id), Some(c.id)));
 }
 
 async fn an_adopting_copy_is_found_first_by_the_next_lookup(t: TestStore) {
     let k = key(4);
     let original = record(&t, &run(&k, TWO_HOURS, "p1", t0())).await;
-    let found = t.lookup(&k, HOUR, at(60)).await.unwrap().unwrap();
-    assert_eq!(found.id, original.id);
+    assert_eq!(serve(&t, &k, HOUR, at(60)).await, (Some(original.id), Some(original.id)));
+    let found = candidate(&t, &k, HOUR, at(60)).await.unwrap();
     assert_eq!(found.run.staleness, TWO_HOURS, "the caller sees it must adopt");
 
     let copy = t.adopt(&found, HOUR, at(60)).await.unwrap();
@@ -134,8 +150,8 @@ async fn an_adopting_copy_is_found_first_by_the_next_lookup(t: TestStore) {
     assert_eq!(copy.hit_count, 0);
 
     // A newer original with yet another staleness does not displace the exact match.
-    let _newer = record(&t, &run(&k, Staleness::Unbounded, "p2", at(120))).await;
-    assert_eq!(t.lookup(&k, HOUR, at(180)).await.unwrap().unwrap().id, copy.id);
+    let newer = record(&t, &run(&k, Staleness::Unbounded, "p2", at(120))).await;
+    assert_eq!(serve(&t, &k, HOUR, at(180)).await, (Some(copy.id), Some(newer.id)));
     // Adopting again (another replica, a retry) returns the same copy.
     assert_eq!(t.adopt(&found, HOUR, at(300)).await.unwrap().id, copy.id);
     // A copy of a copy points at the original.
@@ -144,37 +160,50 @@ async fn an_adopting_copy_is_found_first_by_the_next_lookup(t: TestStore) {
     // Adopting the staleness the source already has is a no-op.
     assert_eq!(t.adopt(&original, TWO_HOURS, at(400)).await.unwrap(), original);
     // The copy ages from the original's finish, not from its adoption.
-    assert_eq!(t.lookup(&k, HOUR, at(3601)).await.unwrap().unwrap().run.staleness, Staleness::Unbounded);
+    assert_eq!(serve(&t, &k, HOUR, at(3601)).await, (Some(newer.id), Some(newer.id)));
+    assert_eq!(candidate(&t, &k, HOUR, at(3601)).await.unwrap().run.staleness, Staleness::Unbounded);
     assert_eq!(all_ids(&t).await.len(), 4);
 }
 
 async fn staleness_zero_never_hits(t: TestStore) {
     let k = key(5);
-    record(&t, &run(&k, Staleness::Seconds(0), "p1", t0())).await;
-    assert_eq!(t.lookup(&k, Staleness::Seconds(0), t0()).await.unwrap(), None);
-    assert_eq!(t.lookup(&k, Staleness::Seconds(0), at(1)).await.unwrap(), None);
-    assert!(t.lookup(&k, Staleness::Unbounded, at(1)).await.unwrap().is_some());
+    let e = record(&t, &run(&k, Staleness::Seconds(0), "p1", t0())).await;
+    assert_eq!(serve(&t, &k, Staleness::Seconds(0), t0()).await, (None, Some(e.id)));
+    assert_eq!(serve(&t, &k, Staleness::Seconds(0), at(1)).await, (None, Some(e.id)));
+    assert_eq!(serve(&t, &k, Staleness::Unbounded, at(1)).await, (Some(e.id), Some(e.id)));
 }
 
 async fn unbounded_staleness_serves_any_age(t: TestStore) {
     let k = key(6);
     let old: Timestamp = "2016-01-01T00:00:00Z".parse().unwrap();
     let e = record(&t, &run(&k, Staleness::Unbounded, "p1", old)).await;
-    assert_eq!(t.lookup(&k, Staleness::Unbounded, t0()).await.unwrap().unwrap().id, e.id);
-    assert_eq!(t.lookup(&k, Staleness::Seconds(86_400), t0()).await.unwrap(), None);
+    assert_eq!(serve(&t, &k, Staleness::Unbounded, t0()).await, (Some(e.id), Some(e.id)));
+    assert_eq!(serve(&t, &k, Staleness::Seconds(86_400), t0()).await, (None, Some(e.id)));
 }
 
 async fn expired_entries_are_never_served(t: TestStore) {
     let k = key(7);
     let mut e = run(&k, Staleness::Unbounded, "p1", t0());
     e.expires_at = Some(at(3600));
-    record(&t, &e).await;
+    let e = record(&t, &e).await;
     let just_before = at(3600) - SignedDuration::from_millis(1);
-    assert!(t.lookup(&k, Staleness::Unbounded, just_before).await.unwrap().is_some());
-    assert_eq!(t.lookup(&k, Staleness::Unbounded, at(3600)).await.unwrap(), None);
-    assert_eq!(t.lookup(&k, HOUR, at(3600)).await.unwrap(), None);
+    assert_eq!(serve(&t, &k, Staleness::Unbounded, just_before).await, (Some(e.id), Some(e.id)));
+    assert_eq!(serve(&t, &k, Staleness::Unbounded, at(3600)).await, (None, Some(e.id)));
+    assert_eq!(serve(&t, &k, HOUR, at(3600)).await, (None, Some(e.id)));
     // Still explainable.
+    let explained = t.lookup_explained(&k, HOUR, at(3600)).await.unwrap();
+    assert_eq!(explained.latest.unwrap().run.expires_at, Some(at(3600)));
     assert_eq!(t.latest_for_key(&k).await.unwrap().unwrap().run.expires_at, Some(at(3600)));
+}
+
+async fn entries_finished_after_now_are_never_served(t: TestStore) {
+    // A skewed recorder clock: the run claims to have finished a minute from now.
+    let k = key(14);
+    let e = record(&t, &run(&k, Staleness::Unbounded, "p1", at(60))).await;
+    for s in [HOUR, Staleness::Unbounded] {
+        assert_eq!(serve(&t, &k, s, at(0)).await, (None, Some(e.id)), "{s}");
+    }
+    assert_eq!(serve(&t, &k, HOUR, at(60)).await, (Some(e.id), Some(e.id)), "finishing exactly now counts");
 }
 
 async fn invalidated_entries_are_never_served(t: TestStore) {
@@ -184,14 +213,16 @@ async fn invalidated_entries_are_never_served(t: TestStore) {
     let n = t.invalidate(&EntryFilter { key: Some(k.clone()), ..Default::default() }, at(20)).await.unwrap();
     assert_eq!(n, 2);
     for s in [HOUR, TWO_HOURS, Staleness::Unbounded] {
-        assert_eq!(t.lookup(&k, s, at(30)).await.unwrap(), None, "{s}");
+        let (served, latest) = serve(&t, &k, s, at(30)).await;
+        assert_eq!(served, None, "{s}");
+        assert!(latest.is_some_and(|id| [e.id, copy.id].contains(&id)), "{s}");
     }
-    let latest = t.latest_for_key(&k).await.unwrap().unwrap();
+    let latest = t.lookup_explained(&k, HOUR, at(30)).await.unwrap().latest.unwrap();
     assert_eq!(latest.invalidated_at, Some(at(20)));
-    assert!([e.id, copy.id].contains(&latest.id));
+    assert_eq!(t.latest_for_key(&k).await.unwrap().unwrap(), latest);
     // A later run of the same key is served again.
     let fresh = record(&t, &run(&k, HOUR, "p2", at(40))).await;
-    assert_eq!(t.lookup(&k, HOUR, at(50)).await.unwrap().unwrap().id, fresh.id);
+    assert_eq!(serve(&t, &k, HOUR, at(50)).await, (Some(fresh.id), Some(fresh.id)));
 }
 
 async fn seeds_and_namespaces_do_not_mix(t: TestStore) {
@@ -204,16 +235,18 @@ async fn seeds_and_namespaces_do_not_mix(t: TestStore) {
     let mut e = run(&other_ns, HOUR, "p3", t0());
     e.namespace = ns("team-b");
     let c = record(&t, &e).await;
-    assert_eq!(t.lookup(&default_track, HOUR, at(1)).await.unwrap().unwrap().id, a.id);
-    let got_b = t.lookup(&track_2, HOUR, at(1)).await.unwrap().unwrap();
-    assert_eq!((got_b.id, got_b.run.seed.as_str()), (b.id, "track-2"));
-    assert_eq!(t.lookup(&other_ns, HOUR, at(1)).await.unwrap().unwrap().id, c.id);
-    assert_eq!(t.lookup(&key(12), HOUR, at(1)).await.unwrap(), None);
+    assert_eq!(serve(&t, &default_track, HOUR, at(1)).await, (Some(a.id), Some(a.id)));
+    assert_eq!(serve(&t, &track_2, HOUR, at(1)).await, (Some(b.id), Some(b.id)));
+    let got_b = candidate(&t, &track_2, HOUR, at(1)).await.unwrap();
+    assert_eq!(got_b.run.seed.as_str(), "track-2");
+    assert_eq!(serve(&t, &other_ns, HOUR, at(1)).await, (Some(c.id), Some(c.id)));
+    assert_eq!(serve(&t, &key(12), HOUR, at(1)).await, (None, None));
 
     assert_eq!(ids_of(&t, &EntryFilter { namespace: Some(ns("team-b")), ..Default::default() }).await, vec![c.id.0]);
     let n = t.invalidate(&EntryFilter { namespace: Some(ns("team-a")), ..Default::default() }, at(2)).await.unwrap();
     assert_eq!(n, 2);
-    assert!(t.lookup(&other_ns, HOUR, at(3)).await.unwrap().is_some());
+    assert_eq!(serve(&t, &other_ns, HOUR, at(3)).await, (Some(c.id), Some(c.id)));
+    assert_eq!(serve(&t, &default_track, HOUR, at(3)).await, (None, Some(a.id)));
     assert_eq!(t.nearest(&ns("team-b"), "train").await.unwrap().unwrap().id, c.id);
 }
 
@@ -525,6 +558,7 @@ each_backend!(
     staleness_zero_never_hits,
     unbounded_staleness_serves_any_age,
     expired_entries_are_never_served,
+    entries_finished_after_now_are_never_served,
     invalidated_entries_are_never_served,
     seeds_and_namespaces_do_not_mix,
     recording_the_same_pod_twice_keeps_one_row,
