@@ -19,7 +19,7 @@ use stepcache::integrity::artifacts::SecretKey;
 use stepcache::integrity::check::{ArtifactChecker, CheckConfig, Credentials, HttpArtifacts};
 use stepcache::integrity::sigv4;
 use stepcache::metrics::Metrics;
-use stepcache::store::{NewEntry, Store, StoreOptions};
+use stepcache::store::{Execution, Store, StoreOptions};
 use stepcache::types::{CacheKey, Namespace, StepOutputs};
 
 const FIXTURE: &str = include_str!("../tests/fixtures/argo/v3.5-artifacts-s3.admission.json");
@@ -139,7 +139,7 @@ async fn main() {
     let now = jiff::Timestamp::now();
     store
         .record(
-            &NewEntry {
+            &Execution {
                 namespace: Namespace::parse("ml-team").unwrap(),
                 key: cache_key,
                 seed: Default::default(),

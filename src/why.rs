@@ -118,22 +118,23 @@ impl EntrySummary {
     pub fn of(e: &Entry, now: Timestamp) -> EntrySummary {
         let state = if e.invalidated_at.is_some() {
             "invalidated"
-        } else if e.expires_at.is_some_and(|x| x <= now) {
+        } else if e.run.expires_at.is_some_and(|x| x <= now) {
             "expired"
         } else {
             "live"
         };
         EntrySummary {
             id: e.id.0,
-            workflow: e.workflow_name.clone(),
-            node_id: e.node_id.clone(),
-            pod: e.pod_name.clone(),
-            template: e.template_name.clone(),
-            finished_at: e.finished_at,
-            run_seconds: (e.finished_at.as_millisecond() - e.started_at.as_millisecond()).max(0) as f64 / 1000.0,
+            workflow: e.run.workflow_name.clone(),
+            node_id: e.run.node_id.clone(),
+            pod: e.run.pod_name.clone(),
+            template: e.run.template_name.clone(),
+            finished_at: e.run.finished_at,
+            run_seconds: (e.run.finished_at.as_millisecond() - e.run.started_at.as_millisecond()).max(0) as f64
+                / 1000.0,
             state: state.into(),
-            key: e.key.to_string(),
-            staleness: e.staleness.to_string(),
+            key: e.run.key.to_string(),
+            staleness: e.run.staleness.to_string(),
         }
     }
 }
@@ -270,16 +271,16 @@ pub fn build(ev: &Evidence, now: Timestamp) -> Result<WhyReport, WhyError> {
         notes.push("the decision was pruned from the log; a recorded run was a miss that ran".into());
         WhyReport {
             source: Source::Entry,
-            namespace: e.namespace.to_string(),
-            pod: e.pod_name.clone(),
-            workflow: e.workflow_name.clone(),
-            node_id: e.node_id.clone(),
+            namespace: e.run.namespace.to_string(),
+            pod: e.run.pod_name.clone(),
+            workflow: e.run.workflow_name.clone(),
+            node_id: e.run.node_id.clone(),
             decision: Decision::Miss.as_str().into(),
             reason: None,
             decided_at: None,
-            key: Some(e.key.to_string()),
-            staleness: Some(e.staleness.to_string()),
-            seed: Some(e.seed.as_str().to_owned()),
+            key: Some(e.run.key.to_string()),
+            staleness: Some(e.run.staleness.to_string()),
+            seed: Some(e.run.seed.as_str().to_owned()),
             served: None,
             nearest: None,
             differences: Vec::new(),
@@ -303,8 +304,8 @@ pub fn build(ev: &Evidence, now: Timestamp) -> Result<WhyReport, WhyError> {
     if let Some(n) = &ev.nearest {
         report.nearest = Some(summary(n));
         match (&ev.material, report.key.as_deref()) {
-            (Some(m), Some(k)) if n.key.as_str() != k => report.differences = diff_material(&n.material, m),
-            (_, Some(k)) if n.key.as_str() == k => report.differences.clear(),
+            (Some(m), Some(k)) if n.run.key.as_str() != k => report.differences = diff_material(&n.run.material, m),
+            (_, Some(k)) if n.run.key.as_str() == k => report.differences.clear(),
             _ => {}
         }
     }
@@ -385,24 +386,26 @@ mod tests {
     fn entry(id: i64, key: &str, material: Value) -> Entry {
         Entry {
             id: EntryId(id),
-            namespace: Namespace::parse("ml").unwrap_or_else(|_| unreachable!()),
-            key: CacheKey::parse(key).unwrap_or_else(|_| unreachable!()),
-            seed: CacheSeed::default(),
-            staleness: Staleness::Unbounded,
-            outputs: StepOutputs::default(),
-            material,
-            template_name: "train".into(),
-            workflow_name: "wf-old".into(),
-            workflow_uid: "u".into(),
-            node_id: "wf-old-1".into(),
-            pod_name: "wf-old-train-1".into(),
-            pod_uid: "p".into(),
-            image_digests: Default::default(),
-            images: Default::default(),
-            started_at: ts("2026-11-01T10:00:00Z"),
-            finished_at: ts("2026-11-01T10:04:12Z"),
+            run: crate::store::Execution {
+                namespace: Namespace::parse("ml").unwrap_or_else(|_| unreachable!()),
+                key: CacheKey::parse(key).unwrap_or_else(|_| unreachable!()),
+                seed: CacheSeed::default(),
+                staleness: Staleness::Unbounded,
+                outputs: StepOutputs::default(),
+                material,
+                template_name: "train".into(),
+                workflow_name: "wf-old".into(),
+                workflow_uid: "u".into(),
+                node_id: "wf-old-1".into(),
+                pod_name: "wf-old-train-1".into(),
+                pod_uid: "p".into(),
+                image_digests: Default::default(),
+                images: Default::default(),
+                started_at: ts("2026-11-01T10:00:00Z"),
+                finished_at: ts("2026-11-01T10:04:12Z"),
+                expires_at: None,
+            },
             created_at: ts("2026-11-01T10:04:13Z"),
-            expires_at: None,
             invalidated_at: None,
             source_id: None,
             hit_count: 0,

@@ -63,7 +63,7 @@ impl Admitter {
         if self.config.ignore_moved_images {
             return None;
         }
-        let uses = tags_to_check(&pod_images(pod), &entry.image_digests);
+        let uses = tags_to_check(&pod_images(pod), &entry.run.image_digests);
         if uses.is_empty() {
             return None;
         }
@@ -82,7 +82,7 @@ impl Admitter {
         now: Timestamp,
     ) -> Option<(&'static str, String)> {
         let checker = self.ports.artifacts.as_ref()?;
-        let checks = plan(&entry.outputs, step.template.archive_location());
+        let checks = plan(&entry.run.outputs, step.template.archive_location());
         if checks.is_empty() {
             return None;
         }

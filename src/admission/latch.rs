@@ -173,8 +173,8 @@ impl Admitter {
         let fresh = |finished: Timestamp| {
             latch.as_ref().is_none_or(|l| finished >= l.admitted_at || l.state == state::SUCCEEDED)
         };
-        if let Some(entry) = entry.filter(|e| fresh(e.finished_at)) {
-            let tr = rewrite::build_task_result_for(&claims.target, &entry.outputs);
+        if let Some(entry) = entry.filter(|e| fresh(e.run.finished_at)) {
+            let tr = rewrite::build_task_result_for(&claims.target, &entry.run.outputs);
             match &self.ports.task_results {
                 super::TaskResults::Api(w) => {
                     if let Err(e) = w.upsert(&tr).await {

@@ -342,7 +342,7 @@ impl Admitter {
         let choice = choose(
             settings.staleness,
             &declared,
-            candidate.as_ref().map(|e| Candidate { id: e.id, staleness: e.staleness, outputs: &e.outputs }),
+            candidate.as_ref().map(|e| Candidate { id: e.id, staleness: e.run.staleness, outputs: &e.run.outputs }),
         );
         let d = Decided { pod: &pod, step: &step, settings: &settings, km: &km, now };
         match (choice, candidate) {
@@ -452,7 +452,7 @@ impl Admitter {
             ex.entry_id = Some(entry.id.0);
             return ex;
         }
-        let task_result = rewrite::build_task_result(step, &entry.outputs);
+        let task_result = rewrite::build_task_result(step, &entry.run.outputs);
         if rewrite::uses_task_result(step.layout) {
             let required = rewrite::requires_task_result(step.layout);
             // (why the hit cannot be delivered, whether that is an error worth its own metric)
@@ -509,22 +509,23 @@ impl Admitter {
         let hit = HitInfo {
             entry_id: entry.id,
             key: &km.key,
-            outputs: &entry.outputs,
-            source_workflow: &entry.workflow_name,
-            source_node: &entry.node_id,
-            source_finished_at: entry.finished_at.to_string(),
+            outputs: &entry.run.outputs,
+            source_workflow: &entry.run.workflow_name,
+            source_node: &entry.run.node_id,
+            source_finished_at: entry.run.finished_at.to_string(),
         };
         ex.patch = rewrite::build_hit_patch(pod, step, &hit, &self.config.rewrite);
         ex.decision = Effect::Hit;
         ex.detail = Decision::Hit;
         ex.entry_id = Some(entry.id.0);
         ex.adopted = adopt;
-        let saved = (entry.finished_at.as_millisecond() - entry.started_at.as_millisecond()).max(0) as f64 / 1000.0;
+        let saved =
+            (entry.run.finished_at.as_millisecond() - entry.run.started_at.as_millisecond()).max(0) as f64 / 1000.0;
         ex.reason = format!(
             "served entry {} from workflow {} (finished {}), saving {}",
             entry.id,
-            entry.workflow_name,
-            entry.finished_at,
+            entry.run.workflow_name,
+            entry.run.finished_at,
             human_seconds(saved)
         );
         self.metrics.saved(step.namespace.as_str(), saved);
@@ -555,7 +556,7 @@ impl Admitter {
                 "step {} served from cache entry {} (workflow {}), saved {}",
                 step.node_name.as_deref().unwrap_or(&step.node_id),
                 entry.id,
-                entry.workflow_name,
+                entry.run.workflow_name,
                 human_seconds(saved)
             ),
         };
@@ -644,11 +645,11 @@ impl Admitter {
         };
         // The lookup's own arithmetic (milliseconds, same boundary), so an entry the lookup
         // refused is never explained as live.
-        let finished_ms = entry.finished_at.as_millisecond();
+        let finished_ms = entry.run.finished_at.as_millisecond();
         let now_ms = now.as_millisecond();
         let state = if entry.invalidated_at.is_some() {
             "invalidated"
-        } else if entry.expires_at.is_some_and(|x| x <= now) {
+        } else if entry.run.expires_at.is_some_and(|x| x <= now) {
             "expired"
         } else if finished_ms > now_ms {
             "future"
@@ -659,9 +660,9 @@ impl Admitter {
         };
         Some(Nearest {
             entry_id: entry.id.0,
-            workflow: entry.workflow_name.clone(),
+            workflow: entry.run.workflow_name.clone(),
             state: state.into(),
-            differences: if &entry.key == key { Vec::new() } else { diff_material(&entry.material, material) },
+            differences: if &entry.run.key == key { Vec::new() } else { diff_material(&entry.run.material, material) },
         })
     }
 }

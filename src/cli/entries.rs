@@ -27,7 +27,7 @@ fn filter(f: &FilterArgs, now: jiff::Timestamp) -> anyhow::Result<EntryFilter> {
 fn state(e: &Entry, now: jiff::Timestamp) -> &'static str {
     if e.invalidated_at.is_some() {
         "invalidated"
-    } else if e.expires_at.is_some_and(|x| x <= now) {
+    } else if e.run.expires_at.is_some_and(|x| x <= now) {
         "expired"
     } else {
         "live"
@@ -49,14 +49,14 @@ fn table(rows: &[Entry], now: jiff::Timestamp) -> String {
     for e in rows {
         lines.push(vec![
             e.id.to_string(),
-            e.namespace.to_string(),
-            e.workflow_name.clone(),
-            e.template_name.clone(),
-            e.staleness.to_string(),
-            e.finished_at.to_string(),
+            e.run.namespace.to_string(),
+            e.run.workflow_name.clone(),
+            e.run.template_name.clone(),
+            e.run.staleness.to_string(),
+            e.run.finished_at.to_string(),
             e.hit_count.to_string(),
             state(e, now).into(),
-            e.key.as_str().chars().take(19).collect(),
+            e.run.key.as_str().chars().take(19).collect(),
         ]);
     }
     render(&lines)

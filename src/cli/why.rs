@@ -140,7 +140,7 @@ pub async fn why(
                     ev.nearest = store
                         .nearest(&crate::types::Namespace::parse(&ns)?, &template)
                         .await?
-                        .filter(|e| e.pod_name != facts.pod);
+                        .filter(|e| e.run.pod_name != facts.pod);
                 }
             }
         }

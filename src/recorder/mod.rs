@@ -112,7 +112,9 @@ impl Recorder {
             let drift: Vec<String> = entry
                 .image_digests
                 .iter()
-                .filter_map(|(c, d)| prev.image_digests.get(c).filter(|p| *p != d).map(|p| format!("{c}: {p} → {d}")))
+                .filter_map(|(c, d)| {
+                    prev.run.image_digests.get(c).filter(|p| *p != d).map(|p| format!("{c}: {p} → {d}"))
+                })
                 .collect();
             if !drift.is_empty() {
                 self.metrics.tag_drift.inc();
@@ -125,9 +127,9 @@ impl Recorder {
         match res {
             Ok(Recorded::Inserted(e)) => {
                 self.metrics.recorded.inc();
-                let lag = (now.as_millisecond() - e.finished_at.as_millisecond()).max(0) as f64 / 1000.0;
+                let lag = (now.as_millisecond() - e.run.finished_at.as_millisecond()).max(0) as f64 / 1000.0;
                 self.metrics.recorder_lag.observe(lag);
-                tracing::info!(entry = e.id.0, key = %e.key, pod = %e.pod_name, namespace = %e.namespace, "execution recorded");
+                tracing::info!(entry = e.id.0, key = %e.run.key, pod = %e.run.pod_name, namespace = %e.run.namespace, "execution recorded");
                 self.settle_latch(pod, true).await;
                 Attempt::Recorded(Box::new(e))
             }

@@ -1,9 +1,9 @@
-//! Conversions between stored rows and [`Entry`]: epoch milliseconds and JSON text.
+//! Conversions between stored rows and [`Entry`] (with its [`Execution`]): epoch milliseconds and JSON text.
 //!
 //! A row that does not decode into the vocabulary types is reported as
 //! [`StoreError::Corrupt`], never served.
 
-use super::{Entry, StoreError};
+use super::{Entry, Execution, StoreError};
 use crate::types::{CacheKey, CacheSeed, EntryId, Namespace, Staleness};
 use jiff::Timestamp;
 use sqlx::any::AnyRow;
@@ -38,24 +38,26 @@ pub(super) fn entry(row: &AnyRow) -> Result<Entry, StoreError> {
     let images: BTreeMap<String, String> = json(row, "images")?;
     Ok(Entry {
         id: EntryId(get(row, "id")?),
-        namespace: Namespace::parse(&get::<String>(row, "namespace")?).map_err(|e| corrupt("namespace", e))?,
-        key: CacheKey::parse(&get::<String>(row, "cache_key")?).map_err(|e| corrupt("cache_key", e))?,
-        seed: CacheSeed::parse(&get::<String>(row, "cache_seed")?).map_err(|e| corrupt("cache_seed", e))?,
-        staleness: Staleness::from_db(get(row, "max_cache_staleness")?),
-        outputs: json(row, "outputs")?,
-        material: json(row, "key_material")?,
-        template_name: get(row, "template_name")?,
-        workflow_name: get(row, "workflow_name")?,
-        workflow_uid: get(row, "workflow_uid")?,
-        node_id: get(row, "node_id")?,
-        pod_name: get(row, "pod_name")?,
-        pod_uid: get(row, "pod_uid")?,
-        image_digests: json(row, "image_digests")?,
-        images,
-        started_at: ts("started_at", get(row, "started_at")?)?,
-        finished_at: ts("finished_at", get(row, "finished_at")?)?,
+        run: Execution {
+            namespace: Namespace::parse(&get::<String>(row, "namespace")?).map_err(|e| corrupt("namespace", e))?,
+            key: CacheKey::parse(&get::<String>(row, "cache_key")?).map_err(|e| corrupt("cache_key", e))?,
+            seed: CacheSeed::parse(&get::<String>(row, "cache_seed")?).map_err(|e| corrupt("cache_seed", e))?,
+            staleness: Staleness::from_db(get(row, "max_cache_staleness")?),
+            outputs: json(row, "outputs")?,
+            material: json(row, "key_material")?,
+            template_name: get(row, "template_name")?,
+            workflow_name: get(row, "workflow_name")?,
+            workflow_uid: get(row, "workflow_uid")?,
+            node_id: get(row, "node_id")?,
+            pod_name: get(row, "pod_name")?,
+            pod_uid: get(row, "pod_uid")?,
+            image_digests: json(row, "image_digests")?,
+            images,
+            started_at: ts("started_at", get(row, "started_at")?)?,
+            finished_at: ts("finished_at", get(row, "finished_at")?)?,
+            expires_at: opt_ts(row, "expires_at")?,
+        },
         created_at: ts("created_at", get(row, "created_at")?)?,
-        expires_at: opt_ts(row, "expires_at")?,
         invalidated_at: opt_ts(row, "invalidated_at")?,
         source_id: get::<Option<i64>>(row, "source_id")?.map(EntryId),
         hit_count: get(row, "hit_count")?,

@@ -33,26 +33,11 @@ macro_rules! viable {
     };
 }
 
-/// One round trip: the newest viable entry carrying the step's staleness (`$2`), else the newest
-/// viable one. Each branch is a top-1 probe of its own index, so cost does not grow with the
-/// table, nor with how many entries the key has.
-pub const LOOKUP: &str = concat!(
-    "SELECT ",
-    cols!(),
-    " FROM (SELECT * FROM (SELECT 1 AS pref, ",
-    cols!(),
-    " FROM executions WHERE ",
-    viable!(),
-    " AND max_cache_staleness = $2 ORDER BY finished_at DESC, id DESC LIMIT 1) AS same_s",
-    " UNION ALL SELECT * FROM (SELECT 0 AS pref, ",
-    cols!(),
-    " FROM executions WHERE ",
-    viable!(),
-    " ORDER BY finished_at DESC, id DESC LIMIT 1) AS any_s) AS c ORDER BY pref DESC LIMIT 1"
-);
-
-/// [`LOOKUP`] plus, in the same round trip, the newest entry with the key whatever its state
-/// (`pref = -1`), which explains a miss (stale, expired, invalidated). Up to three rows, best first.
+/// The one lookup, in one round trip: the newest viable entry carrying the step's staleness
+/// (`$2`; `pref = 1`), the newest viable one whatever its staleness (`pref = 0`), and the newest
+/// entry with the key in any state (`pref = -1`), which explains a miss (stale, expired,
+/// invalidated). Each branch is a top-1 probe of an index on the key, so cost does not grow with
+/// the table, nor with how many entries the key has. Up to three rows, best first.
 pub const LOOKUP_EXPLAINED: &str = concat!(
     "SELECT pref, ",
     cols!(),

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 use stepcache::argo::template::{classify, Classification};
-use stepcache::store::{NewEntry, Store};
+use stepcache::store::{Execution, Store};
 use stepcache::types::{OutputParameter, StepOutputs};
 
 /// An HTTPS client that trusts the CA in `certs/ca.crt` (as written by `stepcache::tls::generate`).
@@ -57,7 +57,7 @@ pub async fn record_hits(store: &Store, reviews: &[Value], now: jiff::Timestamp)
             ..Default::default()
         };
         let finished = now.checked_sub(jiff::SignedDuration::from_secs(60)).unwrap();
-        let entry = NewEntry {
+        let entry = Execution {
             namespace: step.namespace.clone(),
             key: km.key,
             seed: Default::default(),

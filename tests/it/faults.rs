@@ -235,7 +235,7 @@ async fn completions_during_a_store_outage_are_recorded_exactly_once_afterwards(
     }
     let rows = db.store.list(&EntryFilter::default(), 1000).await.unwrap();
     assert_eq!(rows.len(), n, "every completion recorded exactly once");
-    let mut seen: Vec<String> = rows.iter().map(|e| e.pod_uid.clone()).collect();
+    let mut seen: Vec<String> = rows.iter().map(|e| e.run.pod_uid.clone()).collect();
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), n);

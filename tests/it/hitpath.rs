@@ -272,8 +272,8 @@ async fn the_v41_supervisor_is_treated_like_wait_when_recording() {
         .record(&p, &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:05:00Z"))
         .await;
     let Attempt::Recorded(entry) = attempt else { panic!("{attempt:?}") };
-    assert!(!entry.images.contains_key("supervisor"), "{:?}", entry.images);
-    assert!(entry.images.contains_key("main"));
+    assert!(!entry.run.images.contains_key("supervisor"), "{:?}", entry.run.images);
+    assert!(entry.run.images.contains_key("main"));
 }
 
 /// The review with its pod moved to namespace `ns`.

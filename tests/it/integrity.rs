@@ -183,7 +183,7 @@ async fn an_entry_whose_tag_moved_misses_unless_the_admin_turns_the_check_off() 
     let a = admitter(store.clone(), config(), Ports::offline());
     let review = fixture(ARTIFACTS);
     run_and_record(&a, &review, "pod-1", "128", ts("2026-11-01T10:05:00Z")).await;
-    let ran = store.list(&Default::default(), 1).await.unwrap()[0].image_digests["main"].clone();
+    let ran = store.list(&Default::default(), 1).await.unwrap()[0].run.image_digests["main"].clone();
     let ran = ran.rsplit_once('@').unwrap().1.to_owned();
 
     store.observe_tag(TAG, &ran, ts("2026-11-01T10:00:00Z")).await.unwrap();

@@ -5,15 +5,15 @@
 use crate::support::{each_backend, TestStore};
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
-use stepcache::store::{NewEntry, Recorded};
+use stepcache::store::{Execution, Recorded};
 use stepcache::types::{CacheKey, Namespace, Staleness, StepOutputs};
 
 fn t0() -> Timestamp {
     "2026-03-01T12:00:00Z".parse().unwrap()
 }
 
-fn entry(key: u8, pod: &str) -> NewEntry {
-    NewEntry {
+fn entry(key: u8, pod: &str) -> Execution {
+    Execution {
         namespace: Namespace::parse("team-a").unwrap(),
         key: CacheKey::from_digest(&[key; 32]),
         seed: Default::default(),
@@ -45,7 +45,7 @@ async fn withdrawing_a_dangling_entry_takes_its_copies_and_nothing_else(t: TestS
         assert!(t.get(id).await.unwrap().unwrap().invalidated_at.is_some());
     }
     assert!(t.get(other.id).await.unwrap().unwrap().invalidated_at.is_none());
-    assert!(t.lookup(&original.key, Staleness::Unbounded, t0()).await.unwrap().is_none(), "never served again");
+    assert!(t.lookup(&original.run.key, Staleness::Unbounded, t0()).await.unwrap().is_none(), "never served again");
     assert_eq!(t.mark_dangling(&original, "artifact-gone", t0()).await.unwrap(), 0, "idempotent");
 }
 

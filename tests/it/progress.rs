@@ -11,7 +11,7 @@ use stepcache::store::EntryFilter;
 async fn gc_over_many_rows_logs_progress_lines_when_stderr_is_not_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(dir.path()).await;
-    store.fill_synthetic(2_000, "progress", true).await.unwrap();
+    store.fill_synthetic(2_000, "progress", true, jiff::Timestamp::now()).await.unwrap();
     let filter =
         EntryFilter { namespace: Some(stepcache::types::Namespace::parse("progress").unwrap()), ..Default::default() };
     assert_eq!(store.invalidate(&filter, jiff::Timestamp::now()).await.unwrap(), 2_000);
@@ -58,8 +58,8 @@ async fn by_default_off_a_terminal_only_the_final_line_is_logged_for_a_quick_gc(
 async fn invalidating_many_entries_goes_in_batches_with_progress_and_selects_the_same_rows() {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(dir.path()).await;
-    store.fill_synthetic(2_500, "many", true).await.unwrap();
-    store.fill_synthetic(10, "kept", true).await.unwrap();
+    store.fill_synthetic(2_500, "many", true, jiff::Timestamp::now()).await.unwrap();
+    store.fill_synthetic(10, "kept", true, jiff::Timestamp::now()).await.unwrap();
     store.close().await;
     let out = Command::new(env!("CARGO_BIN_EXE_stepcache"))
         .args(["entries", "--database-url"])
@@ -84,8 +84,8 @@ async fn invalidating_many_entries_goes_in_batches_with_progress_and_selects_the
 #[tokio::test]
 async fn batched_invalidation_selects_the_same_rows_on_postgres() {
     let Some(t) = crate::support::TestStore::postgres().await else { return };
-    t.store.fill_synthetic(25, "many", true).await.unwrap();
-    t.store.fill_synthetic(3, "kept", true).await.unwrap();
+    t.store.fill_synthetic(25, "many", true, jiff::Timestamp::now()).await.unwrap();
+    t.store.fill_synthetic(3, "kept", true, jiff::Timestamp::now()).await.unwrap();
     let ns =
         |n: &str| EntryFilter { namespace: Some(stepcache::types::Namespace::parse(n).unwrap()), ..Default::default() };
     assert_eq!(t.store.count_live(&ns("many")).await.unwrap(), 25);

@@ -71,7 +71,7 @@ async fn a_script_step_seen_succeeded_before_its_task_result_is_not_recorded_wit
     assert_eq!(count(&store).await, 0);
     let tr = task_result_for(&done, "64");
     let Attempt::Recorded(e) = record_with(&store, &done, Some(&tr), "2026-11-01T10:03:00Z").await else { panic!() };
-    assert_eq!(e.outputs.result.as_deref(), Some("64"));
+    assert_eq!(e.run.outputs.result.as_deref(), Some("64"));
 }
 
 #[tokio::test]
@@ -153,7 +153,11 @@ async fn a_finish_time_from_the_future_is_clamped_when_slight_and_refused_when_f
         succeeded(&marked(&store, &rerun(&base, "a")).await, "uid-a", "2026-11-01T10:00:00Z", "2026-11-01T10:05:00Z");
     let tr = task_result_for(&skewed, "1");
     let Attempt::Recorded(e) = record_with(&store, &skewed, Some(&tr), "2026-11-01T10:03:00Z").await else { panic!() };
-    assert_eq!(e.finished_at, ts("2026-11-01T10:03:00Z"), "two minutes of node skew: clamped to the recorder's clock");
+    assert_eq!(
+        e.run.finished_at,
+        ts("2026-11-01T10:03:00Z"),
+        "two minutes of node skew: clamped to the recorder's clock"
+    );
     let far =
         succeeded(&marked(&store, &rerun(&base, "b")).await, "uid-b", "2099-01-01T00:00:00Z", "2099-01-01T00:00:05Z");
     let tr = task_result_for(&far, "1");

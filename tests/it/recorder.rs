@@ -44,10 +44,10 @@ async fn a_success_is_recorded_once_even_when_events_repeat() {
     let src = OutputSources { task_result: Some(&tr), workflow: None };
     let first = r.record(&pod(&done), &src, ts("2026-11-01T10:03:00Z")).await;
     let Attempt::Recorded(e) = first else { panic!("{first:?}") };
-    assert_eq!(e.outputs.parameters[0].value.as_deref(), Some("150"));
-    assert_eq!(e.pod_uid, "uid-1");
-    assert_eq!(e.finished_at, ts("2026-11-01T10:02:00Z"));
-    assert!(!e.image_digests.is_empty(), "image digests that ran are kept");
+    assert_eq!(e.run.outputs.parameters[0].value.as_deref(), Some("150"));
+    assert_eq!(e.run.pod_uid, "uid-1");
+    assert_eq!(e.run.finished_at, ts("2026-11-01T10:02:00Z"));
+    assert!(!e.run.image_digests.is_empty(), "image digests that ran are kept");
     for _ in 0..3 {
         assert!(matches!(r.record(&pod(&done), &src, ts("2026-11-01T10:04:00Z")).await, Attempt::AlreadyRecorded(_)));
     }
@@ -131,7 +131,7 @@ async fn a_script_seen_succeeded_before_its_task_result_waits_for_its_result() {
         .record(&pod(&done), &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:03:00Z"))
         .await;
     let Attempt::Recorded(e) = a else { panic!("{a:?}") };
-    assert_eq!(e.outputs.result.as_deref(), Some("42"));
+    assert_eq!(e.run.outputs.result.as_deref(), Some("42"));
 }
 
 #[tokio::test]
@@ -241,7 +241,7 @@ async fn a_pod_deleted_by_pod_gc_after_success_is_still_recorded_from_the_workfl
         .record(&pod(&done), &OutputSources { task_result: None, workflow: Some(&wf) }, ts("2026-11-01T10:03:00Z"))
         .await;
     let Attempt::Recorded(e) = a else { panic!("{a:?}") };
-    assert_eq!(e.outputs.parameters[0].value.as_deref(), Some("77"));
+    assert_eq!(e.run.outputs.parameters[0].value.as_deref(), Some("77"));
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use stepcache::store::{synthetic_key, Entry, EntryFilter, NewEntry, Recorded, Store, StoreError, StoreOptions};
+use stepcache::store::{synthetic_key, Entry, EntryFilter, Execution, Recorded, Store, StoreError, StoreOptions};
 use stepcache::types::{CacheKey, CacheSeed, EntryId, Namespace, OutputParameter, Staleness, StepOutputs};
 
 const HOUR: Staleness = Staleness::Seconds(3600);
@@ -31,8 +31,8 @@ fn ns(s: &str) -> Namespace {
 }
 
 /// An original run of `pod` in `team-a`, template `train`, 60 s long, finishing at `finished`.
-fn run(k: &CacheKey, staleness: Staleness, pod: &str, finished: Timestamp) -> NewEntry {
-    NewEntry {
+fn run(k: &CacheKey, staleness: Staleness, pod: &str, finished: Timestamp) -> Execution {
+    Execution {
         namespace: ns("team-a"),
         key: k.clone(),
         seed: CacheSeed::default(),
@@ -61,7 +61,7 @@ fn run(k: &CacheKey, staleness: Staleness, pod: &str, finished: Timestamp) -> Ne
     }
 }
 
-async fn record(s: &Store, e: &NewEntry) -> Entry {
+async fn record(s: &Store, e: &Execution) -> Entry {
     match s.record(e, e.finished_at).await.unwrap() {
         Recorded::Inserted(e) => e,
         other => panic!("expected a new row, got {other:?}"),
@@ -82,60 +82,76 @@ async fn all_ids(s: &Store) -> Vec<i64> {
 // Selection rules
 // ---------------------------------------------------------------------------------------------
 
+/// What the webhook's lookup (`lookup_explained`) answers: (the candidate it would serve, the
+/// newest entry with the key in any state), by id.
+async fn serve(s: &Store, k: &CacheKey, staleness: Staleness, now: Timestamp) -> (Option<EntryId>, Option<EntryId>) {
+    let got = s.lookup_explained(k, staleness, now).await.unwrap();
+    // `lookup` is a view of the same query: it must choose the same candidate.
+    let plain = s.lookup(k, staleness, now).await.unwrap();
+    assert_eq!(plain, got.candidate, "lookup and lookup_explained disagree for {staleness} at {now}");
+    (got.candidate.map(|e| e.id), got.latest.map(|e| e.id))
+}
+
+/// The candidate alone, as an entry (for checks on its fields).
+async fn candidate(s: &Store, k: &CacheKey, staleness: Staleness, now: Timestamp) -> Option<Entry> {
+    s.lookup_explained(k, staleness, now).await.unwrap().candidate
+}
+
 async fn an_entry_exactly_staleness_old_hits_and_one_second_older_misses(t: TestStore) {
     let k = key(1);
     let e = record(&t, &run(&k, HOUR, "p1", t0())).await;
-    assert_eq!(t.lookup(&k, HOUR, at(3600)).await.unwrap().map(|x| x.id), Some(e.id));
-    assert_eq!(t.lookup(&k, HOUR, at(3601)).await.unwrap(), None);
-    assert_eq!(t.lookup(&k, HOUR, at(3600) + SignedDuration::from_millis(1)).await.unwrap(), None);
+    assert_eq!(serve(&t, &k, HOUR, at(3600)).await, (Some(e.id), Some(e.id)));
+    assert_eq!(serve(&t, &k, HOUR, at(3601)).await, (None, Some(e.id)), "stale, but explained");
+    assert_eq!(serve(&t, &k, HOUR, at(3600) + SignedDuration::from_millis(1)).await, (None, Some(e.id)));
     // A step asking for more staleness still gets it.
-    assert!(t.lookup(&k, TWO_HOURS, at(3601)).await.unwrap().is_some());
+    assert_eq!(serve(&t, &k, TWO_HOURS, at(3601)).await, (Some(e.id), Some(e.id)));
 }
 
 async fn the_same_staleness_wins_over_a_newer_entry_with_another_staleness(t: TestStore) {
     let k = key(2);
     let one_hour = record(&t, &run(&k, HOUR, "p1", t0())).await;
     let two_hours = record(&t, &run(&k, TWO_HOURS, "p2", at(600))).await;
-    assert_eq!(t.lookup(&k, HOUR, at(1200)).await.unwrap().unwrap().id, one_hour.id);
-    assert_eq!(t.lookup(&k, TWO_HOURS, at(1200)).await.unwrap().unwrap().id, two_hours.id);
+    let newest = Some(two_hours.id);
+    assert_eq!(serve(&t, &k, HOUR, at(1200)).await, (Some(one_hour.id), newest));
+    assert_eq!(serve(&t, &k, TWO_HOURS, at(1200)).await, (Some(two_hours.id), newest));
     // No entry carries 30 min: the newest viable one is returned for adoption.
-    assert_eq!(t.lookup(&k, Staleness::Seconds(1800), at(1200)).await.unwrap().unwrap().id, two_hours.id);
+    assert_eq!(serve(&t, &k, Staleness::Seconds(1800), at(1200)).await, (Some(two_hours.id), newest));
     // The same-staleness entry is too old now; the other one is still young enough.
-    assert_eq!(t.lookup(&k, HOUR, at(3601)).await.unwrap().unwrap().id, two_hours.id);
+    assert_eq!(serve(&t, &k, HOUR, at(3601)).await, (Some(two_hours.id), newest));
 }
 
 async fn ties_go_to_the_newest_finish_then_the_highest_id(t: TestStore) {
     let k = key(3);
     let _a = record(&t, &run(&k, HOUR, "p1", t0())).await;
     let b = record(&t, &run(&k, HOUR, "p2", t0())).await;
-    assert_eq!(t.lookup(&k, HOUR, at(10)).await.unwrap().unwrap().id, b.id);
+    assert_eq!(serve(&t, &k, HOUR, at(10)).await, (Some(b.id), Some(b.id)));
     let c = record(&t, &run(&k, HOUR, "p3", at(1))).await;
     let _d = record(&t, &run(&k, HOUR, "p4", t0())).await;
-    assert_eq!(t.lookup(&k, HOUR, at(10)).await.unwrap().unwrap().id, c.id);
+    assert_eq!(serve(&t, &k, HOUR, at(10)).await, (Some(c.id), Some(c.id)));
 }
 
 async fn an_adopting_copy_is_found_first_by_the_next_lookup(t: TestStore) {
     let k = key(4);
     let original = record(&t, &run(&k, TWO_HOURS, "p1", t0())).await;
-    let found = t.lookup(&k, HOUR, at(60)).await.unwrap().unwrap();
-    assert_eq!(found.id, original.id);
-    assert_eq!(found.staleness, TWO_HOURS, "the caller sees it must adopt");
+    assert_eq!(serve(&t, &k, HOUR, at(60)).await, (Some(original.id), Some(original.id)));
+    let found = candidate(&t, &k, HOUR, at(60)).await.unwrap();
+    assert_eq!(found.run.staleness, TWO_HOURS, "the caller sees it must adopt");
 
     let copy = t.adopt(&found, HOUR, at(60)).await.unwrap();
     assert_ne!(copy.id, original.id);
     assert_eq!(copy.source_id, Some(original.id));
-    assert_eq!(copy.staleness, HOUR);
-    assert_eq!((copy.finished_at, copy.started_at), (original.finished_at, original.started_at));
+    assert_eq!(copy.run.staleness, HOUR);
+    assert_eq!((copy.run.finished_at, copy.run.started_at), (original.run.finished_at, original.run.started_at));
     assert_eq!(copy.created_at, at(60));
     assert_eq!(
-        (&copy.outputs, &copy.material, &copy.pod_uid),
-        (&original.outputs, &original.material, &original.pod_uid)
+        (&copy.run.outputs, &copy.run.material, &copy.run.pod_uid),
+        (&original.run.outputs, &original.run.material, &original.run.pod_uid)
     );
     assert_eq!(copy.hit_count, 0);
 
     // A newer original with yet another staleness does not displace the exact match.
-    let _newer = record(&t, &run(&k, Staleness::Unbounded, "p2", at(120))).await;
-    assert_eq!(t.lookup(&k, HOUR, at(180)).await.unwrap().unwrap().id, copy.id);
+    let newer = record(&t, &run(&k, Staleness::Unbounded, "p2", at(120))).await;
+    assert_eq!(serve(&t, &k, HOUR, at(180)).await, (Some(copy.id), Some(newer.id)));
     // Adopting again (another replica, a retry) returns the same copy.
     assert_eq!(t.adopt(&found, HOUR, at(300)).await.unwrap().id, copy.id);
     // A copy of a copy points at the original.
@@ -144,37 +160,50 @@ async fn an_adopting_copy_is_found_first_by_the_next_lookup(t: TestStore) {
     // Adopting the staleness the source already has is a no-op.
     assert_eq!(t.adopt(&original, TWO_HOURS, at(400)).await.unwrap(), original);
     // The copy ages from the original's finish, not from its adoption.
-    assert_eq!(t.lookup(&k, HOUR, at(3601)).await.unwrap().unwrap().staleness, Staleness::Unbounded);
+    assert_eq!(serve(&t, &k, HOUR, at(3601)).await, (Some(newer.id), Some(newer.id)));
+    assert_eq!(candidate(&t, &k, HOUR, at(3601)).await.unwrap().run.staleness, Staleness::Unbounded);
     assert_eq!(all_ids(&t).await.len(), 4);
 }
 
 async fn staleness_zero_never_hits(t: TestStore) {
     let k = key(5);
-    record(&t, &run(&k, Staleness::Seconds(0), "p1", t0())).await;
-    assert_eq!(t.lookup(&k, Staleness::Seconds(0), t0()).await.unwrap(), None);
-    assert_eq!(t.lookup(&k, Staleness::Seconds(0), at(1)).await.unwrap(), None);
-    assert!(t.lookup(&k, Staleness::Unbounded, at(1)).await.unwrap().is_some());
+    let e = record(&t, &run(&k, Staleness::Seconds(0), "p1", t0())).await;
+    assert_eq!(serve(&t, &k, Staleness::Seconds(0), t0()).await, (None, Some(e.id)));
+    assert_eq!(serve(&t, &k, Staleness::Seconds(0), at(1)).await, (None, Some(e.id)));
+    assert_eq!(serve(&t, &k, Staleness::Unbounded, at(1)).await, (Some(e.id), Some(e.id)));
 }
 
 async fn unbounded_staleness_serves_any_age(t: TestStore) {
     let k = key(6);
     let old: Timestamp = "2016-01-01T00:00:00Z".parse().unwrap();
     let e = record(&t, &run(&k, Staleness::Unbounded, "p1", old)).await;
-    assert_eq!(t.lookup(&k, Staleness::Unbounded, t0()).await.unwrap().unwrap().id, e.id);
-    assert_eq!(t.lookup(&k, Staleness::Seconds(86_400), t0()).await.unwrap(), None);
+    assert_eq!(serve(&t, &k, Staleness::Unbounded, t0()).await, (Some(e.id), Some(e.id)));
+    assert_eq!(serve(&t, &k, Staleness::Seconds(86_400), t0()).await, (None, Some(e.id)));
 }
 
 async fn expired_entries_are_never_served(t: TestStore) {
     let k = key(7);
     let mut e = run(&k, Staleness::Unbounded, "p1", t0());
     e.expires_at = Some(at(3600));
-    record(&t, &e).await;
+    let e = record(&t, &e).await;
     let just_before = at(3600) - SignedDuration::from_millis(1);
-    assert!(t.lookup(&k, Staleness::Unbounded, just_before).await.unwrap().is_some());
-    assert_eq!(t.lookup(&k, Staleness::Unbounded, at(3600)).await.unwrap(), None);
-    assert_eq!(t.lookup(&k, HOUR, at(3600)).await.unwrap(), None);
+    assert_eq!(serve(&t, &k, Staleness::Unbounded, just_before).await, (Some(e.id), Some(e.id)));
+    assert_eq!(serve(&t, &k, Staleness::Unbounded, at(3600)).await, (None, Some(e.id)));
+    assert_eq!(serve(&t, &k, HOUR, at(3600)).await, (None, Some(e.id)));
     // Still explainable.
-    assert_eq!(t.latest_for_key(&k).await.unwrap().unwrap().expires_at, Some(at(3600)));
+    let explained = t.lookup_explained(&k, HOUR, at(3600)).await.unwrap();
+    assert_eq!(explained.latest.unwrap().run.expires_at, Some(at(3600)));
+    assert_eq!(t.latest_for_key(&k).await.unwrap().unwrap().run.expires_at, Some(at(3600)));
+}
+
+async fn entries_finished_after_now_are_never_served(t: TestStore) {
+    // A skewed recorder clock: the run claims to have finished a minute from now.
+    let k = key(14);
+    let e = record(&t, &run(&k, Staleness::Unbounded, "p1", at(60))).await;
+    for s in [HOUR, Staleness::Unbounded] {
+        assert_eq!(serve(&t, &k, s, at(0)).await, (None, Some(e.id)), "{s}");
+    }
+    assert_eq!(serve(&t, &k, HOUR, at(60)).await, (Some(e.id), Some(e.id)), "finishing exactly now counts");
 }
 
 async fn invalidated_entries_are_never_served(t: TestStore) {
@@ -184,14 +213,16 @@ async fn invalidated_entries_are_never_served(t: TestStore) {
     let n = t.invalidate(&EntryFilter { key: Some(k.clone()), ..Default::default() }, at(20)).await.unwrap();
     assert_eq!(n, 2);
     for s in [HOUR, TWO_HOURS, Staleness::Unbounded] {
-        assert_eq!(t.lookup(&k, s, at(30)).await.unwrap(), None, "{s}");
+        let (served, latest) = serve(&t, &k, s, at(30)).await;
+        assert_eq!(served, None, "{s}");
+        assert!(latest.is_some_and(|id| [e.id, copy.id].contains(&id)), "{s}");
     }
-    let latest = t.latest_for_key(&k).await.unwrap().unwrap();
+    let latest = t.lookup_explained(&k, HOUR, at(30)).await.unwrap().latest.unwrap();
     assert_eq!(latest.invalidated_at, Some(at(20)));
-    assert!([e.id, copy.id].contains(&latest.id));
+    assert_eq!(t.latest_for_key(&k).await.unwrap().unwrap(), latest);
     // A later run of the same key is served again.
     let fresh = record(&t, &run(&k, HOUR, "p2", at(40))).await;
-    assert_eq!(t.lookup(&k, HOUR, at(50)).await.unwrap().unwrap().id, fresh.id);
+    assert_eq!(serve(&t, &k, HOUR, at(50)).await, (Some(fresh.id), Some(fresh.id)));
 }
 
 async fn seeds_and_namespaces_do_not_mix(t: TestStore) {
@@ -204,16 +235,18 @@ async fn seeds_and_namespaces_do_not_mix(t: TestStore) {
     let mut e = run(&other_ns, HOUR, "p3", t0());
     e.namespace = ns("team-b");
     let c = record(&t, &e).await;
-    assert_eq!(t.lookup(&default_track, HOUR, at(1)).await.unwrap().unwrap().id, a.id);
-    let got_b = t.lookup(&track_2, HOUR, at(1)).await.unwrap().unwrap();
-    assert_eq!((got_b.id, got_b.seed.as_str()), (b.id, "track-2"));
-    assert_eq!(t.lookup(&other_ns, HOUR, at(1)).await.unwrap().unwrap().id, c.id);
-    assert_eq!(t.lookup(&key(12), HOUR, at(1)).await.unwrap(), None);
+    assert_eq!(serve(&t, &default_track, HOUR, at(1)).await, (Some(a.id), Some(a.id)));
+    assert_eq!(serve(&t, &track_2, HOUR, at(1)).await, (Some(b.id), Some(b.id)));
+    let got_b = candidate(&t, &track_2, HOUR, at(1)).await.unwrap();
+    assert_eq!(got_b.run.seed.as_str(), "track-2");
+    assert_eq!(serve(&t, &other_ns, HOUR, at(1)).await, (Some(c.id), Some(c.id)));
+    assert_eq!(serve(&t, &key(12), HOUR, at(1)).await, (None, None));
 
     assert_eq!(ids_of(&t, &EntryFilter { namespace: Some(ns("team-b")), ..Default::default() }).await, vec![c.id.0]);
     let n = t.invalidate(&EntryFilter { namespace: Some(ns("team-a")), ..Default::default() }, at(2)).await.unwrap();
     assert_eq!(n, 2);
-    assert!(t.lookup(&other_ns, HOUR, at(3)).await.unwrap().is_some());
+    assert_eq!(serve(&t, &other_ns, HOUR, at(3)).await, (Some(c.id), Some(c.id)));
+    assert_eq!(serve(&t, &default_track, HOUR, at(3)).await, (None, Some(a.id)));
     assert_eq!(t.nearest(&ns("team-b"), "train").await.unwrap().unwrap().id, c.id);
 }
 
@@ -273,7 +306,7 @@ async fn invalidate_selects_by_id_key_namespace_workflow_image_and_age(t: TestSt
     let a = record(&t, &run(&key(30), HOUR, "a", t0())).await;
     assert!(matches!(count(EntryFilter::default()).await, Err(StoreError::EmptyFilter)));
     assert_eq!(StoreError::EmptyFilter.kind(), "empty_filter");
-    assert!(t.lookup(&a.key, HOUR, at(1)).await.unwrap().is_some());
+    assert!(t.lookup(&a.run.key, HOUR, at(1)).await.unwrap().is_some());
 
     // By id: the entry and its adopting copies.
     let a_copy = t.adopt(&a, TWO_HOURS, at(1)).await.unwrap();
@@ -346,7 +379,8 @@ async fn stats_count_entries_copies_hits_bytes_and_time_saved(t: TestStore) {
     assert_eq!(t.get(a.id).await.unwrap().unwrap().hit_count, 3);
 
     let bytes = |x: &Entry| {
-        (serde_json::to_string(&x.outputs).unwrap().len() + serde_json::to_string(&x.material).unwrap().len()) as i64
+        (serde_json::to_string(&x.run.outputs).unwrap().len() + serde_json::to_string(&x.run.material).unwrap().len())
+            as i64
     };
     let stats = t.stats().await.unwrap();
     assert_eq!(stats.len(), 3, "{stats:?}");
@@ -400,7 +434,7 @@ async fn list_is_newest_first_and_limited(t: TestStore) {
     assert!(t.list(&EntryFilter::default(), -1).await.unwrap().is_empty());
     let one = t.list(&EntryFilter { id: Some(ids[1]), ..Default::default() }, 10).await.unwrap();
     assert_eq!(one.len(), 1);
-    assert_eq!(one[0].outputs.parameters[0].value.as_deref(), Some("value-of-l1"));
+    assert_eq!(one[0].run.outputs.parameters[0].value.as_deref(), Some("value-of-l1"));
 }
 
 async fn a_corrupt_row_is_an_error_not_a_hit(t: TestStore) {
@@ -421,19 +455,22 @@ async fn a_corrupt_row_is_an_error_not_a_hit(t: TestStore) {
 }
 
 async fn synthetic_fill_writes_servable_rows_fast(t: TestStore) {
-    assert_eq!(t.fill_synthetic(500, "load", true).await.unwrap(), 500);
-    assert_eq!(t.fill_synthetic(200, "load", true).await.unwrap(), 200);
+    assert_eq!(t.fill_synthetic(500, "load", true, jiff::Timestamp::now()).await.unwrap(), 500);
+    assert_eq!(t.fill_synthetic(200, "load", true, jiff::Timestamp::now()).await.unwrap(), 200);
     for i in [0u64, 1, 499, 500, 699] {
         let hit = t.lookup(&synthetic_key("load", i), HOUR, Timestamp::now()).await.unwrap();
         let hit = hit.unwrap_or_else(|| panic!("synthetic key {i} not found"));
-        assert_eq!(hit.namespace.as_str(), "load");
+        assert_eq!(hit.run.namespace.as_str(), "load");
     }
     assert_eq!(t.lookup(&synthetic_key("load", 700), Staleness::Unbounded, Timestamp::now()).await.unwrap(), None);
-    assert_eq!(t.fill_synthetic(50, "hot", false).await.unwrap(), 50);
+    assert_eq!(t.fill_synthetic(50, "hot", false, jiff::Timestamp::now()).await.unwrap(), 50);
     let hot = t.list(&EntryFilter { key: Some(synthetic_key("hot", 0)), ..Default::default() }, 100).await.unwrap();
     assert_eq!(hot.len(), 50);
-    assert_eq!(t.fill_synthetic(0, "hot", false).await.unwrap(), 0);
-    assert!(matches!(t.fill_synthetic(1, "Not A Namespace", true).await, Err(StoreError::InvalidInput(_))));
+    assert_eq!(t.fill_synthetic(0, "hot", false, jiff::Timestamp::now()).await.unwrap(), 0);
+    assert!(matches!(
+        t.fill_synthetic(1, "Not A Namespace", true, jiff::Timestamp::now()).await,
+        Err(StoreError::InvalidInput(_))
+    ));
     let total = t.stats().await.unwrap().pop().unwrap();
     assert_eq!(total.entries, 750);
 }
@@ -484,7 +521,7 @@ async fn fifty_concurrent_records_of_distinct_pods_are_all_kept_while_lookups_ru
     }
     assert_eq!(all_ids(&t).await.len(), 50);
     let newest = t.lookup(&k, HOUR, at(200)).await.unwrap().unwrap();
-    assert_eq!(newest.pod_uid, "pod-49");
+    assert_eq!(newest.run.pod_uid, "pod-49");
 }
 
 async fn twenty_concurrent_records_of_one_pod_keep_one_row(t: TestStore) {
@@ -521,6 +558,7 @@ each_backend!(
     staleness_zero_never_hits,
     unbounded_staleness_serves_any_age,
     expired_entries_are_never_served,
+    entries_finished_after_now_are_never_served,
     invalidated_entries_are_never_served,
     seeds_and_namespaces_do_not_mix,
     recording_the_same_pod_twice_keeps_one_row,
@@ -763,7 +801,7 @@ async fn lookup_latency_is_flat_from_ten_thousand_to_a_million_rows() {
         let mut filled = 0u64;
         for target in [10_000u64, 1_000_000] {
             let t = Instant::now();
-            s.fill_synthetic(target - filled, "bench", true).await.unwrap();
+            s.fill_synthetic(target - filled, "bench", true, jiff::Timestamp::now()).await.unwrap();
             let fill = t.elapsed();
             filled = target;
             let (p50, p99) = lookup_percentiles(&s, "bench", target, 1000).await;
@@ -804,7 +842,7 @@ async fn explained_lookup_matches_lookup_and_reports_the_latest_entry(store: &st
     let key = stepcache::store::synthetic_key("explain", 0);
     let none = store.lookup_explained(&key, Staleness::Unbounded, now).await.unwrap();
     assert!(none.candidate.is_none() && none.latest.is_none());
-    store.fill_synthetic(1, "explain", true).await.unwrap();
+    store.fill_synthetic(1, "explain", true, jiff::Timestamp::now()).await.unwrap();
     let now = jiff::Timestamp::now();
     let got = store.lookup_explained(&key, Staleness::Unbounded, now).await.unwrap();
     let plain = store.lookup(&key, Staleness::Unbounded, now).await.unwrap();

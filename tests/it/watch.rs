@@ -132,7 +132,7 @@ async fn the_watch_loop_catches_up_by_list_records_once_and_skips_failures() {
     let _ = tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     let got = rows(&store).await;
-    let mut uids: Vec<&str> = got.iter().map(|e| e.pod_uid.as_str()).collect();
+    let mut uids: Vec<&str> = got.iter().map(|e| e.run.pod_uid.as_str()).collect();
     uids.sort();
     assert_eq!(uids, vec!["uid-1", "uid-3"], "listed success and watched success, once each");
     let m = metrics.encode();

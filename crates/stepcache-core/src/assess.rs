@@ -7,7 +7,7 @@
 
 use crate::argo::labels;
 use crate::argo::template::{classify_with, ArgoLayout, Classification, StepPod};
-use crate::execution::NewEntry;
+use crate::execution::Execution;
 use crate::key::{derive_key, Scope};
 use crate::mark::{MarkClaims, Signer};
 use crate::types::{CacheKey, CacheSeed, Namespace, Staleness, StepOutputs};
@@ -399,7 +399,7 @@ pub fn assess(
     signer: &Signer,
     settings: &RecordSettings,
     now: Timestamp,
-) -> Result<NewEntry, NotRecorded> {
+) -> Result<Execution, NotRecorded> {
     assess_with(pod, src, None, signer, settings, now)
 }
 
@@ -412,7 +412,7 @@ pub fn assess_with(
     signer: &Signer,
     settings: &RecordSettings,
     now: Timestamp,
-) -> Result<NewEntry, NotRecorded> {
+) -> Result<Execution, NotRecorded> {
     if !marked(pod) {
         return Err(NotRecorded::NotMarked);
     }
@@ -489,7 +489,7 @@ pub fn assess_with(
         pod.metadata.uid.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| {
             format!("{}/{}/{}", step.namespace, pod_name, step.workflow_uid.as_deref().unwrap_or(""))
         });
-    Ok(NewEntry {
+    Ok(Execution {
         namespace: step.namespace.clone(),
         key: km.key,
         seed,

@@ -4,7 +4,7 @@
 use anyhow::{anyhow, bail};
 use serde_json::Value;
 use stepcache::argo::template::{classify, Classification};
-use stepcache::store::{NewEntry, Store};
+use stepcache::store::{Execution, Store};
 use stepcache::types::{OutputParameter, StepOutputs};
 
 const FIXTURE: &str =
@@ -53,7 +53,7 @@ pub async fn record_hits(store: &Store, bodies: &[Value], now: jiff::Timestamp) 
         let finished = now.checked_sub(jiff::SignedDuration::from_secs(60)).unwrap_or(now);
         store
             .record(
-                &NewEntry {
+                &Execution {
                     namespace: step.namespace.clone(),
                     key: km.key,
                     seed: Default::default(),

@@ -16,7 +16,7 @@ pub async fn fill_with_progress(store: &Store, n: u64, ns: &str) -> anyhow::Resu
     let mut progress = stepcache::cli::progress::Reporter::new("fill", "rows", Some(n));
     let mut done = 0u64;
     while done < n {
-        done += store.fill_synthetic(FILL_CHUNK.min(n - done), ns, true).await?;
+        done += store.fill_synthetic(FILL_CHUNK.min(n - done), ns, true, jiff::Timestamp::now()).await?;
         progress.update(done);
     }
     progress.finish(done);

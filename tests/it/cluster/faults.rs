@@ -22,7 +22,7 @@ async fn a_success_while_stepcache_is_down_is_recorded_once_after_restart() {
     assert_eq!(label(&hit, "stepcache.dev/decision"), Some("hit"), "{}", hit["metadata"]);
     let uid = first["metadata"]["uid"].as_str().unwrap();
     let rows = rows(&env.serve).await;
-    assert_eq!(rows.iter().filter(|r| r.pod_uid == uid).count(), 1, "recorded exactly once: {rows:?}");
+    assert_eq!(rows.iter().filter(|r| r.run.pod_uid == uid).count(), 1, "recorded exactly once: {rows:?}");
     assert_eq!(rows.len(), 1);
     assert_eq!(
         metric(&env.serve.metrics().await, "stepcache_recorder_recorded_total"),

@@ -48,7 +48,7 @@ async fn outputs_come_from_the_workflow_status_once_the_task_result_is_gone() {
     succeed(&env.client, &first).await; // no task result: read from the Workflow on the next resync
     recorded(&env.serve, 1.0).await;
     let rows = rows(&env.serve).await;
-    assert_eq!(serde_json::to_value(&rows[0].outputs).unwrap(), outputs);
+    assert_eq!(serde_json::to_value(&rows[0].run.outputs).unwrap(), outputs);
     env.done().await;
 }
 
