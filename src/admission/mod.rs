@@ -299,18 +299,28 @@ impl Admitter {
     }
 
     async fn admit_pod(&self, ctx: &mut Ctx<'_>, pod: &Pod, now: Timestamp) -> Explain {
-        let mut pod = pod.clone();
-        if pod.metadata.namespace.is_none() {
-            pod.metadata.namespace = ctx.decoded.namespace.clone();
-        }
-        if pod.metadata.name.is_none() {
-            pod.metadata.name = ctx.decoded.name.clone();
-        }
-        let step = match self.cacheable_step(ctx, &pod).await {
+        // The API server sends the object with its namespace and name; only a request that
+        // names them outside the object pays for a copy of the pod.
+        let fill_namespace = pod.metadata.namespace.is_none() && ctx.decoded.namespace.is_some();
+        let fill_name = pod.metadata.name.is_none() && ctx.decoded.name.is_some();
+        let pod: std::borrow::Cow<'_, Pod> = if fill_namespace || fill_name {
+            let mut owned = pod.clone();
+            if fill_namespace {
+                owned.metadata.namespace = ctx.decoded.namespace.clone();
+            }
+            if fill_name {
+                owned.metadata.name = ctx.decoded.name.clone();
+            }
+            std::borrow::Cow::Owned(owned)
+        } else {
+            std::borrow::Cow::Borrowed(pod)
+        };
+        let pod: &Pod = &pod;
+        let step = match self.cacheable_step(ctx, pod).await {
             Ok(step) => step,
             Err(skipped) => return *skipped,
         };
-        let (settings, km) = match self.settle(ctx, &pod, &step) {
+        let (settings, km) = match self.settle(ctx, pod, &step) {
             Ok(settled) => settled,
             Err(skipped) => return *skipped,
         };
@@ -344,13 +354,13 @@ impl Admitter {
             &declared,
             candidate.as_ref().map(|e| Candidate { id: e.id, staleness: e.run.staleness, outputs: &e.run.outputs }),
         );
-        let d = Decided { pod: &pod, step: &step, settings: &settings, km: &km, now };
+        let d = Decided { pod, step: &step, settings: &settings, km: &km, now };
         match (choice, candidate) {
             (Choice::Hit(_), Some(entry)) => self.hit(ctx, &d, entry, false, ex).await,
             (Choice::HitAdopting(_), Some(entry)) => self.hit(ctx, &d, entry, true, ex).await,
             (Choice::Miss(cause), _) => {
                 let ex = if self.may_latch(&step, settings.latch) && cause != MissCause::NeverReuse {
-                    match self.try_latch(&pod, &step, &km, now, ctx.decoded.dry_run, ex).await {
+                    match self.try_latch(pod, &step, &km, now, ctx.decoded.dry_run, ex).await {
                         Ok(waiting) => return waiting,
                         Err(ex) => ex,
                     }
