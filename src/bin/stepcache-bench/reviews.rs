@@ -1,5 +1,6 @@
 //! The requests the load generator sends: real Argo 3.3 AdmissionReviews varied per request so
-//! keys differ, and store entries that make chosen ones hits.
+//! keys differ, and store entries that make chosen ones hits. The I/O tests compile this file
+//! too (`tests/it/client.rs`), so they give a webhook hits the way the load tool does.
 
 use anyhow::{anyhow, bail};
 use serde_json::Value;
