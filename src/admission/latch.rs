@@ -5,7 +5,7 @@
 
 use super::{Admitter, Explain};
 use crate::argo::template::{StepPod, TemplateKind};
-use crate::decision::{Decision, Effect};
+use crate::decision::Decision;
 use crate::key::KeyMaterial;
 use crate::rewrite::{self, TaskResultTarget, WaitInfo};
 use crate::store::latch::{state, LatchRole};
@@ -121,8 +121,7 @@ impl Admitter {
                     leader_pod: &leader_pod,
                 };
                 ex.patch = rewrite::build_wait_patch(pod, &w, &self.config.rewrite);
-                ex.decision = Effect::Latched;
-                ex.detail = Decision::Latched;
+                ex.decide(Decision::Latched);
                 ex.reason = format!("identical step {leader_pod} is running; waiting for its result");
                 Ok(ex)
             }

@@ -70,6 +70,14 @@ pub struct Explain {
     pub offline_assumed: Vec<String>,
 }
 
+impl Explain {
+    /// Sets the fine decision and, from it, what the decision does to the pod.
+    pub fn decide(&mut self, d: Decision) {
+        self.detail = d;
+        self.decision = d.effect();
+    }
+}
+
 /// Explanation of a miss against the nearest earlier entry.
 #[derive(Clone, Debug, Serialize)]
 pub struct Nearest {
@@ -246,12 +254,7 @@ impl Admitter {
         let started = Instant::now();
         let mut ctx = Ctx { decoded, warnings: Vec::new(), known_latest: None, step: None, saved: 0.0 };
         let explain = if self.config.noop {
-            Explain {
-                decision: Effect::Skip,
-                detail: Decision::Noop,
-                reason: "no-op baseline mode".into(),
-                ..Default::default()
-            }
+            skip(Decision::Noop, "no-op baseline mode".into())
         } else {
             match &decoded.subject {
                 Subject::Ignored(reason) => skip(Decision::SkippedNotArgo, reason.clone()),
@@ -341,8 +344,7 @@ impl Admitter {
                 }
                 Err(e) => {
                     ctx.warnings.push(format!("stepcache: cache unavailable ({e}); step runs uncached"));
-                    ex.decision = Effect::Skip;
-                    ex.detail = Decision::Error;
+                    ex.decide(Decision::Error);
                     ex.reason = format!("store error: {e}");
                     return ex;
                 }
@@ -458,7 +460,7 @@ impl Admitter {
         if self.config.admin.shadow {
             let reason = format!("shadow mode: would have served entry {}", entry.id);
             let mut ex = self.miss(ctx, d, reason, false, ex).await;
-            ex.detail = Decision::ShadowHit;
+            ex.decide(Decision::ShadowHit);
             ex.entry_id = Some(entry.id.0);
             return ex;
         }
@@ -507,6 +509,7 @@ impl Admitter {
                 let reason = format!("hit could not be delivered: {why}");
                 let mut ex = self.miss(ctx, d, reason, true, ex).await;
                 if is_error {
+                    // Counted as an error, but the pod runs marked: what it does stays a miss.
                     ex.detail = Decision::Error;
                 }
                 return ex;
@@ -525,8 +528,7 @@ impl Admitter {
             source_finished_at: entry.run.finished_at.to_string(),
         };
         ex.patch = rewrite::build_hit_patch(pod, step, &hit, &self.config.rewrite);
-        ex.decision = Effect::Hit;
-        ex.detail = Decision::Hit;
+        ex.decide(Decision::Hit);
         ex.entry_id = Some(entry.id.0);
         ex.adopted = adopt;
         let saved =
@@ -636,8 +638,7 @@ impl Admitter {
             miss_reason: Some(full_reason.clone()),
         };
         ex.patch = rewrite::build_mark_patch(pod, &m);
-        ex.decision = Effect::Miss;
-        ex.detail = Decision::Miss;
+        ex.decide(Decision::Miss);
         ex.reason = full_reason;
         ex.nearest = nearest;
         ex
@@ -767,7 +768,7 @@ fn skipped(detail: Decision, reason: String) -> Box<Explain> {
 }
 
 fn skip(detail: Decision, reason: String) -> Explain {
-    Explain { decision: Effect::Skip, detail, reason, ..Default::default() }
+    Explain { decision: detail.effect(), detail, reason, ..Default::default() }
 }
 
 fn layout_name(step: &StepPod) -> String {
