@@ -534,7 +534,7 @@ fn write_canonical(v: &Value, out: &mut String) -> bool {
 fn write_string(s: &str, out: &mut String) {
     out.reserve(s.len() + 2);
     out.push('"');
-    // Copy unescaped runs in bulk; only `"`, `\\` and control characters (all ASCII, so every
+    // Copy unescaped runs in bulk; only `"`, `\` and control characters (all ASCII, so every
     // split point is a char boundary) are escaped. Eight bytes are tested at once (a word
     // without any byte to escape is skipped whole); only a word holding one is read byte by
     // byte, so text with a newline per line is scanned near memory speed.
@@ -542,21 +542,20 @@ fn write_string(s: &str, out: &mut String) {
     let mut copied = 0;
     let mut base = 0;
     let mut words = bytes.chunks_exact(8);
+    let mut escape_each = |chunk: &[u8], base: usize| {
+        for (off, &b) in chunk.iter().enumerate() {
+            if needs_escape(b) {
+                copied = push_escaped(s, copied, base + off, out);
+            }
+        }
+    };
     for word in words.by_ref() {
         if word_needs_escape(u64::from_le_bytes(word.try_into().unwrap_or([b'"'; 8]))) {
-            for (off, &b) in word.iter().enumerate() {
-                if needs_escape(b) {
-                    copied = push_escaped(s, copied, base + off, out);
-                }
-            }
+            escape_each(word, base);
         }
         base += 8;
     }
-    for (off, &b) in words.remainder().iter().enumerate() {
-        if needs_escape(b) {
-            copied = push_escaped(s, copied, base + off, out);
-        }
-    }
+    escape_each(words.remainder(), base);
     out.push_str(s.get(copied..).unwrap_or_default());
     out.push('"');
 }
