@@ -108,30 +108,25 @@ impl Store {
         let (expired, invalidated) = (self.backend.gc_expired(), self.backend.gc_invalidated());
         let full = u64::try_from(batch).unwrap_or(u64::MAX);
         let mut total = 0u64;
-        loop {
-            let n = self
-                .bounded(async {
-                    let q = sqlx::query(&expired).bind(now.as_millisecond()).bind(batch);
-                    Ok(q.execute(&self.pool).await?.rows_affected())
-                })
-                .await?;
-            total = total.saturating_add(n);
-            progress(total);
-            if n < full {
-                break;
-            }
-        }
-        loop {
-            let n = self
-                .bounded(async {
-                    let q = sqlx::query(&invalidated).bind(batch);
-                    Ok(q.execute(&self.pool).await?.rows_affected())
-                })
-                .await?;
-            total = total.saturating_add(n);
-            progress(total);
-            if n < full {
-                break;
+        // Expired rows first (the query takes `now`), then invalidated ones; each in batches
+        // until a batch comes back short.
+        for (sql, at) in [(expired, Some(now.as_millisecond())), (invalidated, None)] {
+            loop {
+                let n = self
+                    .bounded(async {
+                        let q = sqlx::query(&sql);
+                        let q = match at {
+                            Some(ms) => q.bind(ms),
+                            None => q,
+                        };
+                        Ok(q.bind(batch).execute(&self.pool).await?.rows_affected())
+                    })
+                    .await?;
+                total = total.saturating_add(n);
+                progress(total);
+                if n < full {
+                    break;
+                }
             }
         }
         Ok(total)
