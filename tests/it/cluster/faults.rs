@@ -71,8 +71,10 @@ async fn the_recorder_resumes_after_an_api_server_restart() {
     let review = fixture(V36);
     let first = env.create(&rerun(&review, "first")).await;
     assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"));
-    // A crash (SIGKILL): the watches break mid-stream.
+    // A crash (SIGKILL): the watches break mid-stream. While it is down, etcd's history is
+    // compacted past every resourceVersion the recorder saw, so its watches must take the 410 path.
     env.kit.kill_apiserver();
+    env.kit.compact_etcd();
     tokio::time::sleep(Duration::from_secs(1)).await;
     env.kit.start_apiserver();
     let client = env.kit.client().await;
