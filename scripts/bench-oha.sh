@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Webhook latency with an independent open-loop load generator (oha), in one run:
-# `serve --noop` (baseline) against `serve` on the given store, miss and hit bodies, alternating
+# `serve --noop` (baseline) and `serve --noop --noop-lookup` (the floor: baseline plus one store
+# lookup) against `serve` on the given store, miss and hit bodies, alternating
 # rounds so machine noise hits both. Prints one line per phase and the p50/p99 ratios.
 #
 #   cargo install oha --locked --root /work/tools/oha      # once; any oha >= 1.4 on PATH or in $OHA
@@ -8,7 +9,8 @@
 #
 # Env: RATE (1000), DURATION (20s), ROUNDS (3), FILL (rows added with `stepcache-bench --fill`
 # before measuring; 0 keeps the store as it is), STEPCACHE (binary, target/release/stepcache),
-# STEPCACHE_BENCH (target/release/stepcache-bench).
+# STEPCACHE_BENCH (target/release/stepcache-bench), TRACE (a file: the subject's per-admission JSON
+# log, `admission` events with elapsed_ms and store_ms, and the store flushes, for a stage split).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SC=${STEPCACHE:-target/release/stepcache}
@@ -102,7 +104,14 @@ start() {  # name port [flags...]
   echo "$name did not start" >&2; exit 1
 }
 NOOP_PORT=$(port); start noop "$NOOP_PORT" --noop
-SUBJ_PORT=$(port); start serve "$SUBJ_PORT"
+# The floor: the no-op plus one store lookup per admission (the same query, a key nobody has).
+FLOOR_PORT=$(port); start floor "$FLOOR_PORT" --noop --noop-lookup
+SUBJ_PORT=$(port)
+if [ -n "${TRACE:-}" ]; then
+  STEPCACHE_LOG=info,stepcache::cli::serve=debug STEPCACHE_LOG_FORMAT=json start serve "$SUBJ_PORT" >"$TRACE" 2>&1
+else
+  start serve "$SUBJ_PORT"
+fi
 
 for kind in miss hit; do  # the subject's real answer to each body
   got=$(curl -sk -H 'Content-Type: application/json' --data-binary @"$WORK/$kind.json" "https://127.0.0.1:$SUBJ_PORT/mutate" \
@@ -125,10 +134,12 @@ PY
 }
 # Warm both servers (TLS sessions, statement cache, nearest-entry cache).
 DURATION=3s phase warm-noop "$NOOP_PORT" "$WORK/miss.json" >/dev/null
+DURATION=3s phase warm-floor "$FLOOR_PORT" "$WORK/miss.json" >/dev/null
 DURATION=3s phase warm-serve "$SUBJ_PORT" "$WORK/miss.json" >/dev/null
 for r in $(seq "$ROUNDS"); do
   for kind in miss hit; do
     phase "noop-$kind" "$NOOP_PORT" "$WORK/$kind.json"
+    phase "floor-$kind" "$FLOOR_PORT" "$WORK/$kind.json"
     phase "serve-$kind" "$SUBJ_PORT" "$WORK/$kind.json"
   done
 done | tee "$WORK/phases.txt"
@@ -139,8 +150,9 @@ for line in open(sys.argv[1]):
     f = line.split()
     rows[f[0]].append((float(f[2]), float(f[5])))
 for kind in ("miss", "hit"):
-    n, s = rows[f"noop-{kind}"], rows[f"serve-{kind}"]
-    ratios99 = [b[1] / a[1] for a, b in zip(n, s)]
-    ratios50 = [b[0] / a[0] for a, b in zip(n, s)]
-    print(f"{kind}: p99 ratio per round {', '.join(f'{x:.2f}' for x in ratios99)}; p50 ratio {', '.join(f'{x:.2f}' for x in ratios50)}")
+    for base in ("noop", "floor"):
+        n, s = rows[f"{base}-{kind}"], rows[f"serve-{kind}"]
+        ratios99 = [b[1] / a[1] for a, b in zip(n, s)]
+        ratios50 = [b[0] / a[0] for a, b in zip(n, s)]
+        print(f"{kind} vs {base}: p99 ratio per round {', '.join(f'{x:.2f}' for x in ratios99)}; p50 ratio {', '.join(f'{x:.2f}' for x in ratios50)}")
 PY

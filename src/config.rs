@@ -261,6 +261,11 @@ pub struct ServeArgs {
     /// Benchmark baseline: same TLS/HTTP/JSON path, always "allow, no patch", no store lookups.
     #[arg(long, env = "STEPCACHE_NOOP_BASELINE", default_value_t = false)]
     pub noop: bool,
+    /// With `--noop`: also make one store lookup per admission (the real lookup query, for a key
+    /// no step has), so the baseline is the floor a deciding webhook cannot go below — the
+    /// no-op plus one store round trip.
+    #[arg(long, env = "STEPCACHE_NOOP_LOOKUP", default_value_t = false, requires = "noop")]
+    pub noop_lookup: bool,
     /// Store flags.
     #[command(flatten)]
     pub store: StoreArgs,

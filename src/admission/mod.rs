@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::policy::{choose, plan, AdminPolicy, Candidate, Choice, MissCause, Plan, StepSettings};
 use crate::rewrite::{self, HitInfo, MarkInfo, RewriteConfig};
 use crate::store::{Entry, Store, StoreError};
-use crate::types::Namespace;
+use crate::types::{CacheKey, Namespace, Staleness};
 use decode::{Decoded, Subject};
 use jiff::Timestamp;
 use json_patch::PatchOperation;
@@ -114,6 +114,8 @@ pub struct AdmitConfig {
     pub explain_misses: bool,
     /// Serve the no-op baseline (always allow, no decision) for benchmarks.
     pub noop: bool,
+    /// With `noop`: one store lookup per admission, so the baseline includes a store round trip.
+    pub noop_lookup: bool,
     /// Execution latching, when enabled.
     pub latch: Option<latch::LatchConfig>,
     /// Serve entries whose image tag has since moved to another digest (`--ignore-moved-images`).
@@ -254,6 +256,10 @@ impl Admitter {
         let started = Instant::now();
         let mut ctx = Ctx { decoded, warnings: Vec::new(), known_latest: None, step: None, saved: 0.0 };
         let explain = if self.config.noop {
+            if self.config.noop_lookup {
+                let nobody = CacheKey::from_digest(&[0; 32]);
+                let _ = self.timed("lookup", self.store.lookup_explained(&nobody, Staleness::Unbounded, now)).await;
+            }
             skip(Decision::Noop, "no-op baseline mode".into())
         } else {
             match &decoded.subject {
@@ -283,6 +289,7 @@ impl Admitter {
             decision = explain.detail.as_str(),
             reason = %explain.reason,
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            store_ms = STORE_TIME.try_with(std::cell::Cell::get).unwrap_or_default().as_secs_f64() * 1000.0,
             "admission"
         );
         let review = respond::allow(&decoded.uid, &explain.patch, &explain.warnings);

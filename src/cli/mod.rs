@@ -104,6 +104,7 @@ pub fn offline_admitter(store: Store, signer: Signer, policy: &PolicyArgs) -> Ad
             rewrite: policy.rewrite(),
             explain_misses: policy.explain_misses,
             noop: false,
+            noop_lookup: false,
             latch: policy.latch_config().unwrap_or_default(),
             ignore_moved_images: policy.ignore_moved_images,
         }),

@@ -131,6 +131,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rewrite: args.policy.rewrite(),
             explain_misses: args.policy.explain_misses,
             noop: args.noop,
+            noop_lookup: args.noop_lookup,
             latch: args.policy.latch_config().context("reading --latch-ca-file")?,
             ignore_moved_images: args.policy.ignore_moved_images,
         }),
@@ -228,11 +229,17 @@ fn start_store_loops(store: &Store, hits: &HitCounter, metrics: &Arc<Metrics>, g
             let mut tick = tokio::time::interval(HIT_FLUSH_INTERVAL);
             loop {
                 tick.tick().await;
+                let started = std::time::Instant::now();
                 if let Err(e) = hits.flush(&hit_store).await {
                     tracing::debug!(error = %e, "hit counts kept for the next flush");
                 }
-                if let Err(e) = hit_store.flush_decisions().await {
-                    tracing::debug!(error = %e, "decision log kept for the next flush");
+                match hit_store.flush_decisions().await {
+                    Ok(n) => tracing::debug!(
+                        decisions = n,
+                        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                        "hit counts and decision log flushed"
+                    ),
+                    Err(e) => tracing::debug!(error = %e, "decision log kept for the next flush"),
                 }
             }
         }

@@ -57,15 +57,16 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?;
             let mut out = Explained::default();
+            // Best first: the first row chosen by a viable branch is the candidate.
             for row in &found {
-                let pref: i64 = rows::get(row, "pref")?;
+                let prefs: i64 = rows::get(row, "prefs")?;
                 let entry = rows::entry(row)?;
-                if pref >= 0 {
-                    if out.candidate.is_none() {
-                        out.candidate = Some(entry);
-                    }
-                } else {
-                    out.latest = Some(entry);
+                let viable = prefs & (sql::SAME_STALENESS | sql::ANY_STALENESS) != 0;
+                if prefs & sql::LATEST != 0 {
+                    out.latest = Some(entry.clone());
+                }
+                if viable && out.candidate.is_none() {
+                    out.candidate = Some(entry);
                 }
             }
             Ok(out)

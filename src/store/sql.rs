@@ -34,28 +34,34 @@ macro_rules! viable {
 }
 
 /// The one lookup, in one round trip: the newest viable entry carrying the step's staleness
-/// (`$2`; `pref = 1`), the newest viable one whatever its staleness (`pref = 0`), and the newest
-/// entry with the key in any state (`pref = -1`), which explains a miss (stale, expired,
-/// invalidated). Each branch is a top-1 probe of an index on the key, so cost does not grow with
-/// the table, nor with how many entries the key has. Up to three rows, best first.
+/// (`$2`; bit [`SAME_STALENESS`] of `prefs`), the newest viable one whatever its staleness
+/// ([`ANY_STALENESS`]), and the newest entry with the key in any state ([`LATEST`]), which
+/// explains a miss (stale, expired, invalidated). Each branch is a top-1 probe of an index on
+/// the key that yields only an id, so cost does not grow with the table, nor with how many
+/// entries the key has; each distinct entry then comes back once, with the bits of every branch
+/// that chose it. On a hit all three branches usually choose the same entry: one row, decoded
+/// once, instead of three copies of its outputs and key material. Best first (`prefs` desc).
 pub const LOOKUP_EXPLAINED: &str = concat!(
-    "SELECT pref, ",
+    "SELECT prefs, ",
     cols!(),
-    " FROM (SELECT * FROM (SELECT CAST(1 AS BIGINT) AS pref, ",
-    cols!(),
-    " FROM executions WHERE ",
+    " FROM executions JOIN (SELECT chosen, SUM(branch_bit) AS prefs FROM (",
+    "SELECT * FROM (SELECT 4 AS branch_bit, id AS chosen FROM executions WHERE ",
     viable!(),
     " AND max_cache_staleness = $2 ORDER BY finished_at DESC, id DESC LIMIT 1) AS same_s",
-    " UNION ALL SELECT * FROM (SELECT CAST(0 AS BIGINT) AS pref, ",
-    cols!(),
-    " FROM executions WHERE ",
+    " UNION ALL SELECT * FROM (SELECT 2 AS branch_bit, id AS chosen FROM executions WHERE ",
     viable!(),
     " ORDER BY finished_at DESC, id DESC LIMIT 1) AS any_s",
-    " UNION ALL SELECT * FROM (SELECT CAST(-1 AS BIGINT) AS pref, ",
-    cols!(),
-    " FROM executions WHERE cache_key = $1 ORDER BY finished_at DESC, id DESC LIMIT 1) AS latest) AS c",
-    " ORDER BY pref DESC"
+    " UNION ALL SELECT * FROM (SELECT 1 AS branch_bit, id AS chosen FROM executions WHERE cache_key = $1",
+    " ORDER BY finished_at DESC, id DESC LIMIT 1) AS latest",
+    ") AS branches GROUP BY chosen) AS c ON id = chosen ORDER BY prefs DESC"
 );
+
+/// `prefs` bit of [`LOOKUP_EXPLAINED`]: viable, with the step's own staleness.
+pub const SAME_STALENESS: i64 = 4;
+/// `prefs` bit of [`LOOKUP_EXPLAINED`]: viable, any staleness (the step adopts it).
+pub const ANY_STALENESS: i64 = 2;
+/// `prefs` bit of [`LOOKUP_EXPLAINED`]: the key's newest entry in any state.
+pub const LATEST: i64 = 1;
 
 /// Inserts an original or an adopting copy unless its dedup token exists; returns the new row.
 pub const INSERT: &str = concat!(
