@@ -2,6 +2,7 @@
 mod architecture;
 mod artifacts_cluster;
 mod bad_input;
+mod baseline;
 mod bench_smoke;
 mod chart;
 mod cli;
