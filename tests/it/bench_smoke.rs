@@ -41,6 +41,20 @@ fn the_bench_binary_reports_zero_errors_and_served_hits_as_json() {
 }
 
 #[test]
+fn the_floor_baseline_answers_without_patching_and_says_which_baseline_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--rate", "200", "--concurrency", "8", "--requests", "60", "--phases", "2", "--fill", "50"];
+    let o = bench(dir.path(), &[&args[..], &["--mix", "mixed", "--baseline", "floor", "--json"]].concat());
+    assert!(o.status.success(), "exit {:?}: {}", o.status, String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["baseline_kind"], "floor", "{r}");
+    assert_eq!(r["baseline"]["errors"], 0, "{r}");
+    assert_eq!(r["baseline"]["requests"], 60, "{r}");
+    assert_eq!(r["baseline"]["patched"], 0, "the floor decides nothing: {r}");
+    assert!(r["subject"]["patched"].as_u64().unwrap() >= 30, "{r}");
+}
+
+#[test]
 fn the_bench_binary_rejects_an_unknown_mix_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let o = bench(dir.path(), &["--requests", "10", "--fill", "0", "--mix", "most"]);
@@ -54,7 +68,7 @@ fn the_bench_binary_rejects_an_unknown_mix_in_one_line() {
 fn the_bench_binary_documents_its_flags_and_stepcache_has_no_bench_command() {
     let help = Command::new(env!("CARGO_BIN_EXE_stepcache-bench")).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--rate", "--fill", "--mix", "--server-binary", "--store-lookups", "--record", "--log"] {
+    for flag in ["--rate", "--fill", "--mix", "--server-binary", "--store-lookups", "--record", "--log", "--baseline"] {
         assert!(help.contains(flag), "stepcache-bench --help lacks {flag}:\n{help}");
     }
     let o = Command::new(env!("CARGO_BIN_EXE_stepcache")).args(["bench", "--help"]).output().unwrap();

@@ -28,6 +28,11 @@ pub struct BenchArgs {
     /// Traffic mix: `miss` (fresh keys), `hit` (pre-recorded keys) or `mixed` (half each).
     #[arg(long, default_value = "mixed")]
     pub mix: String,
+    /// The baseline server: `noop` (`serve --noop`: TLS, HTTP and JSON only) or `floor`
+    /// (`serve --noop --noop-lookup`: the no-op plus one store lookup per request, the floor of a
+    /// webhook that must ask its store).
+    #[arg(long, default_value = "noop", value_parser = ["noop", "floor"])]
+    pub baseline: String,
     /// Skip the store fill (reuse a filled database).
     #[arg(long)]
     pub no_fill: bool,

@@ -38,7 +38,7 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn spawn_server(exe: &Path, certs: &Path, db: &str, noop: bool, key_file: &Path) -> anyhow::Result<Child> {
+async fn spawn_server(exe: &Path, certs: &Path, db: &str, baseline: &[&str], key_file: &Path) -> anyhow::Result<Child> {
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let mut cmd = tokio::process::Command::new(exe);
@@ -54,9 +54,7 @@ async fn spawn_server(exe: &Path, certs: &Path, db: &str, noop: bool, key_file: 
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
-    if noop {
-        cmd.arg("--noop");
-    }
+    cmd.args(baseline);
     let proc = cmd.spawn().context("starting server")?;
     let child = Child { proc, addr };
     let client = client(certs)?;
@@ -173,8 +171,9 @@ pub async fn measure(args: &BenchArgs, workdir: &Path) -> anyhow::Result<Report>
     }
     drop(store);
     let exe = args.server_binary()?;
-    let baseline = spawn_server(&exe, &certs, &db, true, &key_file).await?;
-    let subject = spawn_server(&exe, &certs, &db, false, &key_file).await?;
+    let baseline_flags: &[&str] = if args.baseline == "floor" { &["--noop", "--noop-lookup"] } else { &["--noop"] };
+    let baseline = spawn_server(&exe, &certs, &db, baseline_flags, &key_file).await?;
+    let subject = spawn_server(&exe, &certs, &db, &[], &key_file).await?;
     let client = client(&certs)?;
     let mut base_res = Vec::new();
     let mut subj_res = Vec::new();
@@ -207,6 +206,7 @@ pub async fn measure(args: &BenchArgs, workdir: &Path) -> anyhow::Result<Report>
         rate: args.rate,
         entries: args.fill + hits_needed as u64,
         mix: args.mix.clone(),
+        baseline_kind: args.baseline.clone(),
         ratio_p50: ratio(s.p50_ms, b.p50_ms),
         ratio_p99: ratio(s.p99_ms, b.p99_ms),
         ratio_throughput: ratio(s.throughput_rps, b.throughput_rps),

@@ -36,7 +36,9 @@ pub struct Report {
     pub entries: u64,
     /// Traffic mix.
     pub mix: String,
-    /// The no-op baseline.
+    /// Which baseline: `noop` or `floor` (the no-op plus one store lookup).
+    pub baseline_kind: String,
+    /// The baseline server.
     pub baseline: Side,
     /// The real decision path.
     pub subject: Side,
@@ -106,7 +108,7 @@ pub fn render(r: &Report) -> String {
             .iter()
             .map(|s| (*s).to_owned())
             .collect(),
-        row("baseline (noop)", &r.baseline),
+        row(&format!("baseline ({})", r.baseline_kind), &r.baseline),
         row("stepcache", &r.subject),
     ]));
     out.push_str(&format!(
