@@ -37,23 +37,30 @@ macro_rules! viable {
 /// (`$2`; bit [`SAME_STALENESS`] of `prefs`), the newest viable one whatever its staleness
 /// ([`ANY_STALENESS`]), and the newest entry with the key in any state ([`LATEST`]), which
 /// explains a miss (stale, expired, invalidated). Each branch is a top-1 probe of an index on
-/// the key that yields only an id, so cost does not grow with the table, nor with how many
-/// entries the key has; each distinct entry then comes back once, with the bits of every branch
-/// that chose it. On a hit all three branches usually choose the same entry: one row, decoded
-/// once, instead of three copies of its outputs and key material. Best first (`prefs` desc).
+/// the key, so cost does not grow with the table, nor with how many entries the key has. Each
+/// distinct entry then comes back once, with the bits of every branch that chose it: on a hit
+/// all three branches usually choose the same entry, so one row is sent and decoded instead of
+/// three copies of its outputs and key material. Best first (`prefs` descending).
 pub const LOOKUP_EXPLAINED: &str = concat!(
     "SELECT prefs, ",
     cols!(),
-    " FROM executions JOIN (SELECT chosen, SUM(branch_bit) AS prefs FROM (",
-    "SELECT * FROM (SELECT 4 AS branch_bit, id AS chosen FROM executions WHERE ",
+    " FROM (SELECT SUM(branch_bit) OVER (PARTITION BY id) AS prefs,",
+    " ROW_NUMBER() OVER (PARTITION BY id ORDER BY branch_bit DESC) AS nth, ",
+    cols!(),
+    " FROM (SELECT * FROM (SELECT 4 AS branch_bit, ",
+    cols!(),
+    " FROM executions WHERE ",
     viable!(),
     " AND max_cache_staleness = $2 ORDER BY finished_at DESC, id DESC LIMIT 1) AS same_s",
-    " UNION ALL SELECT * FROM (SELECT 2 AS branch_bit, id AS chosen FROM executions WHERE ",
+    " UNION ALL SELECT * FROM (SELECT 2 AS branch_bit, ",
+    cols!(),
+    " FROM executions WHERE ",
     viable!(),
     " ORDER BY finished_at DESC, id DESC LIMIT 1) AS any_s",
-    " UNION ALL SELECT * FROM (SELECT 1 AS branch_bit, id AS chosen FROM executions WHERE cache_key = $1",
-    " ORDER BY finished_at DESC, id DESC LIMIT 1) AS latest",
-    ") AS branches GROUP BY chosen) AS c ON id = chosen ORDER BY prefs DESC"
+    " UNION ALL SELECT * FROM (SELECT 1 AS branch_bit, ",
+    cols!(),
+    " FROM executions WHERE cache_key = $1 ORDER BY finished_at DESC, id DESC LIMIT 1) AS latest",
+    ") AS branches) AS chosen WHERE nth = 1 ORDER BY prefs DESC"
 );
 
 /// `prefs` bit of [`LOOKUP_EXPLAINED`]: viable, with the step's own staleness.
