@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pod-create latency through a real kube-apiserver (the kit in ../shared/envtest), in one run:
-# no webhook, `serve --noop` registered, `serve` registered. Load: oha, open loop with latency
+# no webhook, `serve --noop` registered, `serve --noop --noop-lookup` registered (the floor: the
+# no-op plus one store lookup per admission), `serve` registered. Load: oha, open loop with latency
 # correction, POSTing an Argo 3.3 step pod (generateName, so every create is a new pod) to
 # /api/v1/namespaces/bench/pods. Rounds alternate the order of the three modes.
 #
@@ -51,6 +52,7 @@ start() {  # name port metrics-port [flags...]
   echo "$name did not start" >&2; exit 1
 }
 NOOP_PORT=$(port) NOOP_M=$(port); start noop "$NOOP_PORT" "$NOOP_M" --noop
+FLOOR_PORT=$(port) FLOOR_M=$(port); start floor "$FLOOR_PORT" "$FLOOR_M" --noop --noop-lookup
 SUBJ_PORT=$(port) SUBJ_M=$(port); start serve "$SUBJ_PORT" "$SUBJ_M"
 
 # The pod: the Argo 3.3 fixture's pod in namespace bench, named by the API server.
@@ -69,10 +71,10 @@ WH=/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations
 admissions() {  # metrics port -> admissions answered so far
   curl -s "http://127.0.0.1:$1/metrics" | awk '/^stepcache_admission_requests_total/ {s += $2} END {print s + 0}'
 }
-register() {  # mode: none | noop | serve
+register() {  # mode: none | noop | floor | serve
   api "$WH/stepcache-bench" -X DELETE >/dev/null 2>&1 || true
   local p m
-  case $1 in none) sleep 3; return ;; noop) p=$NOOP_PORT m=$NOOP_M ;; serve) p=$SUBJ_PORT m=$SUBJ_M ;; esac
+  case $1 in none) sleep 3; return ;; noop) p=$NOOP_PORT m=$NOOP_M ;; floor) p=$FLOOR_PORT m=$FLOOR_M ;; serve) p=$SUBJ_PORT m=$SUBJ_M ;; esac
   api "$WH" -X POST -H 'Content-Type: application/json' -d @- >/dev/null <<JSON
 {"apiVersion":"admissionregistration.k8s.io/v1","kind":"MutatingWebhookConfiguration",
  "metadata":{"name":"stepcache-bench"},
@@ -104,7 +106,7 @@ print(f'{sys.argv[1]:<6} p50 {pct["p50"]*1000:8.3f} ms  p99 {pct["p99"]*1000:8.3
 PY
 }
 for r in $(seq "$ROUNDS"); do
-  if [ $((r % 2)) = 1 ]; then order="none noop serve"; else order="serve noop none"; fi
+  if [ $((r % 2)) = 1 ]; then order="none noop floor serve"; else order="serve floor noop none"; fi
   for mode in $order; do register "$mode"; phase "$mode"; done
 done | tee "$WORK/phases.txt"
 python3 - "$WORK/phases.txt" <<'PY'
@@ -114,6 +116,6 @@ for line in open(sys.argv[1]):
     f = line.split()
     rows[f[0]].append((float(f[2]), float(f[5])))
 med = {k: (statistics.median(a for a, _ in v), statistics.median(b for _, b in v)) for k, v in rows.items()}
-for a, b in (("serve", "none"), ("serve", "noop"), ("noop", "none")):
+for a, b in (("serve", "none"), ("serve", "noop"), ("serve", "floor"), ("floor", "none"), ("noop", "none")):
     print(f"{a}/{b}: p99 {med[a][1] / med[b][1]:.2f}x  p50 {med[a][0] / med[b][0]:.2f}x  (medians over rounds)")
 PY

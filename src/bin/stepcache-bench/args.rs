@@ -47,6 +47,15 @@ pub struct BenchArgs {
     /// (after the fill), reporting p50/p99.
     #[arg(long)]
     pub store_lookups: Option<usize>,
+    /// With `--store-lookups`: a second, already filled store (e.g. 10k entries against 10M) to
+    /// look up in turn with the first, one lookup each alternately, so machine noise hits both
+    /// equally; the report gives both sides and the ratio of the first to this one.
+    #[arg(long, requires = "store_lookups")]
+    pub versus_database_url: Option<String>,
+    /// Rows the `--versus-database-url` store was filled with (its synthetic keys are numbered
+    /// below this).
+    #[arg(long, default_value_t = 10_000)]
+    pub versus_fill: u64,
     /// Instead of the HTTP comparison: record this many succeeded step pods through the
     /// recorder (16 at a time) and report completions per second.
     #[arg(long)]
