@@ -92,17 +92,32 @@ JSON
   done
   echo "webhook $1 never called" >&2; exit 1
 }
+webhook_calls() {  # the API server's own view: "<sum seconds> <count>" of calls to the bench webhook
+  api /metrics | awk '/^apiserver_admission_webhook_admission_duration_seconds_(sum|count)\{.*name="stepcache.bench.local"/ {
+    if ($1 ~ /_sum/) s += $2; else c += $2 } END {printf "%s %s\n", s + 0, c + 0}'
+}
+decided() {  # metrics port -> "<sum seconds> <count>" of the server's own admission time
+  curl -s "http://127.0.0.1:$1/metrics" | awk '/^stepcache_admission_duration_seconds_(sum|count)/ {
+    if ($1 ~ /_sum/) s += $2; else c += $2 } END {printf "%s %s\n", s + 0, c + 0}'
+}
 phase() {  # mode round
+  local m=""
+  case $1 in noop) m=$NOOP_M ;; floor) m=$FLOOR_M ;; serve) m=$SUBJ_M ;; esac
+  local before own=""; before=$(webhook_calls); [ -n "$m" ] && own=$(decided "$m")
   "$OHA" --no-tui --output-format json -z "$DURATION" -q "$RATE" --latency-correction -c 32 \
     -m POST -H 'Content-Type: application/json' -H "Authorization: Bearer $TOKEN" -D "$WORK/pod.json" --insecure \
     "$API/api/v1/namespaces/bench/pods" > "$WORK/out.json"
-  python3 - "$1" "$WORK/out.json" <<'PY'
+  python3 - "$1" "$WORK/out.json" "$before" "$(webhook_calls)" "${own:-0 0}" "$([ -n "$m" ] && decided "$m" || echo 0 0)" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[2]))
+(s0, c0), (s1, c1) = (map(float, a.split()) for a in sys.argv[3:5])
+call = f"{(s1 - s0) / (c1 - c0) * 1000:.3f}" if c1 > c0 else "-"
+(o0, n0), (o1, n1) = (map(float, a.split()) for a in sys.argv[5:7])
+own = f"{(o1 - o0) / (n1 - n0) * 1000:.3f}" if n1 > n0 else "-"
 codes = r.get("statusCodeDistribution", {})
 bad = sum(v for k, v in codes.items() if k != "201") + sum(v for k, v in r.get("errorDistribution", {}).items() if k != "aborted due to deadline")
 pct = r["latencyPercentiles"]
-print(f'{sys.argv[1]:<6} p50 {pct["p50"]*1000:8.3f} ms  p99 {pct["p99"]*1000:8.3f} ms  rps {r["summary"]["requestsPerSec"]:7.1f}  non-201 {bad}')
+print(f'{sys.argv[1]:<6} p50 {pct["p50"]*1000:8.3f} ms  p99 {pct["p99"]*1000:8.3f} ms  rps {r["summary"]["requestsPerSec"]:7.1f}  non-201 {bad}  webhook call mean {call} ms (API server), decision mean {own} ms (webhook)')
 PY
 }
 for r in $(seq "$ROUNDS"); do
