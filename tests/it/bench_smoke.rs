@@ -55,6 +55,33 @@ fn the_floor_baseline_answers_without_patching_and_says_which_baseline_it_was() 
 }
 
 #[test]
+fn interleaved_lookups_in_two_stores_report_both_sides_and_their_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (small, large) = (work.path().join("small.db"), work.path().join("large.db"));
+    let (small, large) = (format!("sqlite://{}", small.display()), format!("sqlite://{}", large.display()));
+    let o = bench(dir.path(), &["--database-url", &small, "--fill", "100", "--store-lookups", "10"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let args = ["--database-url", &large, "--fill", "400", "--store-lookups", "50"];
+    let o = bench(dir.path(), &[&args[..], &["--versus-database-url", &small, "--versus-fill", "100"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["rows_filled"], 400, "{r}");
+    assert_eq!(r["versus"]["rows"], 100, "{r}");
+    assert_eq!(r["lookups"], 50, "{r}");
+    let ratio = r["ratio_p99"].as_f64().unwrap();
+    let expect = r["p99_ms"].as_f64().unwrap() / r["versus"]["p99_ms"].as_f64().unwrap();
+    assert!((ratio - expect).abs() < 1e-9, "{r}");
+    // Keys beyond the second store's fill are not there: the run says so instead of timing misses.
+    let o = bench(
+        dir.path(),
+        &[&args[..], &["--no-fill", "--versus-database-url", &small, "--versus-fill", "1000"]].concat(),
+    );
+    assert!(!o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not found"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
 fn the_bench_binary_rejects_an_unknown_mix_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let o = bench(dir.path(), &["--requests", "10", "--fill", "0", "--mix", "most"]);

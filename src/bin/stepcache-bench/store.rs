@@ -65,35 +65,44 @@ pub async fn measure_lookups(args: &BenchArgs, n: usize) -> anyhow::Result<serde
             }
         }
     }
-    let mut report = Vec::new();
-    for side in &mut sides {
+    let backend = sides.first().map(|s| format!("{:?}", s.store.backend())).unwrap_or_default();
+    let mut measured = sides.iter_mut().map(|side| {
         side.lat.sort();
-        report.push(serde_json::json!({
-            "rows": side.rows,
-            "p50_ms": percentile(&side.lat, 50.0),
-            "p99_ms": percentile(&side.lat, 99.0),
-            "p999_ms": percentile(&side.lat, 99.9),
-        }));
-    }
-    let first = report.remove(0);
+        Measured {
+            rows: side.rows,
+            p50_ms: percentile(&side.lat, 50.0),
+            p99_ms: percentile(&side.lat, 99.0),
+            p999_ms: percentile(&side.lat, 99.9),
+        }
+    });
+    let first = measured.next().ok_or_else(|| anyhow!("no store measured"))?;
+    let versus = measured.next();
     let mut out = serde_json::json!({
-        "backend": format!("{:?}", sides[0].store.backend()),
+        "backend": backend,
         "rows_filled": args.fill,
         "fill_seconds": fill_s,
         "lookups": n,
         "seed": seed,
         "query": "lookup_explained",
-        "p50_ms": first["p50_ms"],
-        "p99_ms": first["p99_ms"],
-        "p999_ms": first["p999_ms"],
+        "p50_ms": first.p50_ms,
+        "p99_ms": first.p99_ms,
+        "p999_ms": first.p999_ms,
     });
-    if let Some(versus) = report.pop() {
-        let ratio = |k: &str| first[k].as_f64().unwrap_or(0.0) / versus[k].as_f64().unwrap_or(f64::NAN);
-        out["ratio_p50"] = ratio("p50_ms").into();
-        out["ratio_p99"] = ratio("p99_ms").into();
-        out["versus"] = versus;
+    if let (Some(v), Some(obj)) = (versus, out.as_object_mut()) {
+        obj.insert("ratio_p50".into(), (first.p50_ms / v.p50_ms).into());
+        obj.insert("ratio_p99".into(), (first.p99_ms / v.p99_ms).into());
+        obj.insert("versus".into(), serde_json::to_value(&v)?);
     }
     Ok(out)
+}
+
+/// Latency percentiles of one store's lookups.
+#[derive(serde::Serialize)]
+struct Measured {
+    rows: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
 }
 
 /// One store of a lookup measurement and what was measured on it.
