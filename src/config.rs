@@ -133,6 +133,12 @@ pub struct PolicyArgs {
 }
 
 impl ServeArgs {
+    /// The no-op baseline these flags ask for, if any (`--noop-lookup` only refines `--noop`).
+    pub fn noop_baseline(&self) -> Option<crate::admission::Noop> {
+        use crate::admission::Noop;
+        self.noop.then_some(if self.noop_lookup { Noop::AfterLookup } else { Noop::Answer })
+    }
+
     /// The connection limits these flags describe.
     pub fn limits(&self) -> crate::listener::Limits {
         crate::listener::Limits {

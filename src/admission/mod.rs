@@ -112,14 +112,22 @@ pub struct AdmitConfig {
     pub rewrite: RewriteConfig,
     /// Look up the nearest earlier entry to explain misses.
     pub explain_misses: bool,
-    /// Serve the no-op baseline (always allow, no decision) for benchmarks.
-    pub noop: bool,
-    /// With `noop`: one store lookup per admission, so the baseline includes a store round trip.
-    pub noop_lookup: bool,
+    /// Serve a no-op baseline (always allow, no decision) for benchmarks instead of deciding.
+    pub noop: Option<Noop>,
     /// Execution latching, when enabled.
     pub latch: Option<latch::LatchConfig>,
     /// Serve entries whose image tag has since moved to another digest (`--ignore-moved-images`).
     pub ignore_moved_images: bool,
+}
+
+/// The benchmark baselines `serve --noop` answers with: always "allow, no patch".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Noop {
+    /// Nothing else: the cost of TLS, HTTP and JSON alone.
+    Answer,
+    /// One store lookup first (the real query, for a key no step has): the floor of a webhook
+    /// that must ask its store.
+    AfterLookup,
 }
 
 /// The admission service.
@@ -255,8 +263,8 @@ impl Admitter {
     async fn admit_in_span(&self, decoded: &Decoded, now: Timestamp) -> Outcome {
         let started = Instant::now();
         let mut ctx = Ctx { decoded, warnings: Vec::new(), known_latest: None, step: None, saved: 0.0 };
-        let explain = if self.config.noop {
-            if self.config.noop_lookup {
+        let explain = if let Some(noop) = self.config.noop {
+            if noop == Noop::AfterLookup {
                 let nobody = CacheKey::from_digest(&[0; 32]);
                 let _ = self.timed("lookup", self.store.lookup_explained(&nobody, Staleness::Unbounded, now)).await;
             }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use crate::harness::*;
-use stepcache::admission::{AdmitConfig, Ports};
+use stepcache::admission::{AdmitConfig, Noop, Ports};
 
 const NOW: &str = "2026-11-01T10:00:00Z";
 
@@ -18,13 +18,17 @@ fn lookups(a: &stepcache::admission::Admitter) -> u64 {
         .unwrap_or(0)
 }
 
-async fn baseline(lookup: bool) -> (u64, u64, serde_json::Value, serde_json::Value) {
+/// Admits one Argo step pod under `noop`; checks what every baseline answers (allow, no patch,
+/// decision `noop`) and that nothing it did is visible to a later run. Returns the lookups it
+/// made.
+async fn baseline(noop: Noop) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(dir.path()).await;
-    let cfg = AdmitConfig { noop: true, noop_lookup: lookup, ..config() };
+    let cfg = AdmitConfig { noop: Some(noop), ..config() };
     let a = admitter(store.clone(), cfg, Ports::offline());
     let review = fixture("v3.3-container-params.admission.json");
     let before = lookups(&a);
+    assert_eq!(before, 0, "a new admitter has made no lookup");
     let (resp, explain) = admit(&a, &review, NOW.parse().unwrap()).await;
     let after = lookups(&a);
     // The baseline logs no decision: nothing it did is visible to a later run.
@@ -32,25 +36,20 @@ async fn baseline(lookup: bool) -> (u64, u64, serde_json::Value, serde_json::Val
     assert_eq!(store.stats().await.unwrap().iter().map(|s| s.entries).sum::<i64>(), 0);
     let (ns, pod) = (review["request"]["namespace"].as_str().unwrap(), review["request"]["name"].as_str().unwrap());
     assert!(store.decision_for_pod(ns, pod).await.unwrap().is_none());
-    (before, after, resp, explain)
+    assert_eq!(resp["response"]["allowed"], true);
+    assert!(resp["response"].get("patch").is_none(), "{resp}");
+    assert_eq!(explain["detail"], "noop");
+    after - before
 }
 
 #[tokio::test]
 async fn noop_allows_without_a_patch_and_makes_no_store_call() {
-    let (before, after, resp, explain) = baseline(false).await;
-    assert_eq!(resp["response"]["allowed"], true);
-    assert!(resp["response"].get("patch").is_none(), "{resp}");
-    assert_eq!(explain["detail"], "noop");
-    assert_eq!((before, after), (0, 0));
+    assert_eq!(baseline(Noop::Answer).await, 0);
 }
 
 #[tokio::test]
 async fn noop_lookup_adds_exactly_one_store_lookup_and_still_no_patch() {
-    let (before, after, resp, explain) = baseline(true).await;
-    assert_eq!(resp["response"]["allowed"], true);
-    assert!(resp["response"].get("patch").is_none(), "{resp}");
-    assert_eq!(explain["detail"], "noop");
-    assert_eq!(after - before, 1);
+    assert_eq!(baseline(Noop::AfterLookup).await, 1);
 }
 
 #[test]
