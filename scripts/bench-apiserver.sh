@@ -92,13 +92,15 @@ JSON
   done
   echo "webhook $1 never called" >&2; exit 1
 }
-webhook_calls() {  # the API server's own view: "<sum seconds> <count>" of calls to the bench webhook
-  api /metrics | awk '/^apiserver_admission_webhook_admission_duration_seconds_(sum|count)\{.*name="stepcache.bench.local"/ {
+sum_count() {  # histogram name [label regex], metrics text on stdin -> "<sum seconds> <count>"
+  awk -v h="$1" -v f="${2:-}" '$1 ~ "^" h "_(sum|count)" && $1 ~ f {
     if ($1 ~ /_sum/) s += $2; else c += $2 } END {printf "%s %s\n", s + 0, c + 0}'
 }
-decided() {  # metrics port -> "<sum seconds> <count>" of the server's own admission time
-  curl -s "http://127.0.0.1:$1/metrics" | awk '/^stepcache_admission_duration_seconds_(sum|count)/ {
-    if ($1 ~ /_sum/) s += $2; else c += $2 } END {printf "%s %s\n", s + 0, c + 0}'
+webhook_calls() {  # the API server's own view of its calls to the bench webhook
+  api /metrics | sum_count apiserver_admission_webhook_admission_duration_seconds 'name="stepcache.bench.local"'
+}
+decided() {  # metrics port -> the server's own admission time
+  curl -s "http://127.0.0.1:$1/metrics" | sum_count stepcache_admission_duration_seconds
 }
 phase() {  # mode round
   local m=""
@@ -110,10 +112,10 @@ phase() {  # mode round
   python3 - "$1" "$WORK/out.json" "$before" "$(webhook_calls)" "${own:-0 0}" "$([ -n "$m" ] && decided "$m" || echo 0 0)" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[2]))
-(s0, c0), (s1, c1) = (map(float, a.split()) for a in sys.argv[3:5])
-call = f"{(s1 - s0) / (c1 - c0) * 1000:.3f}" if c1 > c0 else "-"
-(o0, n0), (o1, n1) = (map(float, a.split()) for a in sys.argv[5:7])
-own = f"{(o1 - o0) / (n1 - n0) * 1000:.3f}" if n1 > n0 else "-"
+def mean_ms(before, after):  # two "<sum seconds> <count>" readings -> mean ms between them
+    (s0, c0), (s1, c1) = (map(float, x.split()) for x in (before, after))
+    return f"{(s1 - s0) / (c1 - c0) * 1000:.3f}" if c1 > c0 else "-"
+call, own = mean_ms(*sys.argv[3:5]), mean_ms(*sys.argv[5:7])
 codes = r.get("statusCodeDistribution", {})
 bad = sum(v for k, v in codes.items() if k != "201") + sum(v for k, v in r.get("errorDistribution", {}).items() if k != "aborted due to deadline")
 pct = r["latencyPercentiles"]
