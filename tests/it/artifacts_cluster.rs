@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use crate::drift_cluster::{create, decision, set_status};
-use crate::harness::{fixture, rerun, succeeded, task_result_for};
+use crate::harness::{fixture, ran_an_hour_ago, rerun, succeeded, task_result_for};
 use crate::kit::{self, pod_object, register, unregister, wait_effective, webhook_entry, Serve, ServeOptions};
 use crate::s3server::S3Server;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -46,10 +46,11 @@ async fn serve_verifies_artifacts_with_credentials_from_the_secret() {
 
     let first = create(&client, &ns, &rerun(&review, "first")).await;
     assert_eq!(decision(&first), "miss");
+    let ran = ran_an_hour_ago();
     set_status(
         &client,
         &first,
-        succeeded(&first, "x", "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z")["status"].clone(),
+        succeeded(&first, "x", &ran.0, &ran.1)["status"].clone(),
     )
     .await;
     let tr = task_result_for(&first, "7");

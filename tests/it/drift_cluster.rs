@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub(crate) use crate::cluster::{create_pod as create, eventually};
-use crate::harness::{fixture, rerun, succeeded, task_result_for, with_annotation};
+use crate::harness::{fixture, ran_an_hour_ago, rerun, succeeded, task_result_for, with_annotation};
 use crate::kit::{self, pod_object, register, unregister, wait_effective, webhook_entry, Serve, ServeOptions};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
@@ -52,10 +52,11 @@ async fn a_pod_reporting_a_new_digest_for_the_tag_makes_the_entry_miss_as_image_
     // The step runs once with the tag at digest A and is recorded (outputs in the annotation).
     let first = create(&client, &ns, &rerun(&review, "first")).await;
     assert_eq!(decision(&first), "miss");
+    let ran = ran_an_hour_ago();
     set_status(
         &client,
         &first,
-        succeeded(&first, "x", "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z")["status"].clone(),
+        succeeded(&first, "x", &ran.0, &ran.1)["status"].clone(),
     )
     .await;
     let outputs = serde_json::to_string(&task_result_for(&first, "7")["outputs"]).unwrap();
@@ -73,12 +74,14 @@ async fn a_pod_reporting_a_new_digest_for_the_tag_makes_the_entry_miss_as_image_
         create(&client, &ns, &with_annotation(&rerun(&review, "other"), "stepcache.dev/cache-seed", "other")).await;
     assert_eq!(decision(&other), "miss");
     let moved = format!("docker.io/img@sha256:{}", "b".repeat(64));
+    // It started after the first run finished (an hour ago): now.
+    let (_, now) = crate::harness::ran_ago(Duration::ZERO, Duration::ZERO);
     set_status(
         &client,
         &other,
-        json!({"phase": "Running", "startTime": "2026-11-02T09:00:00Z", "containerStatuses": [
+        json!({"phase": "Running", "startTime": now, "containerStatuses": [
             {"name": "main", "ready": true, "restartCount": 0, "image": TAG, "imageID": moved,
-             "state": {"running": {"startedAt": "2026-11-02T09:00:00Z"}}}]}),
+             "state": {"running": {"startedAt": now}}}]}),
     )
     .await;
     eventually("digest B observed", Duration::from_secs(30), || async {

@@ -162,6 +162,22 @@ pub fn rerun(review: &Value, run: &str) -> Value {
     v
 }
 
+/// A run that finished `ago` before this machine's clock and took `took`: (started, finished)
+/// as RFC 3339 strings. Tests whose entries meet a wall clock (a `serve`, the recorder's own
+/// clock) record with these, so they mean the same thing on any date.
+pub fn ran_ago(ago: std::time::Duration, took: std::time::Duration) -> (String, String) {
+    let finished = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).unwrap();
+    let finished = finished.round(jiff::Unit::Second).unwrap();
+    let started = finished - jiff::SignedDuration::try_from(took).unwrap();
+    (started.to_string(), finished.to_string())
+}
+
+/// [`ran_ago`] for the 4m12s run the fixtures' outputs describe, finished an hour ago: fresh
+/// under any staleness a fixture asks for (the shortest is `P30D`).
+pub fn ran_an_hour_ago() -> (String, String) {
+    ran_ago(std::time::Duration::from_secs(3600), std::time::Duration::from_secs(252))
+}
+
 /// Turns an admitted (patched) pod into the pod the API server returns after the step
 /// succeeded: uid, start time, every container terminated with exit 0, image ids.
 pub fn succeeded(pod: &Value, uid: &str, started: &str, finished: &str) -> Value {

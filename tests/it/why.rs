@@ -4,7 +4,7 @@
 //! from the decision log (saying so). Also: the binary answers as the kubectl plugin.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use crate::harness::{fixture, rerun, succeeded, task_result_for};
+use crate::harness::{fixture, ran_an_hour_ago, rerun, succeeded, task_result_for};
 use crate::kit::{self, pod_object, register, unregister, wait_effective, webhook_entry, Serve, ServeOptions};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -79,7 +79,8 @@ async fn why_explains_a_hit_a_miss_with_its_differences_and_a_pod_that_is_gone()
     // First run: a miss; the kubelet and the wait container are played by the test.
     let first = create(&client, &ns, &rerun(&review, "first")).await;
     assert_eq!(decision(&first), "miss");
-    let status = succeeded(&first, "ignored", "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z")["status"].clone();
+    let ran = ran_an_hour_ago();
+    let status = succeeded(&first, "ignored", &ran.0, &ran.1)["status"].clone();
     pods.patch_status(&name(&first), &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await.unwrap();
     let trs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &stepcache::k8s::task_result_resource());
     trs.create(&PostParams::default(), &serde_json::from_value(task_result_for(&first, "42")).unwrap()).await.unwrap();

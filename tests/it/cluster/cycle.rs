@@ -166,3 +166,34 @@ async fn a_hit_over_an_existing_task_result_makes_it_complete() {
     assert_eq!(got["outputs"]["parameters"][0]["value"], "7", "{got}");
     env.done().await;
 }
+
+/// The companion of `cycle_kfp_v1_staleness`: the same step, recorded from a run that finished
+/// past its `max_cache_staleness` (`P30D`) by the webhook's clock, is a miss that names the entry
+/// as stale; a run finished inside it is a hit. Both times are relative to now, so the pair
+/// means the same on any date.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_recorded_past_its_staleness_misses_as_stale() {
+    let Some(env) = Env::new("stale", ServeOptions::default()).await else { return };
+    let review = fixture("kfp-v1-staleness.admission.json");
+    let day = Duration::from_secs(86_400);
+    let first = env.create(&rerun(&review, "old")).await;
+    assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"), "{}", first["metadata"]);
+    let (started, finished) = crate::harness::ran_ago(31 * day, Duration::from_secs(252));
+    succeed_at(&env.client, &first, &started, &finished).await;
+    report_outputs(&env.client, &first, "150").await;
+    recorded(&env.serve, 1.0).await;
+
+    let again = env.create(&rerun(&review, "after-staleness")).await;
+    assert_eq!(label(&again, "stepcache.dev/decision"), Some("miss"), "{}", again["metadata"]);
+    let reason = again["metadata"]["annotations"]["stepcache.dev/miss-reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("stale"), "miss reason names the stale entry: {reason}");
+
+    // The miss was marked; recorded from a run 29 days old, the step is fresh again.
+    let (started, finished) = crate::harness::ran_ago(29 * day, Duration::from_secs(252));
+    succeed_at(&env.client, &again, &started, &finished).await;
+    report_outputs(&env.client, &again, "150").await;
+    recorded(&env.serve, 2.0).await;
+    let fresh = env.create(&rerun(&review, "inside-staleness")).await;
+    assert_eq!(label(&fresh, "stepcache.dev/decision"), Some("hit"), "{}", fresh["metadata"]);
+    env.done().await;
+}

@@ -13,7 +13,7 @@ mod faults;
 mod rbac;
 mod sources;
 
-use crate::harness::{fixture, rerun, succeeded, task_result_for};
+use crate::harness::{fixture, ran_an_hour_ago, rerun, succeeded, task_result_for};
 use crate::kit::{
     self, admissions, pod_object, register, unregister, wait_effective, webhook_entry, Kit, Serve, ServeOptions,
 };
@@ -114,11 +114,18 @@ async fn create_pod_with_warnings(client: &kube::Client, ns: &str, review: &Valu
     (serde_json::from_slice(&bytes).unwrap(), warnings)
 }
 
-/// Plays the kubelet: every container terminated with exit 0, phase Succeeded.
+/// Plays the kubelet: every container terminated with exit 0, phase Succeeded; the run took
+/// 4m12s and finished an hour before this machine's clock (fresh under any fixture's staleness).
 async fn succeed(client: &kube::Client, pod: &Value) {
+    let (started, finished) = ran_an_hour_ago();
+    succeed_at(client, pod, &started, &finished).await
+}
+
+/// [`succeed`] with the run's start and finish times.
+async fn succeed_at(client: &kube::Client, pod: &Value, started: &str, finished: &str) {
     let ns = pod["metadata"]["namespace"].as_str().unwrap();
     let name = pod["metadata"]["name"].as_str().unwrap();
-    let status = succeeded(pod, "ignored", "2026-11-01T10:00:00Z", "2026-11-01T10:04:12Z")["status"].clone();
+    let status = succeeded(pod, "ignored", started, finished)["status"].clone();
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&json!({"status": status}))).await.unwrap();
 }
