@@ -47,12 +47,7 @@ async fn serve_verifies_artifacts_with_credentials_from_the_secret() {
     let first = create(&client, &ns, &rerun(&review, "first")).await;
     assert_eq!(decision(&first), "miss");
     let ran = ran_an_hour_ago();
-    set_status(
-        &client,
-        &first,
-        succeeded(&first, "x", &ran.0, &ran.1)["status"].clone(),
-    )
-    .await;
+    set_status(&client, &first, succeeded(&first, "x", &ran.0, &ran.1)["status"].clone()).await;
     let tr = task_result_for(&first, "7");
     let key = tr["outputs"]["artifacts"][0]["s3"]["key"].as_str().unwrap().to_owned();
     let patch = json!({"metadata": {"annotations": {"workflows.argoproj.io/outputs": serde_json::to_string(&tr["outputs"]).unwrap()}}});

@@ -53,12 +53,7 @@ async fn a_pod_reporting_a_new_digest_for_the_tag_makes_the_entry_miss_as_image_
     let first = create(&client, &ns, &rerun(&review, "first")).await;
     assert_eq!(decision(&first), "miss");
     let ran = ran_an_hour_ago();
-    set_status(
-        &client,
-        &first,
-        succeeded(&first, "x", &ran.0, &ran.1)["status"].clone(),
-    )
-    .await;
+    set_status(&client, &first, succeeded(&first, "x", &ran.0, &ran.1)["status"].clone()).await;
     let outputs = serde_json::to_string(&task_result_for(&first, "7")["outputs"]).unwrap();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let patch = json!({"metadata": {"annotations": {"workflows.argoproj.io/outputs": outputs}}});
