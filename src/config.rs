@@ -103,6 +103,21 @@ pub struct PolicyArgs {
     /// Shadow mode: decide and record, count would-be hits, never rewrite a pod.
     #[arg(long, env = "STEPCACHE_SHADOW", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub shadow: bool,
+    /// The Argo controller's identities: only pods these users created (AdmissionReview
+    /// `userInfo.username`, comma-separated) are decided, recorded and served. The default names
+    /// the controllers of Argo's cluster install, argo-helm's default release and Kubeflow
+    /// Pipelines; set it to your controller's `system:serviceaccount:<namespace>:<name>`.
+    #[arg(
+        long,
+        env = "STEPCACHE_CONTROLLER_USERS",
+        value_delimiter = ',',
+        default_value = "system:serviceaccount:argo:argo,system:serviceaccount:argo:argo-workflows-workflow-controller,system:serviceaccount:kubeflow:argo"
+    )]
+    pub controller_users: Vec<String>,
+    /// Groups whose members count as the Argo controller (comma-separated; default none). Never a
+    /// namespace's service-account group: it holds the workflows' own service accounts too.
+    #[arg(long, env = "STEPCACHE_CONTROLLER_GROUPS", value_delimiter = ',')]
+    pub controller_groups: Vec<String>,
     /// Allow execution latching for steps annotated `stepcache.dev/latch: "true"`.
     #[arg(long, env = "STEPCACHE_LATCH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub latch: bool,
@@ -162,6 +177,10 @@ impl PolicyArgs {
             share_namespaces: self.share_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
             shadow: self.shadow,
             latch: self.latch,
+            controllers: stepcache_core::trust::ControllerIdentities {
+                users: self.controller_users.iter().filter(|s| !s.is_empty()).cloned().collect(),
+                groups: self.controller_groups.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            },
         }
     }
 
@@ -553,4 +572,27 @@ pub fn parse_staleness(s: &str) -> Result<Staleness, String> {
 fn scope_parser() -> impl clap::builder::TypedValueParser<Value = Scope> {
     use clap::builder::TypedValueParser as _;
     clap::builder::PossibleValuesParser::new(Scope::ALL.map(Scope::as_str)).try_map(|s| s.parse::<Scope>())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn policy_of(args: &[&str]) -> AdminPolicy {
+        let cli = Cli::try_parse_from(["stepcache", "review"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Review { policy, .. } => policy.admin(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_controller_identities_default_to_the_supported_installs_and_are_configurable() {
+        let default = policy_of(&[]).controllers;
+        assert_eq!(default, stepcache_core::trust::ControllerIdentities::default());
+        let set = policy_of(&["--controller-users", "system:serviceaccount:wf:ctl,ops", "--controller-groups", "g"]);
+        assert_eq!(set.controllers.users, ["system:serviceaccount:wf:ctl", "ops"]);
+        assert_eq!(set.controllers.groups, ["g"]);
+    }
 }

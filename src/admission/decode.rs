@@ -73,6 +73,9 @@ pub struct Decoded {
     pub name: Option<String>,
     /// `request.dryRun`: side effects must be skipped.
     pub dry_run: bool,
+    /// `request.userInfo`: who the API server authenticated as creating the object. Only the
+    /// Argo controller's pods are decided ([`stepcache_core::trust`]).
+    pub requester: stepcache_core::trust::Requester,
     /// What to decide about.
     pub subject: Subject,
 }
@@ -155,11 +158,16 @@ fn typed_pod_create(review: Envelope) -> Option<Decoded> {
         return None;
     }
     let pod = req.object?;
+    let requester = stepcache_core::trust::Requester {
+        username: req.user_info.username.unwrap_or_default(),
+        groups: req.user_info.groups.unwrap_or_default(),
+    };
     Some(Decoded {
         uid: req.uid,
         namespace: req.namespace.filter(|n| !n.is_empty()),
         name: Some(req.name).filter(|n| !n.is_empty()),
         dry_run: req.dry_run,
+        requester,
         subject: Subject::PodCreate(Box::new(pod)),
     })
 }
@@ -177,6 +185,14 @@ fn decode_untyped(body: &[u8]) -> Result<Decoded, DecodeError> {
     let namespace = str_at(req, &["namespace"]).filter(|n| !n.is_empty()).map(str::to_owned);
     let name = str_at(req, &["name"]).filter(|n| !n.is_empty()).map(str::to_owned);
     let dry_run = req.get("dryRun").and_then(Value::as_bool).unwrap_or(false);
+    let requester = stepcache_core::trust::Requester {
+        username: str_at(req, &["userInfo", "username"]).unwrap_or_default().to_owned(),
+        groups: req
+            .pointer("/userInfo/groups")
+            .and_then(Value::as_array)
+            .map(|g| g.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default(),
+    };
     let operation = str_at(req, &["operation"]).unwrap_or_default();
     let group = str_at(req, &["kind", "group"]).unwrap_or_default();
     let req_kind = str_at(req, &["kind", "kind"]).unwrap_or_default();
@@ -201,7 +217,7 @@ fn decode_untyped(body: &[u8]) -> Result<Decoded, DecodeError> {
             },
         }
     };
-    Ok(Decoded { uid: uid.to_owned(), namespace, name, dry_run, subject })
+    Ok(Decoded { uid: uid.to_owned(), namespace, name, dry_run, requester, subject })
 }
 
 #[cfg(test)]
@@ -250,6 +266,22 @@ mod tests {
         let envelope = serde_json::from_slice::<Envelope>(&body);
         assert!(envelope.is_ok(), "{:?}", envelope.err());
         assert!(envelope.ok().and_then(typed_pod_create).is_some());
+    }
+
+    #[test]
+    fn the_requester_is_read_from_user_info_on_both_paths() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/argo/kfp-v1-staleness.admission.json");
+        let body = std::fs::read(path).unwrap();
+        let d = decode(&body).unwrap();
+        assert_eq!(d.requester.username, "system:serviceaccount:kubeflow:argo");
+        assert!(d.requester.groups.iter().any(|g| g == "system:serviceaccounts:kubeflow"));
+        let u = decode_untyped(&body).unwrap();
+        assert_eq!(u.requester, d.requester);
+        let none = decode(&review(
+            serde_json::json!({"uid":"u","operation":"CREATE","kind":{"group":"","version":"v1","kind":"Pod"}}),
+        ))
+        .unwrap();
+        assert_eq!(none.requester, stepcache_core::trust::Requester::default());
     }
 
     #[test]

@@ -284,7 +284,8 @@ impl Admitter {
         self.metrics.decision(explain.detail);
         if let Some(step) = ctx.step {
             self.metrics.namespace_decision(step.namespace.as_str(), explain.detail);
-            if explain.key.is_some() && !decoded.dry_run {
+            let logged = explain.key.is_some() || explain.detail == Decision::SkippedNotController;
+            if logged && !decoded.dry_run {
                 self.store.log_decision(decision_record(&explain, step, ctx.saved, now));
             }
         }
@@ -334,6 +335,9 @@ impl Admitter {
             std::borrow::Cow::Borrowed(pod)
         };
         let pod: &Pod = &pod;
+        if let Err(not) = self.config.admin.controllers.check(&ctx.decoded.requester) {
+            return self.not_controller(ctx, pod, &not);
+        }
         let step = match self.cacheable_step(ctx, pod).await {
             Ok(step) => step,
             Err(skipped) => return *skipped,
@@ -388,6 +392,44 @@ impl Admitter {
             }
             (_, None) => self.miss(ctx, &d, MissCause::NoEntry.describe(), true, ex).await,
         }
+    }
+
+    /// A pod someone other than the Argo controller created: left alone (no lookup, no mark, no
+    /// task result), except that stepcache-written labels and annotations it arrived with are
+    /// removed, so a copied mark or decision cannot pass for stepcache's. Logged (when it names an
+    /// Argo node) so `why` can say why the step was not cached.
+    fn not_controller(&self, ctx: &mut Ctx<'_>, pod: &Pod, not: &stepcache_core::trust::NotController) -> Explain {
+        let reason = not.to_string();
+        tracing::info!(
+            namespace = pod.metadata.namespace.as_deref().unwrap_or(""),
+            pod = pod.metadata.name.as_deref().unwrap_or(""),
+            user = %ctx.decoded.requester.username,
+            "pod not created by the Argo controller; not decided"
+        );
+        let empty = BTreeMap::new();
+        let labels_map = pod.metadata.labels.as_ref().unwrap_or(&empty);
+        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+        let namespace = pod.metadata.namespace.as_deref().and_then(|n| Namespace::parse(n).ok());
+        if let (Some(namespace), Some(workflow)) = (namespace, labels_map.get(crate::argo::labels::WORKFLOW_LABEL)) {
+            ctx.step = Some(LoggedStep {
+                namespace,
+                pod: pod.metadata.name.clone().unwrap_or_default(),
+                workflow: workflow.clone(),
+                node: annotations.get(crate::argo::labels::NODE_ID_ANNOTATION).cloned().unwrap_or_default(),
+                template: String::new(),
+                seed: String::new(),
+            });
+        }
+        let mut ex = skip(Decision::SkippedNotController, reason);
+        ex.patch = stepcache_core::trust::strip_stepcache_metadata(pod);
+        if !ex.patch.is_empty() {
+            ctx.warnings.push(
+                "stepcache: removed stepcache.dev/ labels and annotations that only stepcache writes \
+                 (this pod was not created by the Argo controller)"
+                    .into(),
+            );
+        }
+        ex
     }
 
     /// The pod's step, when it is an Argo step stepcache may cache here; otherwise the skip
@@ -496,7 +538,9 @@ impl Admitter {
                                 .get_or_create(&crate::metrics::ReasonLabel { reason: e.kind().into() })
                                 .inc();
                             if required {
-                                Some((format!("task result not written ({e})"), true))
+                                // Leaving another writer's task result alone is no error.
+                                let is_error = !matches!(e, crate::k8s::KubeError::NotOurs(_));
+                                Some((format!("task result not written ({e})"), is_error))
                             } else {
                                 tracing::warn!(error = %e, "task result not written; relying on the outputs annotation");
                                 None

@@ -122,7 +122,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = store_with_retry(&args).await?;
     let signer = super::signer(&args.signing)?;
     let client = if args.noop { None } else { kube_client(args.kube).await? };
-    let ports = serving_ports(&args, client.clone(), metrics.clone())?;
+    let ports = serving_ports(&args, client.clone(), &signer, metrics.clone())?;
     let hits = ports.effects.hit_counter().cloned().unwrap_or_default();
     let admitter = Admitter {
         config: Arc::new(AdmitConfig {
@@ -181,10 +181,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The ports of a serving webhook: the Kubernetes API when there is one, bookkeeping off the
 /// response path.
-fn serving_ports(args: &ServeArgs, client: Option<kube::Client>, metrics: Arc<Metrics>) -> anyhow::Result<Ports> {
+fn serving_ports(
+    args: &ServeArgs,
+    client: Option<kube::Client>,
+    signer: &crate::mark::Signer,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Ports> {
     Ok(Ports {
         task_results: match &client {
-            Some(c) => TaskResults::Api(TaskResultWriter::new(c.clone(), Duration::from_secs(2))),
+            Some(c) => TaskResults::Api(TaskResultWriter::new(c.clone(), Duration::from_secs(2), signer.clone())),
             None => TaskResults::Unavailable,
         },
         events: client.clone().map(|c| {

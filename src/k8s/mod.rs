@@ -57,6 +57,9 @@ pub enum KubeError {
     /// The object could not be built.
     #[error("invalid object: {0}")]
     Invalid(String),
+    /// An object of that name exists and stepcache did not create it: left alone.
+    #[error("{0} exists and was not written by stepcache; left alone")]
+    NotOurs(String),
 }
 
 impl KubeError {
@@ -69,6 +72,7 @@ impl KubeError {
             KubeError::Client(_) => "client",
             KubeError::Timeout(_) => "timeout",
             KubeError::Invalid(_) => "invalid",
+            KubeError::NotOurs(_) => "not_ours",
         }
     }
 }

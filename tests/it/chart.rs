@@ -633,6 +633,29 @@ store: {timeout: 500ms}
 }
 
 #[test]
+fn the_argo_controllers_identities_become_server_settings_and_cannot_be_emptied() {
+    let Some(helm) = helm() else { return };
+    let default = render(helm, "");
+    let users = stepcache_core::trust::DEFAULT_CONTROLLER_USERS.join(",");
+    assert_eq!(default.env_value("STEPCACHE_CONTROLLER_USERS"), Some(users), "the binary's defaults");
+    assert_eq!(default.env_value("STEPCACHE_CONTROLLER_GROUPS"), None);
+    let mine = render(
+        helm,
+        "argoController: {users: [system:serviceaccount:wf:argo-workflows-workflow-controller], groups: [argo-ctl]}",
+    );
+    assert_eq!(
+        mine.env_value("STEPCACHE_CONTROLLER_USERS").as_deref(),
+        Some("system:serviceaccount:wf:argo-workflows-workflow-controller")
+    );
+    assert_eq!(mine.env_value("STEPCACHE_CONTROLLER_GROUPS").as_deref(), Some("argo-ctl"));
+    let e = refusal(helm, "argoController: {users: [], groups: []}");
+    assert!(e.contains("stepcache would decide no pod"), "{e}");
+    // A namespace's service-account group holds the workflows' own accounts: refused.
+    let e = refusal(helm, "argoController: {groups: ['system:serviceaccounts:argo']}");
+    assert!(names_value(&e, "argoController.groups"), "{e}");
+}
+
+#[test]
 fn noop_image_defaults_to_the_chart_image_and_can_be_overridden() {
     let Some(helm) = helm() else { return };
     let r = render(helm, "");

@@ -71,8 +71,14 @@ pub const SECRET: &[u8] = b"test-signing-secret-0123456789";
 
 /// Admission config used by tests.
 pub fn config() -> AdmitConfig {
-    AdmitConfig { explain_misses: true, ..Default::default() }
+    let mut cfg = AdmitConfig { explain_misses: true, ..Default::default() };
+    // The captured fixtures were sent for the envtest capture's `admin`, playing the controller.
+    cfg.admin.controllers.users.push(CAPTURED_CONTROLLER.into());
+    cfg
 }
+
+/// The identity the captured fixtures' pods were created with (playing the Argo controller).
+pub const CAPTURED_CONTROLLER: &str = "admin";
 
 /// An admitter over `store` with no cluster (side effects treated as offline when `offline`).
 pub fn admitter(store: Store, cfg: AdmitConfig, cluster: Ports) -> Admitter {

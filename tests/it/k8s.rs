@@ -29,7 +29,14 @@ async fn recorded_rerun(dir: &std::path::Path) -> (stepcache::store::Store, Valu
 
 /// Task results written through `client`, each call bounded by `timeout`.
 fn task_results_via(client: kube::Client, timeout: Duration) -> Ports {
-    Ports { task_results: TaskResults::Api(TaskResultWriter::new(client, timeout)), ..Default::default() }
+    Ports {
+        task_results: TaskResults::Api(TaskResultWriter::new(
+            client,
+            timeout,
+            stepcache::mark::Signer::new(SECRET).unwrap(),
+        )),
+        ..Default::default()
+    }
 }
 
 /// The task result a hit on `review` must write: the recorded value under the rerun's node.
@@ -50,7 +57,7 @@ async fn a_hit_creates_its_task_result_through_the_api() {
 }
 
 #[tokio::test]
-async fn a_hit_whose_task_result_already_exists_patches_it_and_stays_a_hit() {
+async fn a_hit_whose_own_task_result_already_exists_patches_it_and_stays_a_hit() {
     let dir = tempfile::tempdir().unwrap();
     let (store, again) = recorded_rerun(dir.path()).await;
     let (client, api) = mock_client();
@@ -59,6 +66,20 @@ async fn a_hit_whose_task_result_already_exists_patches_it_and_stays_a_hit() {
     let (_, ex) = admit(&a, &again, ts("2026-11-02T10:00:00Z")).await;
     exchange.verified().await;
     assert_eq!(ex["decision"], "hit", "{ex}");
+}
+
+#[tokio::test]
+async fn a_hit_whose_task_result_exists_from_another_writer_leaves_it_alone_and_misses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, again) = recorded_rerun(dir.path()).await;
+    let (client, api) = mock_client();
+    let a = admitter(store, config(), task_results_via(client, Duration::from_secs(1)));
+    let exchange = api.run(Scenario::TaskResultConflictForeign(hit_task_result(&again)));
+    let (_, ex) = admit(&a, &again, ts("2026-11-02T10:00:00Z")).await;
+    exchange.verified().await;
+    assert_eq!(ex["decision"], "miss", "{ex}");
+    assert_eq!(ex["detail"], "miss", "leaving it alone is no error: {ex}");
+    assert!(ex["reason"].as_str().unwrap().contains("was not written by stepcache; left alone"), "{ex}");
 }
 
 #[tokio::test]

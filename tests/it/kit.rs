@@ -321,6 +321,10 @@ impl Drop for Kit {
     }
 }
 
+/// The kit's admin user (`tokens.csv`): the identity tests create pods with, playing the Argo
+/// controller.
+pub const ADMIN_USER: &str = "envtest-admin";
+
 /// A client from a kubeconfig file.
 pub async fn client_from(kubeconfig: &Path) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
@@ -387,6 +391,11 @@ impl Serve {
         if !opts.watch_namespaces.is_empty() {
             command.push("--watch-namespaces".into());
             command.push(opts.watch_namespaces.join(","));
+        }
+        if !opts.args.iter().any(|a| a == "--controller-users") {
+            // The test plays the Argo controller with the kit's admin identity.
+            command.push("--controller-users".into());
+            command.push(ADMIN_USER.into());
         }
         command.extend(opts.args.iter().cloned());
         let mut s = Serve {

@@ -24,9 +24,13 @@ const QUIET: Duration = Duration::from_millis(200);
 pub enum Scenario {
     /// A create of this WorkflowTaskResult (name, namespace, labels, outputs): answered 201.
     TaskResultCreated(Value),
-    /// A create of this WorkflowTaskResult answered 409 AlreadyExists, then a merge patch of the
-    /// same name setting its labels and outputs: answered 200.
+    /// A create of this WorkflowTaskResult answered 409 AlreadyExists, a GET answered with the
+    /// object that create sent (stepcache's own, with its proof), then a merge patch of the same
+    /// name setting its labels and outputs: answered 200.
     TaskResultConflictThenPatched(Value),
+    /// A create of this WorkflowTaskResult answered 409 AlreadyExists, a GET answered with it
+    /// without stepcache's proof (another writer's), and then no further request.
+    TaskResultConflictForeign(Value),
     /// A create of a WorkflowTaskResult in this namespace that is never answered.
     TaskResultTimeout {
         /// Namespace of the create.
@@ -103,10 +107,25 @@ async fn play(handle: &mut Handle, scenario: Scenario) {
             send.send_response(status(409, "AlreadyExists"));
             let name = expected["metadata"]["name"].as_str().unwrap();
             let path = format!("{}/{name}", task_results_path(&expected));
+            let (_, send) = expect(handle, Method::GET, &path).await;
+            send.send_response(answer(200, &body));
             let (patch, send) = expect(handle, Method::PATCH, &path).await;
             assert_eq!(patch["metadata"]["labels"], expected["metadata"]["labels"], "{patch}");
             assert_eq!(patch["outputs"], expected["outputs"], "{patch}");
             send.send_response(answer(200, &expected));
+        }
+        Scenario::TaskResultConflictForeign(expected) => {
+            let (body, send) = expect(handle, Method::POST, &task_results_path(&expected)).await;
+            assert_same_task_result(&body, &expected);
+            send.send_response(status(409, "AlreadyExists"));
+            let name = expected["metadata"]["name"].as_str().unwrap();
+            let (_, send) = expect(handle, Method::GET, &format!("{}/{name}", task_results_path(&expected))).await;
+            let mut foreign = expected.clone();
+            foreign["outputs"] = json!({});
+            send.send_response(answer(200, &foreign));
+            if let Ok(Some((req, _))) = tokio::time::timeout(QUIET, handle.next_request()).await {
+                panic!("another writer's task result was touched: {} {}", req.method(), req.uri());
+            }
         }
         Scenario::TaskResultTimeout { namespace } => {
             let path = format!("/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflowtaskresults");

@@ -132,6 +132,9 @@ enum checks (for --skip-schema-validation) and cover what a schema cannot say cl
 */}}
 {{- define "stepcache.validate" -}}
 {{- $v := .Values }}
+{{- if not (or $v.argoController.users $v.argoController.groups) }}
+{{- fail "argoController.users and argoController.groups are both empty: stepcache would decide no pod. Name the Argo controller's service account, e.g. system:serviceaccount:argo:argo" }}
+{{- end }}
 {{- $modes := list "certManager" "existingSecret" "provided" }}
 {{- if not (has $v.certs.mode $modes) }}
 {{- fail (printf "certs.mode %q is not supported: use certManager (needs cert-manager), existingSecret (set certs.existingSecret.name and certs.caBundle) or provided (set certs.provided.cert, .key and .caBundle)" (toString $v.certs.mode)) }}

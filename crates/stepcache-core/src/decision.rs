@@ -20,6 +20,8 @@ pub enum Decision {
     Latched,
     /// Not an Argo pod, or not a pod CREATE.
     SkippedNotArgo,
+    /// An Argo-shaped pod created by someone other than the Argo controller (`userInfo`).
+    SkippedNotController,
     /// An Argo pod that is not cacheable (resource, agent, daemon, excluded, not covered, ...).
     /// The default: a decision not yet made leaves the pod alone.
     #[default]
@@ -36,12 +38,13 @@ pub enum Decision {
 
 impl Decision {
     /// Every decision, for metric pre-registration and documentation.
-    pub const ALL: [Decision; 10] = [
+    pub const ALL: [Decision; 11] = [
         Decision::Hit,
         Decision::Miss,
         Decision::ShadowHit,
         Decision::Latched,
         Decision::SkippedNotArgo,
+        Decision::SkippedNotController,
         Decision::Skipped,
         Decision::OptedOut,
         Decision::Invalid,
@@ -58,6 +61,7 @@ impl Decision {
             Decision::ShadowHit => "shadow-hit",
             Decision::Latched => "latched",
             Decision::SkippedNotArgo => "skipped-not-argo",
+            Decision::SkippedNotController => "skipped-not-controller",
             Decision::Skipped => "skipped",
             Decision::OptedOut => "opted-out",
             Decision::Invalid => "invalid",

@@ -28,6 +28,8 @@ pub struct AdminPolicy {
     pub shadow: bool,
     /// Allow execution latching for steps that ask for it.
     pub latch: bool,
+    /// Who counts as the Argo controller: only its pods are decided, recorded and served.
+    pub controllers: crate::trust::ControllerIdentities,
 }
 
 /// Namespaces Kubernetes owns; stepcache never acts on them, whatever the admin lists say

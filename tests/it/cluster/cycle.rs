@@ -148,7 +148,7 @@ async fn opted_out_and_non_argo_pods_never_reach_the_webhook() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hit_over_an_existing_task_result_makes_it_complete() {
+async fn a_task_result_stepcache_did_not_write_is_left_alone_and_the_step_runs() {
     let Some(env) = Env::new("existing", ServeOptions::default()).await else { return };
     let review = record_once(&env, V36, "7").await;
     let again = rerun(&review, "again");
@@ -159,11 +159,39 @@ async fn a_hit_over_an_existing_task_result_makes_it_complete() {
     placeholder["outputs"] = json!({});
     let obj: DynamicObject = serde_json::from_value(placeholder).unwrap();
     env.task_results().create(&PostParams::default(), &obj).await.unwrap();
+    let (pod, warnings) = create_pod_with_warnings(&env.client, &env.ns, &again).await;
+    assert_eq!(label(&pod, "stepcache.dev/decision"), Some("miss"), "{}", pod["metadata"]);
+    assert_eq!(label(&pod, "stepcache.dev/record"), Some("true"), "the step runs and is recorded");
+    assert_eq!(shape(&pod), shape(&want), "the pod runs as Argo built it");
+    assert!(warnings.iter().any(|w| w.contains("was not written by stepcache; left alone")), "{warnings:?}");
+    let got = serde_json::to_value(env.task_results().get(&node_of(&want)).await.unwrap()).unwrap();
+    assert_eq!(got["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"], "false", "{got}");
+    assert_eq!(got["outputs"], json!({}), "untouched: {got}");
+    env.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_hit_rewrites_only_stepcaches_own_task_result() {
+    let Some(env) = Env::new("replay", ServeOptions::default()).await else { return };
+    let review = record_once(&env, V36, "7").await;
+    let again = rerun(&review, "again");
     let hit = env.create(&again).await;
     assert_eq!(label(&hit, "stepcache.dev/decision"), Some("hit"), "{}", hit["metadata"]);
-    let got = serde_json::to_value(env.task_results().get(&node_of(&want)).await.unwrap()).unwrap();
-    assert_eq!(got["metadata"]["labels"]["workflows.argoproj.io/report-outputs-completed"], "true");
-    assert_eq!(got["outputs"]["parameters"][0]["value"], "7", "{got}");
+    let node = node_of(&hit);
+    let first = serde_json::to_value(env.task_results().get(&node).await.unwrap()).unwrap();
+    assert!(first["metadata"]["annotations"]["stepcache.dev/task-result-proof"].is_string(), "{first}");
+    // The controller retries the same pod (AlreadyExists for the pod); the webhook is called again
+    // and finds its own task result: the same hit, no error.
+    let pod: Pod = serde_json::from_value(pod_object(&again, &env.ns)).unwrap();
+    let retry = env.pods().create(&PostParams::default(), &pod).await;
+    assert!(matches!(retry, Err(kube::Error::Api(ref s)) if s.code == 409), "{retry:?}");
+    let metrics = env.serve.metrics().await;
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("stepcache_task_result_errors_total{") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    let second = serde_json::to_value(env.task_results().get(&node).await.unwrap()).unwrap();
+    assert_eq!(second["outputs"], first["outputs"]);
     env.done().await;
 }
 

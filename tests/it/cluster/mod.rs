@@ -12,6 +12,7 @@ mod cycle;
 mod faults;
 mod rbac;
 mod sources;
+mod trust;
 
 use crate::harness::{fixture, ran_an_hour_ago, rerun, succeeded, task_result_for};
 use crate::kit::{
@@ -190,6 +191,12 @@ async fn recorded(serve: &Serve, n: f64) {
         (metric(&serve.metrics().await, "stepcache_recorder_recorded_total") >= n).then_some(())
     })
     .await;
+}
+
+/// Each container's name, image, command, args and env: what a rewrite would change.
+fn shape(pod: &Value) -> Vec<Value> {
+    let all = pod["spec"]["initContainers"].as_array().into_iter().chain(pod["spec"]["containers"].as_array());
+    all.flatten().map(|c| json!([c["name"], c["image"], c["command"], c["args"], c["env"]])).collect()
 }
 
 fn label<'a>(pod: &'a Value, k: &str) -> Option<&'a str> {

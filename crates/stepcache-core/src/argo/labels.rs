@@ -140,3 +140,6 @@ pub const ARGOEXEC_BINARY: &str = "argoexec";
 pub const EMISSARY_SEPARATOR: &str = "--";
 /// stepcache annotation on latched waiters: the leader pod they wait for.
 pub const LATCH_LEADER: &str = "stepcache.dev/latch-leader";
+/// Annotation on the WorkflowTaskResults stepcache writes: an HMAC over their namespace and name,
+/// so stepcache updates only its own and never overwrites one it did not create.
+pub const TASK_RESULT_PROOF: &str = "stepcache.dev/task-result-proof";
