@@ -283,6 +283,15 @@ pub struct ServeArgs {
     /// How often expired entries are deleted.
     #[arg(long, env = "STEPCACHE_GC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub gc_interval: Duration,
+    /// How long after answering a hit its pod is looked for; a hit pod that never appeared was
+    /// refused (a policy, another webhook) and its key is not served in that namespace again
+    /// until `stepcache refused clear` (needs the Kubernetes API).
+    #[arg(long, env = "STEPCACHE_REFUSED_HIT_CHECK_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub refused_hit_check_after: Duration,
+    /// How often the keys blocked by refused hits are re-read from the store (blocks found by
+    /// other replicas, clears made by operators).
+    #[arg(long, env = "STEPCACHE_REFUSED_HIT_REFRESH", default_value = "10s", value_parser = parse_duration)]
+    pub refused_hit_refresh: Duration,
     /// Benchmark baseline: same TLS/HTTP/JSON path, always "allow, no patch", no store lookups.
     #[arg(long, env = "STEPCACHE_NOOP_BASELINE", default_value_t = false)]
     pub noop: bool,
@@ -423,6 +432,15 @@ pub enum Command {
         /// Subcommand.
         #[command(subcommand)]
         command: EntriesCommand,
+        /// Store flags.
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Keys blocked by refused hits: list them, or clear one once its cause is fixed.
+    Refused {
+        /// Subcommand.
+        #[command(subcommand)]
+        command: crate::cli::refused::RefusedCommand,
         /// Store flags.
         #[command(flatten)]
         store: StoreArgs,

@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod progress;
 pub mod recorder;
+pub mod refusal;
 pub mod server;
 pub mod status;
 pub mod store;

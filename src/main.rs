@@ -63,6 +63,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let s = cli::open_store(&store).await?;
             cli::entries::run(&s, &command).await
         }
+        Command::Refused { command, store } => cli::refused::run(&cli::open_store(&store).await?, &command).await,
         Command::Gc { batch, now, store } => cli::entries::gc(&cli::open_store(&store).await?, batch, now).await,
         Command::Stats { output, store } => cli::entries::stats(&cli::open_store(&store).await?, output).await,
         Command::Why { target, namespace, output, scope, store } => {

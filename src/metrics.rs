@@ -98,6 +98,12 @@ pub struct Metrics {
     pub entries: Gauge,
     /// Certificate reloads by result.
     pub cert_reloads: Family<ReasonLabel, Counter>,
+    /// Hits the API server refused after stepcache answered them (their key is then blocked).
+    pub refused_hits: Counter,
+    /// Answered hits not checked for refusal because the confirmation queue was full.
+    pub refused_hit_checks_dropped: Counter,
+    /// (key, namespace) pairs blocked by refused hits, as this replica last read them.
+    pub refused_keys: Gauge,
     /// Output-artifact existence checks by result (`present`, `gone`, `unknown`, `cached-*`,
     /// `unchecked-<kind>`).
     pub artifact_checks: Family<ReasonLabel, Counter>,
@@ -167,6 +173,20 @@ impl Metrics {
         registry.register("entries", "Entries in the execution store", entries.clone());
         let cert_reloads = Family::<ReasonLabel, Counter>::default();
         registry.register("cert_reloads", "Serving certificate reloads by result", cert_reloads.clone());
+        let refused_hits = Counter::default();
+        registry.register(
+            "refused_hits",
+            "Hits the API server refused after stepcache answered them",
+            refused_hits.clone(),
+        );
+        let refused_hit_checks_dropped = Counter::default();
+        registry.register(
+            "refused_hit_checks_dropped",
+            "Answered hits not checked for refusal (confirmation queue full)",
+            refused_hit_checks_dropped.clone(),
+        );
+        let refused_keys = Gauge::default();
+        registry.register("refused_keys", "Keys blocked in a namespace by a refused hit", refused_keys.clone());
         let artifact_checks = Family::<ReasonLabel, Counter>::default();
         registry.register("artifact_checks", "Output artifact existence checks by result", artifact_checks.clone());
         let artifact_check_duration = latency_histogram();
@@ -229,6 +249,9 @@ impl Metrics {
             time_saved_seconds,
             entries,
             cert_reloads,
+            refused_hits,
+            refused_hit_checks_dropped,
+            refused_keys,
             artifact_checks,
             artifact_check_duration,
             integrity_misses,

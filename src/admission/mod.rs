@@ -511,6 +511,11 @@ impl Admitter {
 
     async fn hit(&self, ctx: &mut Ctx<'_>, d: &Decided<'_>, entry: Entry, adopt: bool, mut ex: Explain) -> Explain {
         let Decided { pod, step, settings, km, now } = *d;
+        if let Some(r) = self.ports.refusals.set.blocked(km.key.as_str(), step.namespace.as_str()) {
+            let reason =
+                stepcache_core::refusal::blocked_reason(&r.key, &r.namespace, &r.refused_at.to_string(), &r.cause);
+            return self.miss(ctx, d, reason, false, ex).await;
+        }
         if let Some(why) = self.integrity_failure(pod, step, &entry, ctx.decoded.dry_run, now).await {
             return self.miss(ctx, d, why, false, ex).await;
         }
@@ -588,6 +593,18 @@ impl Admitter {
         };
         ex.patch = rewrite::build_hit_patch(pod, step, &hit, &self.config.rewrite);
         ex.decide(Decision::Hit);
+        if !ctx.decoded.dry_run {
+            let pending = crate::refusal::PendingHit {
+                namespace: step.namespace.to_string(),
+                pod_name: step.pod_name.clone(),
+                workflow: step.workflow_name.clone(),
+                node_id: step.node_id.clone(),
+                key: km.key.to_string(),
+                entry_id: entry.id.0,
+                answered: Instant::now(),
+            };
+            self.ports.refusals.note_hit(pending, &self.metrics);
+        }
         ex.entry_id = Some(entry.id.0);
         ex.adopted = adopt;
         let saved =

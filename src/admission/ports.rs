@@ -69,6 +69,8 @@ pub struct Ports {
     pub artifacts: Option<ArtifactChecker>,
     /// How bookkeeping after a decision runs.
     pub effects: SideEffects,
+    /// Keys blocked by refused hits, and where answered hits go to be confirmed.
+    pub refusals: crate::refusal::Refusals,
 }
 
 impl Ports {

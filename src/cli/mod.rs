@@ -3,6 +3,7 @@
 pub mod entries;
 pub mod integrity;
 pub mod progress;
+pub mod refused;
 pub mod serve;
 pub mod wait;
 pub mod why;

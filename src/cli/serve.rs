@@ -122,7 +122,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = store_with_retry(&args).await?;
     let signer = super::signer(&args.signing)?;
     let client = if args.noop { None } else { kube_client(args.kube).await? };
-    let ports = serving_ports(&args, client.clone(), &signer, metrics.clone())?;
+    let mut ports = serving_ports(&args, client.clone(), &signer, metrics.clone())?;
+    if !args.noop {
+        ports.refusals = start_refusals(&args, client.clone(), &store, &metrics).await;
+    }
     let hits = ports.effects.hit_counter().cloned().unwrap_or_default();
     let admitter = Admitter {
         config: Arc::new(AdmitConfig {
@@ -205,7 +208,41 @@ fn serving_ports(
         }),
         artifacts: super::integrity::artifact_checker(&args.integrity, client, metrics)?,
         effects: SideEffects::background(),
+        refusals: Default::default(),
     })
+}
+
+/// Refused-hit detection: the blocked keys (read from the store now and every
+/// `--refused-hit-refresh`) and, with a Kubernetes API, the loop that confirms answered hits.
+async fn start_refusals(
+    args: &ServeArgs,
+    client: Option<kube::Client>,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+) -> crate::refusal::Refusals {
+    use crate::refusal::{confirm_loop, refresh_loop, Refusals, RefusedSet};
+    let set = RefusedSet::default();
+    match store.refused_hits().await {
+        Ok(rows) => {
+            set.replace(rows, jiff::Timestamp::now());
+            metrics.refused_keys.set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+        }
+        Err(e) => tracing::warn!(error = %e, "refused hits not read at start; the refresh loop retries"),
+    }
+    let (r_store, r_set, r_metrics, every) = (store.clone(), set.clone(), metrics.clone(), args.refused_hit_refresh);
+    supervise("refused_hit_refresh", metrics.clone(), RESTART_PAUSE, move || {
+        refresh_loop(r_store.clone(), r_set.clone(), r_metrics.clone(), every)
+    });
+    let Some(client) = client else {
+        return Refusals::unconfirmed(set);
+    };
+    let (refusals, rx) = Refusals::confirmed(set.clone());
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let (c_store, c_metrics, after) = (store.clone(), metrics.clone(), args.refused_hit_check_after);
+    supervise("refused_hit_confirm", metrics.clone(), RESTART_PAUSE, move || {
+        confirm_loop(client.clone(), c_store.clone(), set.clone(), c_metrics.clone(), rx.clone(), after)
+    });
+    refusals
 }
 
 /// `/metrics` and `/status` on their own plain-HTTP listener.

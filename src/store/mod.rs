@@ -9,7 +9,7 @@
 //! Every call is bounded by the configured timeout. Imports only `types`. What lives where:
 //! [`connect`] (the handle, options, migrations, readiness, timeouts), [`lookup`] (what to
 //! serve and why not), [`entries`] (recording, adopting, reading rows), [`filter`] (selecting
-//! rows), [`maintenance`] (invalidation, gc, stats), [`bulk`] (synthetic fills for load tests);
+//! rows), [`maintenance`] (invalidation, gc, stats), [`refusals`] (keys blocked by refused hits), [`bulk`] (synthetic fills for load tests);
 //! this file only the error type.
 
 pub mod bulk;
@@ -22,6 +22,7 @@ pub mod integrity;
 pub mod latch;
 pub mod lookup;
 pub mod maintenance;
+pub mod refusals;
 mod rows;
 mod sql;
 

@@ -454,6 +454,32 @@ async fn a_corrupt_row_is_an_error_not_a_hit(t: TestStore) {
     raw.close().await;
 }
 
+async fn a_refused_hit_stays_blocked_until_cleared_and_gc_leaves_it(t: TestStore) {
+    use stepcache::store::refusals::RefusedHit;
+    let r = |k: &str, n: &str, cause: &str| RefusedHit {
+        key: k.into(),
+        namespace: n.into(),
+        refused_at: t0(),
+        pod_name: "p".into(),
+        entry_id: 7,
+        cause: cause.into(),
+    };
+    t.refuse_hit(&r("v2:a", "ml", "first")).await.unwrap();
+    t.refuse_hit(&r("v2:a", "ml", "second")).await.unwrap();
+    t.refuse_hit(&r("v2:a", "ops", "x")).await.unwrap();
+    t.refuse_hit(&r("v2:b", "ml", "y")).await.unwrap();
+    let all = t.refused_hits().await.unwrap();
+    assert_eq!(all.len(), 3, "one row per key and namespace: {all:?}");
+    assert_eq!(all.iter().find(|h| h.key == "v2:a" && h.namespace == "ml").unwrap().cause, "first");
+    t.gc(at(86_400 * 365), 100).await.unwrap();
+    assert_eq!(t.refused_hits().await.unwrap().len(), 3, "gc does not unblock");
+    assert!(matches!(t.clear_refused(None, None).await, Err(StoreError::EmptyFilter)));
+    assert_eq!(t.clear_refused(Some("v2:a"), Some("ml")).await.unwrap(), 1);
+    assert_eq!(t.clear_refused(Some("v2:a"), None).await.unwrap(), 1);
+    assert_eq!(t.clear_refused(None, Some("ml")).await.unwrap(), 1);
+    assert!(t.refused_hits().await.unwrap().is_empty());
+}
+
 async fn synthetic_fill_writes_servable_rows_fast(t: TestStore) {
     assert_eq!(t.fill_synthetic(500, "load", true, jiff::Timestamp::now()).await.unwrap(), 500);
     assert_eq!(t.fill_synthetic(200, "load", true, jiff::Timestamp::now()).await.unwrap(), 200);
@@ -551,6 +577,7 @@ async fn twenty_concurrent_records_of_one_pod_keep_one_row(t: TestStore) {
 }
 
 each_backend!(
+    a_refused_hit_stays_blocked_until_cleared_and_gc_leaves_it,
     an_entry_exactly_staleness_old_hits_and_one_second_older_misses,
     the_same_staleness_wins_over_a_newer_entry_with_another_staleness,
     ties_go_to_the_newest_finish_then_the_highest_id,

@@ -16,6 +16,7 @@ pub mod integrity;
 pub mod key;
 pub mod mark;
 pub mod policy;
+pub mod refusal;
 pub mod rewrite;
 pub mod trust;
 pub mod types;

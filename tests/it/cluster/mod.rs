@@ -11,6 +11,7 @@
 mod cycle;
 mod faults;
 mod rbac;
+mod refused;
 mod sources;
 mod trust;
 
