@@ -147,7 +147,8 @@ fn layout_versions(layout: ArgoLayout) -> (ArgoVersion, ArgoVersion) {
 /// that is `Failed` only because Argo killed a user sidecar at the end (137/143) counts, and
 /// nothing Argo fails or errors does. On top of Argo's verdict stepcache asks, because it
 /// records outputs: no pod-level `reason`/`message` (eviction, deadline), every main container
-/// (`mains`) and the output collector (`wait`/`supervisor`) terminated with exit code 0.
+/// (`mains`) terminated with exit code 0, and for a `Failed` pod the output collector
+/// (`wait`/`supervisor`) too (Argo before v3.6.16/v3.7.7 accepts one that never finished).
 /// Returns when the step started computing and when it finished.
 fn check_succeeded(
     pod: &Pod,
@@ -179,7 +180,10 @@ fn check_succeeded(
             .and_then(|c| c.state.as_ref())
             .and_then(|s| s.terminated.as_ref())
     };
-    for name in mains.iter().copied().chain(Some(collector).filter(|c| has_container(pod, c))) {
+    // The collector of a `Succeeded` pod may still be reported running (its outputs come from
+    // the task result, not its state); a `Failed` pod's must have finished at 0.
+    let collector_must_finish = phase == "Failed" && has_container(pod, collector);
+    for name in mains.iter().copied().chain(Some(collector).filter(|_| collector_must_finish)) {
         match term(name) {
             Some(t) if t.exit_code == 0 => {}
             Some(t) => {
