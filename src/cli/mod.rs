@@ -219,6 +219,9 @@ pub async fn record(
             Ok(())
         }
         Attempt::Skipped(r) => bail!("not recorded: {r}"),
+        Attempt::Withdrawn(uid) => {
+            bail!("not recorded: pod {uid} was recorded before and its entry has been withdrawn (recorded once, ever)")
+        }
         Attempt::Failed(e) => bail!("store error: {e}"),
     }
 }

@@ -1,7 +1,8 @@
 //! The recorder: records the outputs of every succeeded, marked step exactly once.
 //!
-//! Exactly once comes from the store (one row per pod uid, committed before anything is
-//! acknowledged), not from memory, so duplicate events, restarts and several recorders racing
+//! Exactly once comes from the store (one claim per pod uid, written with the row and kept by
+//! gc after the row is invalidated or withdrawn, so a pod is recorded at most once, ever,
+//! across restarts and replicas), not from memory, so duplicate events, restarts and several recorders racing
 //! are harmless; no leader election is needed. Pods are kept in a pending set until recorded
 //! or proven unrecordable, and the pending set is retried with backoff (store outages).
 
@@ -24,6 +25,9 @@ pub enum Attempt {
     Recorded(Box<Entry>),
     /// Row existed already (replay, duplicate event, another recorder).
     AlreadyRecorded(Box<Entry>),
+    /// The pod (this uid) was recorded before and its entry was since invalidated, withdrawn
+    /// or expired and deleted: never recorded again (a restart re-lists such pods).
+    Withdrawn(String),
     /// Not recorded, and why.
     Skipped(NotRecorded),
     /// Store failed; try again later.
@@ -34,7 +38,7 @@ impl Attempt {
     /// True when nothing more will happen for this pod.
     pub fn is_final(&self) -> bool {
         match self {
-            Attempt::Recorded(_) | Attempt::AlreadyRecorded(_) => true,
+            Attempt::Recorded(_) | Attempt::AlreadyRecorded(_) | Attempt::Withdrawn(_) => true,
             Attempt::Skipped(r) => !r.may_change(),
             Attempt::Failed(_) => false,
         }
@@ -136,6 +140,13 @@ impl Recorder {
             Ok(Recorded::AlreadyRecorded(e)) => {
                 self.settle_latch(pod, true).await;
                 Attempt::AlreadyRecorded(Box::new(e))
+            }
+            Ok(Recorded::Withdrawn(uid)) => {
+                // No entry to serve: a latch this pod still led must not keep its waiters.
+                self.settle_latch(pod, false).await;
+                self.metrics.skipped("withdrawn");
+                tracing::info!(pod = pod.metadata.name.as_deref().unwrap_or(""), pod_uid = %uid, "pod was recorded before and its entry withdrawn; not recorded again");
+                Attempt::Withdrawn(uid)
             }
             Err(e) => {
                 tracing::warn!(error = %e, pod = pod.metadata.name.as_deref().unwrap_or(""), "recording failed; will retry");

@@ -3,7 +3,10 @@
 //! as the fallback source of outputs once task results are deleted.
 //!
 //! The initial list of each watcher is the catch-up after a restart: every marked pod still in
-//! the cluster is assessed again, and the store's per-pod uniqueness makes that harmless.
+//! the cluster is assessed again, and the store's per-pod claim makes that harmless (a pod
+//! recorded before is `AlreadyRecorded`, or `Withdrawn` once its entry was invalidated and
+//! collected). `Failed` pods are assessed too: Argo calls some of them Succeeded (sidecars it
+//! killed at the end).
 
 use super::Recorder;
 use crate::argo::labels;

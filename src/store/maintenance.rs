@@ -91,7 +91,8 @@ impl Store {
     }
 
     /// Deletes expired (`expires_at <= now`) and invalidated rows, `batch` rows per statement
-    /// until none are left, so no statement holds locks for long; returns how many. Each
+    /// until none are left, so no statement holds locks for long; returns how many. The pods'
+    /// claims in `recorded_pods` are kept, so a deleted entry's pod is never recorded again. Each
     /// statement is bounded by the timeout (work already done stays done).
     pub async fn gc(&self, now: Timestamp, batch: i64) -> Result<u64, StoreError> {
         self.gc_with_progress(now, batch, |_| {}).await

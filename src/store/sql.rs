@@ -80,6 +80,14 @@ pub const INSERT: &str = concat!(
     cols!()
 );
 
+/// Claims a pod uid for recording (`$1` uid, `$2` now in ms); affects no row when the pod was
+/// ever recorded before. The claim is never deleted, so a pod is recorded at most once.
+pub const CLAIM_POD: &str =
+    "INSERT INTO recorded_pods (pod_uid, recorded_at) VALUES ($1, $2) ON CONFLICT (pod_uid) DO NOTHING";
+
+/// The claim of a pod uid, if it was ever recorded.
+pub const POD_CLAIMED: &str = "SELECT recorded_at FROM recorded_pods WHERE pod_uid = $1";
+
 /// The row holding a dedup token (after an insert found it taken).
 pub const BY_DEDUP: &str = concat!("SELECT ", cols!(), " FROM executions WHERE dedup = $1");
 

@@ -354,3 +354,180 @@ async fn the_status_of_a_same_named_later_workflow_is_never_used_as_outputs() {
     assert!(matches!(a, Attempt::Skipped(NotRecorded::ForeignSource(_))), "{a:?}");
     assert_eq!(count(&store).await, 0);
 }
+
+/// The v3.6 fixture with a user sidecar `proxy` (in the carried template and in the pod, as the
+/// controller builds it), admitted as a miss under `name`.
+async fn marked_pod_with_sidecar(store: &Store, name: &str) -> Value {
+    let mut review = fixture("v3.6-container-params.admission.json");
+    let obj = &mut review["request"]["object"];
+    obj["metadata"]["name"] = json!(name);
+    let proxy = json!({"name": "proxy", "image": "docker.io/envoyproxy/envoy:v1.31.0", "command": ["envoy"]});
+    for c in obj["spec"]["initContainers"].as_array_mut().unwrap() {
+        for e in c["env"].as_array_mut().unwrap() {
+            if e["name"] == "ARGO_TEMPLATE" {
+                let mut t: Value = serde_json::from_str(e["value"].as_str().unwrap()).unwrap();
+                t["sidecars"] = json!([proxy.clone()]);
+                e["value"] = json!(t.to_string());
+            }
+        }
+    }
+    obj["spec"]["containers"].as_array_mut().unwrap().push(proxy);
+    let a = admitter(store.clone(), config(), offline());
+    let (resp, ex) = admit(&a, &review, ts("2026-11-01T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "miss", "{ex}");
+    patched_pod(&review, &resp)
+}
+
+/// `done` with the sidecar's exit code set, the pod `Failed` as the kubelet reports it.
+fn sidecar_exited(done: &Value, code: i32) -> Value {
+    let mut p = done.clone();
+    p["status"]["phase"] = json!("Failed");
+    for cs in p["status"]["containerStatuses"].as_array_mut().unwrap() {
+        if cs["name"] == "proxy" {
+            cs["state"]["terminated"]["exitCode"] = json!(code);
+            cs["state"]["terminated"]["reason"] = json!("Error");
+        }
+    }
+    p
+}
+
+/// Argo stops user sidecars once `main` is done (SIGTERM, then SIGKILL): the pod ends `Failed`
+/// but the node `Succeeded`, and a rerun must hit.
+#[tokio::test]
+async fn a_pod_failed_only_by_a_sidecar_argo_killed_with_137_or_143_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let r = recorder(store.clone());
+    for (n, code) in [(1, 137), (2, 143)] {
+        let marked = marked_pod_with_sidecar(&store, &format!("sidecar-step-{n}")).await;
+        let done = succeeded(&marked, &format!("uid-sc-{n}"), "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+        let killed = sidecar_exited(&done, code);
+        let tr = task_result_for(&killed, "150");
+        // Through the watch path: the tracker takes Failed pods too.
+        let mut t = Tracker::default();
+        assert!(t.on_task_result(tr).is_empty());
+        let uid = t.on_pod(pod(&killed), false).expect("a Failed pod is assessed");
+        process(&mut t, &r, None, &uid, false).await;
+        assert!(t.is_empty(), "settled");
+        let rows = store.list(&EntryFilter::default(), 10).await.unwrap();
+        assert!(rows.iter().any(|e| e.run.pod_uid == format!("uid-sc-{n}")), "exit {code} is recorded");
+    }
+    assert_eq!(count(&store).await, 2);
+}
+
+#[tokio::test]
+async fn a_pod_with_a_sidecar_whose_main_or_sidecar_really_failed_is_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let r = recorder(store.clone());
+    let marked = marked_pod_with_sidecar(&store, "sidecar-step").await;
+    let done = succeeded(&marked, "uid-f", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let tr = task_result_for(&done, "150");
+    let src = OutputSources { task_result: Some(&tr), workflow: None };
+    let mut main_failed = sidecar_exited(&done, 137);
+    for cs in main_failed["status"]["containerStatuses"].as_array_mut().unwrap() {
+        if cs["name"] == "main" {
+            cs["state"]["terminated"]["exitCode"] = json!(1);
+        }
+    }
+    let mut wait_failed = sidecar_exited(&done, 0);
+    for cs in wait_failed["status"]["containerStatuses"].as_array_mut().unwrap() {
+        if cs["name"] == "wait" {
+            cs["state"]["terminated"]["exitCode"] = json!(1);
+        }
+    }
+    for bad in [main_failed, wait_failed, sidecar_exited(&done, 1), sidecar_exited(&done, 2)] {
+        let a = r.record(&pod(&bad), &src, ts("2026-11-01T10:03:00Z")).await;
+        assert!(matches!(a, Attempt::Skipped(NotRecorded::NotSucceeded(_))), "{a:?}");
+        assert!(a.is_final());
+    }
+    assert_eq!(count(&store).await, 0);
+}
+
+/// `stepcache entries invalidate --id N` (or an `artifact-gone` withdrawal), gc at the next
+/// start, and a fresh recorder whose initial list still holds the succeeded pod: the pod was
+/// recorded once and is never recorded again.
+async fn a_withdrawn_entry_never_comes_back_after_gc_and_a_restart(store: Store) {
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let done = succeeded(&marked, "uid-once", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    let tr = task_result_for(&done, "150");
+    let src = OutputSources { task_result: Some(&tr), workflow: None };
+    let Attempt::Recorded(e) = recorder(store.clone()).record(&pod(&done), &src, ts("2026-11-01T10:03:00Z")).await
+    else {
+        panic!("first record")
+    };
+    let now = ts("2026-11-01T11:00:00Z");
+    let by_id = EntryFilter { id: Some(e.id), ..Default::default() };
+    assert_eq!(store.invalidate(&by_id, now).await.unwrap(), 1);
+    for round in 0..2 {
+        store.gc(now, 100).await.unwrap();
+        let fresh = recorder(store.clone());
+        let mut t = Tracker::default();
+        t.on_task_result(tr.clone());
+        let uid = t.on_pod(pod(&done), false).expect("re-listed");
+        process(&mut t, &fresh, None, &uid, true).await;
+        assert!(t.is_empty(), "round {round}: the withdrawn pod is settled, not retried");
+        let again = fresh.record(&pod(&done), &src, now).await;
+        assert!(matches!(again, Attempt::Withdrawn(_)), "round {round}: {again:?}");
+        assert!(again.is_final());
+        assert_eq!(count(&store).await, 0, "round {round}: nothing is recorded again");
+        assert_eq!(store.lookup(&e.run.key, e.run.staleness, now).await.unwrap(), None, "round {round}");
+    }
+    // Another pod of the same step is a new run and records as usual.
+    let next = succeeded(&marked, "uid-next", "2026-11-01T12:00:00Z", "2026-11-01T12:02:00Z");
+    let tr = task_result_for(&next, "151");
+    let src = OutputSources { task_result: Some(&tr), workflow: None };
+    let a = recorder(store.clone()).record(&pod(&next), &src, ts("2026-11-01T12:03:00Z")).await;
+    assert!(matches!(a, Attempt::Recorded(_)), "{a:?}");
+}
+
+#[tokio::test]
+async fn a_withdrawn_entry_never_comes_back_after_gc_and_a_restart_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_withdrawn_entry_never_comes_back_after_gc_and_a_restart(sqlite_store(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn a_withdrawn_entry_never_comes_back_after_gc_and_a_restart_on_postgres() {
+    let Some(db) = crate::pg::database().await else { return };
+    a_withdrawn_entry_never_comes_back_after_gc_and_a_restart(db.store.clone()).await;
+}
+
+/// Only the mark admission signed makes a pod recordable: the record label alone, a mark
+/// without the label, or labels and annotations copied from an admitted pod onto a pod of
+/// another name are all refused.
+#[tokio::test]
+async fn a_pod_stepcache_did_not_admit_is_never_recorded_whatever_it_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(dir.path()).await;
+    let r = recorder(store.clone());
+    let marked = marked_pod(&store, "v3.6-container-params.admission.json").await;
+    let unadmitted = fixture("v3.6-container-params.admission.json")["request"]["object"].clone();
+    // The record label set by the author, no mark.
+    let mut label_only = succeeded(&unadmitted, "a1", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    label_only["metadata"]["labels"]["stepcache.dev/record"] = json!("true");
+    // A valid mark copied without the label.
+    let mut no_label = succeeded(&marked, "a2", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    no_label["metadata"]["labels"].as_object_mut().unwrap().remove("stepcache.dev/record");
+    // Everything copied onto a pod of the same workflow with another name.
+    let mut renamed = succeeded(&marked, "a3", "2026-11-01T10:00:00Z", "2026-11-01T10:02:00Z");
+    renamed["metadata"]["name"] = json!("train-pipeline-7xk2p-author-1");
+    for (what, p) in [("label only", label_only), ("mark without label", no_label), ("renamed", renamed)] {
+        let tr = task_result_for(&p, "poison");
+        let a = r
+            .record(&pod(&p), &OutputSources { task_result: Some(&tr), workflow: None }, ts("2026-11-01T10:03:00Z"))
+            .await;
+        assert!(
+            matches!(
+                a,
+                Attempt::Skipped(NotRecorded::NotMarked | NotRecorded::MalformedMark(_) | NotRecorded::ForgedMark(_))
+            ),
+            "{what}: {a:?}"
+        );
+        let mut t = Tracker::default();
+        if let Some(uid) = t.on_pod(pod(&p), false) {
+            process(&mut t, &r, None, &uid, false).await;
+        }
+    }
+    assert_eq!(count(&store).await, 0);
+}

@@ -272,6 +272,38 @@ async fn recording_the_same_pod_twice_keeps_one_row(t: TestStore) {
     assert!(matches!(t.record(&no_uid, t0()).await, Err(StoreError::InvalidInput(_))));
 }
 
+async fn a_pod_is_recorded_once_ever_even_after_its_entry_is_withdrawn_and_collected(t: TestStore) {
+    let now = at(10_000);
+    let k = key(14);
+    let invalidated = record(&t, &run(&k, HOUR, "invalidated", t0())).await;
+    let withdrawn = record(&t, &run(&k, HOUR, "artifact-gone", t0())).await;
+    let mut e = run(&k, HOUR, "expired", t0());
+    e.expires_at = Some(at(5));
+    record(&t, &e).await;
+    t.invalidate(&EntryFilter { id: Some(invalidated.id), ..Default::default() }, at(6)).await.unwrap();
+    t.mark_dangling(&withdrawn, "artifact-gone", at(6)).await.unwrap();
+    // Before gc the row itself answers; after gc the claim does, for every replica and restart.
+    match t.record(&run(&k, HOUR, "invalidated", t0()), at(7)).await.unwrap() {
+        Recorded::AlreadyRecorded(x) => assert_eq!(x.id, invalidated.id),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(t.gc(now, 100).await.unwrap(), 3);
+    for _ in 0..2 {
+        for pod in ["invalidated", "artifact-gone", "expired"] {
+            match t.record(&run(&k, HOUR, pod, t0()), now).await.unwrap() {
+                Recorded::Withdrawn(uid) => assert_eq!(uid, pod),
+                other => panic!("{pod}: {other:?}"),
+            }
+            assert!(t.was_recorded(pod).await.unwrap());
+        }
+        assert_eq!(t.gc(now, 100).await.unwrap(), 0);
+    }
+    assert!(all_ids(&t).await.is_empty());
+    assert_eq!(t.lookup(&k, HOUR, now).await.unwrap(), None);
+    assert!(!t.was_recorded("never-seen").await.unwrap());
+    record(&t, &run(&k, HOUR, "a-new-run", at(9_000))).await;
+}
+
 async fn gc_removes_only_expired_and_invalidated_rows(t: TestStore) {
     let now = at(10_000);
     let mut keep = Vec::new();
@@ -569,6 +601,7 @@ async fn twenty_concurrent_records_of_one_pod_keep_one_row(t: TestStore) {
                 already += 1;
                 ids.push(x.id);
             }
+            other => panic!("{other:?}"),
         }
     }
     ids.dedup();
@@ -589,6 +622,7 @@ each_backend!(
     invalidated_entries_are_never_served,
     seeds_and_namespaces_do_not_mix,
     recording_the_same_pod_twice_keeps_one_row,
+    a_pod_is_recorded_once_ever_even_after_its_entry_is_withdrawn_and_collected,
     gc_removes_only_expired_and_invalidated_rows,
     invalidate_selects_by_id_key_namespace_workflow_image_and_age,
     stats_count_entries_copies_hits_bytes_and_time_saved,

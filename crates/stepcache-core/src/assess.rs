@@ -1,12 +1,15 @@
 //! Deciding whether a finished step pod is recorded, and with which outputs. Pure.
 //!
-//! A pod is recorded only when it carries a valid signed mark, really succeeded (phase
-//! Succeeded, every user container exited 0) and its outputs are final and complete, read from
+//! A pod is recorded only when it carries a valid signed mark, really succeeded (the node is
+//! Succeeded by Argo's rules for every release that makes such a pod, see
+//! [`crate::argo::success`]: a pod `Failed` only by sidecars Argo killed counts, and `main` and
+//! `wait` exited 0) and its outputs are final and complete, read from
 //! a source that provably belongs to this pod: a WorkflowTaskResult of the same namespace,
 //! workflow (label and owner uid) and instance id, or the Workflow whose uid owns the pod.
 
 use crate::argo::labels;
-use crate::argo::template::{classify_with, ArgoLayout, Classification, StepPod};
+use crate::argo::success::{succeeded_in_every, ArgoVersion, Judged, NodeVerdict};
+use crate::argo::template::{classify_with, ArgoLayout, Classification, StepPod, TemplateKind};
 use crate::execution::Execution;
 use crate::key::{derive_key, Scope};
 use crate::mark::{MarkClaims, Signer};
@@ -127,42 +130,79 @@ fn ann<'a>(a: &'a BTreeMap<String, String>, k: &str) -> Result<&'a str, NotRecor
     a.get(k).map(String::as_str).ok_or_else(|| NotRecorded::MalformedMark(format!("missing {k}")))
 }
 
-/// Checks success the way the Argo controller does: phase Succeeded and every user
-/// container terminated with exit code 0 (the `main` one in particular).
-fn check_succeeded(pod: &Pod, collector: &str) -> Result<(Option<Timestamp>, Timestamp), NotRecorded> {
+/// The Argo releases that can have made a pod of this layout (from its first release to any
+/// later one); the pod itself does not say which.
+fn layout_versions(layout: ArgoLayout) -> (ArgoVersion, ArgoVersion) {
+    let any_later = ArgoVersion::new(u16::MAX, 0, 0);
+    match layout {
+        ArgoLayout::TemplateAnnotation => (ArgoVersion::new(2, 12, 0), ArgoVersion::new(3, 1, u16::MAX)),
+        ArgoLayout::TemplateEnvAllContainers => (ArgoVersion::new(3, 2, 0), ArgoVersion::new(3, 5, u16::MAX)),
+        ArgoLayout::TemplateEnvInitOnly => (ArgoVersion::new(3, 6, 0), any_later),
+        ArgoLayout::TemplateEnvSupervisor => (ArgoVersion::new(4, 1, 0), any_later),
+    }
+}
+
+/// Checks success the way the Argo controller does ([`crate::argo::success`]): the node must be
+/// Succeeded under every controller release that can have made this layout of pod, so a pod
+/// that is `Failed` only because Argo killed a user sidecar at the end (137/143) counts, and
+/// nothing Argo fails or errors does. On top of Argo's verdict stepcache asks, because it
+/// records outputs: no pod-level `reason`/`message` (eviction, deadline), every main container
+/// (`mains`) terminated with exit code 0, and for a `Failed` pod the output collector
+/// (`wait`/`supervisor`) too (Argo before v3.6.16/v3.7.7 accepts one that never finished).
+/// Returns when the step started computing and when it finished.
+fn check_succeeded(
+    pod: &Pod,
+    layout: ArgoLayout,
+    mains: &[&str],
+) -> Result<(Option<Timestamp>, Timestamp), NotRecorded> {
     let status = pod.status.as_ref().ok_or_else(|| NotRecorded::NotFinished("no status".into()))?;
     let phase = status.phase.as_deref().unwrap_or("Unknown");
     if phase != "Succeeded" && phase != "Failed" {
         return Err(NotRecorded::NotFinished(format!("phase {phase}")));
     }
-    if phase != "Succeeded" {
-        let reason = status.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-        return Err(NotRecorded::NotSucceeded(format!("phase {phase}{reason}")));
+    let pod_level = [status.reason.as_deref(), status.message.as_deref()];
+    if let Some(why) = pod_level.into_iter().flatten().find(|r| !r.is_empty()) {
+        return Err(NotRecorded::NotSucceeded(format!("phase {phase} ({why})")));
+    }
+    let (lo, hi) = layout_versions(layout);
+    match succeeded_in_every(lo, hi, Judged { status, mains }) {
+        NodeVerdict::Succeeded => {}
+        NodeVerdict::Unfinished(why) => return Err(NotRecorded::NotFinished(why)),
+        NodeVerdict::Failed(why) | NodeVerdict::Error(why) => return Err(NotRecorded::NotSucceeded(why)),
+    }
+    let collector = layout.output_collector();
+    let term = |name: &str| {
+        status
+            .container_statuses
+            .iter()
+            .flatten()
+            .find(|c| c.name == name)
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+    };
+    // The collector of a `Succeeded` pod may still be reported running (its outputs come from
+    // the task result, not its state); a `Failed` pod's must have finished at 0.
+    let collector_must_finish = phase == "Failed" && has_container(pod, collector);
+    for name in mains.iter().copied().chain(Some(collector).filter(|_| collector_must_finish)) {
+        match term(name) {
+            Some(t) if t.exit_code == 0 => {}
+            Some(t) => {
+                return Err(NotRecorded::NotSucceeded(format!(
+                    "container {name} exited {} ({})",
+                    t.exit_code,
+                    t.reason.as_deref().unwrap_or("")
+                )))
+            }
+            None => return Err(NotRecorded::NotSucceeded(format!("container {name} has not terminated"))),
+        }
     }
     let mut finished: Option<Timestamp> = None;
     // When the step really started computing: `main`'s start, else the earliest user container's
     // (not the pod's `startTime`, which includes scheduling, image pulls and init containers).
     let mut main_started: Option<Timestamp> = None;
     let mut user_started: Option<Timestamp> = None;
-    let mut saw_user = false;
-    for cs in status.container_statuses.iter().flatten() {
-        if cs.name == collector {
-            continue;
-        }
-        saw_user = true;
-        let term = cs
-            .state
-            .as_ref()
-            .and_then(|s| s.terminated.as_ref())
-            .ok_or_else(|| NotRecorded::NotSucceeded(format!("container {} has not terminated", cs.name)))?;
-        if term.exit_code != 0 {
-            return Err(NotRecorded::NotSucceeded(format!(
-                "container {} exited {} ({})",
-                cs.name,
-                term.exit_code,
-                term.reason.as_deref().unwrap_or("")
-            )));
-        }
+    for cs in status.container_statuses.iter().flatten().filter(|c| c.name != collector) {
+        let Some(term) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()) else { continue };
         if let Some(t) = &term.finished_at {
             finished = Some(finished.map_or(t.0, |f| f.max(t.0)));
         }
@@ -173,11 +213,22 @@ fn check_succeeded(pod: &Pod, collector: &str) -> Result<(Option<Timestamp>, Tim
             }
         }
     }
-    if !saw_user {
-        return Err(NotRecorded::NotSucceeded("no user container status".into()));
-    }
     let started = main_started.or(user_started).or_else(|| status.start_time.as_ref().map(|t| t.0));
     Ok((started, finished.unwrap_or_else(|| started.unwrap_or(Timestamp::UNIX_EPOCH))))
+}
+
+/// True when the pod spec has a container named `name`.
+fn has_container(pod: &Pod, name: &str) -> bool {
+    pod.spec.iter().flat_map(|s| s.containers.iter()).any(|c| c.name == name)
+}
+
+/// The step's main containers as Argo names them (`IsMainContainerName`): the members of a
+/// container set, else `main`.
+fn main_containers(step: &StepPod) -> Vec<&str> {
+    match step.kind {
+        TemplateKind::ContainerSet => step.template.container_set_dependencies().into_iter().map(|(n, _)| n).collect(),
+        _ => vec![labels::MAIN_CONTAINER],
+    }
 }
 
 fn parse_outputs(v: &Value) -> Option<StepOutputs> {
@@ -457,7 +508,7 @@ pub fn assess_with(
     }
     // `wait`, or `supervisor` in the v4.1 init-less layout: Argo's, not the step's.
     let collector = step.layout.output_collector();
-    let (started, finished) = check_succeeded(pod, collector)?;
+    let (started, finished) = check_succeeded(pod, step.layout, &main_containers(&step))?;
     let finished = bounded_finish(finished, now)?;
     let started = started.map(|s| s.min(finished));
     let wants_result = captures_result(pod);
@@ -508,4 +559,64 @@ pub fn assess_with(
         finished_at: finished,
         expires_at,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn finished_pod(phase: &str, codes: &[(&str, i32)]) -> Pod {
+        let statuses: Vec<Value> = codes
+            .iter()
+            .map(|(n, c)| {
+                json!({"name": n, "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                       "state": {"terminated": {"exitCode": c, "reason": if *c == 0 { "Completed" } else { "Error" },
+                                                "startedAt": "2026-11-01T10:00:00Z", "finishedAt": "2026-11-01T10:02:00Z"}}})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": codes.iter().map(|(n, _)| json!({"name": n, "image": "i"})).collect::<Vec<_>>()},
+            "status": {"phase": phase, "containerStatuses": statuses}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_failed_only_by_a_sidecar_argo_killed_counts_as_succeeded() {
+        for code in [137, 143] {
+            let pod = finished_pod("Failed", &[("wait", 0), ("main", 0), ("proxy", code)]);
+            let got = check_succeeded(&pod, ArgoLayout::TemplateEnvInitOnly, &["main"]);
+            assert!(got.is_ok(), "sidecar exited {code}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn a_pod_whose_main_wait_or_sidecar_really_failed_is_not_succeeded() {
+        for codes in [
+            [("wait", 0), ("main", 1), ("proxy", 137)],
+            [("wait", 1), ("main", 0), ("proxy", 0)],
+            [("wait", 0), ("main", 0), ("proxy", 1)],
+            [("wait", 0), ("main", 137), ("proxy", 0)],
+        ] {
+            for layout in
+                [ArgoLayout::TemplateAnnotation, ArgoLayout::TemplateEnvAllContainers, ArgoLayout::TemplateEnvInitOnly]
+            {
+                let got = check_succeeded(&finished_pod("Failed", &codes), layout, &["main"]);
+                assert!(matches!(got, Err(NotRecorded::NotSucceeded(_))), "{codes:?} {layout:?}: {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_evicted_pod_is_not_succeeded_even_with_every_container_at_zero() {
+        let mut pod = finished_pod("Failed", &[("wait", 0), ("main", 0)]);
+        if let Some(s) = pod.status.as_mut() {
+            s.reason = Some("Evicted".into());
+        }
+        let got = check_succeeded(&pod, ArgoLayout::TemplateEnvInitOnly, &["main"]);
+        assert!(matches!(got, Err(NotRecorded::NotSucceeded(_))), "{got:?}");
+    }
 }

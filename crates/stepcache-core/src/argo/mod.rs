@@ -7,4 +7,5 @@ pub mod exclusion;
 pub mod labels;
 pub mod offload;
 pub mod outputs;
+pub mod success;
 pub mod template;
