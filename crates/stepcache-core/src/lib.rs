@@ -12,6 +12,7 @@ pub mod assess;
 pub mod decision;
 pub mod duration;
 pub mod execution;
+pub mod hitpod;
 pub mod integrity;
 pub mod key;
 pub mod mark;
