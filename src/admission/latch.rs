@@ -103,6 +103,10 @@ impl Admitter {
         mut ex: Explain,
     ) -> Result<Explain, Explain> {
         let Some(cfg) = &self.config.latch else { return Err(ex) };
+        // Waiters run `stepcache wait`, a Linux binary: a Windows step runs instead of waiting.
+        if stepcache_core::hitpod::pod_os(pod) == stepcache_core::hitpod::PodOs::Windows {
+            return Err(ex);
+        }
         // A waiter pod must meet the namespace's LimitRanges like a hit pod; unknown ones → run.
         let Ok(limits) = self.namespace_limits(step) else { return Err(ex) };
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
