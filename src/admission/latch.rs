@@ -108,7 +108,7 @@ impl Admitter {
             return Err(ex);
         }
         // A waiter pod must meet the namespace's LimitRanges like a hit pod; unknown ones → run.
-        let Ok(limits) = self.namespace_limits(step) else { return Err(ex) };
+        let Ok(limits) = self.namespace_limits(step).await else { return Err(ex) };
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let role = if dry_run {
             self.predict_latch(&km.key, step.namespace.as_str(), &pod_name, now, cfg.window).await

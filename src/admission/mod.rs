@@ -489,7 +489,7 @@ impl Admitter {
             source_node: &entry.run.node_id,
             source_finished_at: entry.run.finished_at.to_string(),
         };
-        let built = match self.namespace_limits(step) {
+        let built = match self.namespace_limits(step).await {
             Ok(limits) => rewrite::build_hit_patch(pod, step, &hit, &self.config.rewrite, &limits)
                 .map_err(|e| (e.kind(), e.to_string())),
             Err(e) => Err((e.kind(), e.to_string())),
@@ -632,12 +632,12 @@ impl Admitter {
 
     /// The LimitRanges of the step's namespace from the watch cache; none known without a
     /// Kubernetes API (`review`, `--kube off`).
-    pub(crate) fn namespace_limits(
+    pub(crate) async fn namespace_limits(
         &self,
         step: &StepPod,
     ) -> Result<stepcache_core::hitpod::NamespaceLimits, crate::k8s::limits::LimitsError> {
         match &self.ports.limits {
-            Some(cache) => cache.for_namespace(step.namespace.as_str()),
+            Some(cache) => cache.for_namespace(step.namespace.as_str()).await,
             None => Ok(Default::default()),
         }
     }

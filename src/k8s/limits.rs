@@ -66,11 +66,11 @@ impl LimitRangeCache {
         LimitRangeCache { store }
     }
 
-    /// The merged LimitRanges of `namespace`, from memory; fails until the first list is done.
-    pub fn for_namespace(&self, namespace: &str) -> Result<NamespaceLimits, LimitsError> {
-        use futures::FutureExt;
-        match self.store.wait_until_ready().now_or_never() {
-            Some(Ok(())) => {}
+    /// The merged LimitRanges of `namespace`, from memory. Right after start the first list may
+    /// still be under way: waits for it at most `SYNC_WAIT`, then fails (the hit runs as a miss).
+    pub async fn for_namespace(&self, namespace: &str) -> Result<NamespaceLimits, LimitsError> {
+        match tokio::time::timeout(SYNC_WAIT, self.store.wait_until_ready()).await {
+            Ok(Ok(())) => {}
             _ => return Err(LimitsError::NotSynced),
         }
         let all = self.store.state();
@@ -79,20 +79,24 @@ impl LimitRangeCache {
     }
 }
 
+/// How long an admission waits for the first list of LimitRanges (a restart's first pods):
+/// well inside the request deadline, and once synced it costs nothing.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_fixed_cache_answers_only_for_its_namespace() {
+    #[tokio::test]
+    async fn a_fixed_cache_answers_only_for_its_namespace() {
         let lr: LimitRange = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "mins", "namespace": "a"},
             "spec": {"limits": [{"type": "Container", "min": {"cpu": "50m"}}]}
         }))
         .unwrap();
         let cache = LimitRangeCache::fixed(vec![lr]);
-        assert!(cache.for_namespace("a").unwrap().container.contains_key("cpu"));
-        assert_eq!(cache.for_namespace("b").unwrap(), NamespaceLimits::default());
+        assert!(cache.for_namespace("a").await.unwrap().container.contains_key("cpu"));
+        assert_eq!(cache.for_namespace("b").await.unwrap(), NamespaceLimits::default());
     }
 }
