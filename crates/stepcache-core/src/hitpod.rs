@@ -3,7 +3,7 @@
 //! resources fitted to the namespace's LimitRanges and to the original's own requests and
 //! limits, and the API server's total annotation size limit.
 //!
-//! Owns: `NoopResources`, `NamespaceLimits`, `Milli`, `PodOs`, `fit_resources`,
+//! Owns: `NoopResources`, `NamespaceLimits`, `Milli`, `PodOs`, `fit_resources`, `sum_pod_level`,
 //! `check_annotations_size`, `HitPodError`. Pure: values in, values out; LimitRanges arrive as
 //! values read by the service's watch cache. Imports nothing internal.
 
@@ -242,7 +242,7 @@ impl NamespaceLimits {
 /// What the original pod asked for in total, as ResourceQuota counts it: pod-level
 /// `spec.resources` when set, else the sum over containers (or the largest init container, if
 /// larger). A resource no container names is absent: nothing to stay under.
-pub fn original_totals(pod: &Pod) -> Amounts {
+pub fn sum_original_resources(pod: &Pod) -> Amounts {
     let mut out = Amounts::default();
     let Some(spec) = pod.spec.as_ref() else { return out };
     type Pick = fn(&k8s_openapi::api::core::v1::ResourceRequirements) -> Option<&BTreeMap<String, Quantity>>;
@@ -354,7 +354,7 @@ pub fn fit_resources(cfg: &NoopResources, limits: &NamespaceLimits, original: &A
 
 /// The pod-level `spec.resources` of a hit pod with `n` containers of `each`: their sums, for
 /// the resources pod-level resources accept (cpu, memory).
-pub fn pod_level(each: &Amounts, n: usize) -> Amounts {
+pub fn sum_pod_level(each: &Amounts, n: usize) -> Amounts {
     let n = i128::try_from(n.max(1)).unwrap_or(1);
     let sum = |m: &BTreeMap<String, Milli>| {
         m.iter()
@@ -421,7 +421,7 @@ pub fn default_windows_security_context() -> SecurityContext {
 /// `sc` without the container fields pod validation forbids for `spec.os.name: windows`
 /// (appArmorProfile, seLinuxOptions, runAsUser, runAsGroup, seccompProfile, capabilities,
 /// readOnlyRootFilesystem, privileged, allowPrivilegeEscalation, procMount).
-pub fn windows_safe(sc: &SecurityContext) -> SecurityContext {
+pub fn strip_linux_only(sc: &SecurityContext) -> SecurityContext {
     SecurityContext {
         run_as_non_root: sc.run_as_non_root,
         windows_options: sc.windows_options.clone(),
@@ -432,7 +432,7 @@ pub fn windows_safe(sc: &SecurityContext) -> SecurityContext {
 /// `sc` for a no-op in `pod`: unchanged, except that `runAsNonRoot` is left out when the pod
 /// itself runs as uid 0 and `sc` names no uid (the kubelet would refuse to start it, and the
 /// namespace evidently lets the step run as root).
-pub fn for_pod(sc: &SecurityContext, pod: &Pod) -> SecurityContext {
+pub fn adapt_security_context(sc: &SecurityContext, pod: &Pod) -> SecurityContext {
     let pod_uid = pod.spec.as_ref().and_then(|s| s.security_context.as_ref()).and_then(|p| p.run_as_user);
     let mut out = sc.clone();
     if pod_uid == Some(0) && sc.run_as_user.is_none() && sc.run_as_non_root == Some(true) {
@@ -563,7 +563,7 @@ mod tests {
             "initContainers": [{"name": "init", "resources": {"requests": {"memory": "128Mi"}}}]
         }}))
         .unwrap();
-        let t = original_totals(&pod);
+        let t = sum_original_resources(&pod);
         assert_eq!(t.requests["cpu"], m("1100m"));
         assert_eq!(t.requests["memory"], m("128Mi"), "the largest init container, if larger");
         let mut with_pod_level = pod.clone();
@@ -571,7 +571,7 @@ mod tests {
             requests: q(&[("cpu", "2")]),
             ..Default::default()
         });
-        assert_eq!(original_totals(&with_pod_level).requests["cpu"], m("2"));
+        assert_eq!(sum_original_resources(&with_pod_level).requests["cpu"], m("2"));
     }
 
     #[test]
@@ -589,8 +589,8 @@ mod tests {
     }
 
     #[test]
-    fn windows_safe_keeps_only_fields_windows_pods_may_set() {
-        let sc = windows_safe(&default_linux_security_context());
+    fn stripping_linux_only_fields_keeps_what_windows_pods_may_set() {
+        let sc = strip_linux_only(&default_linux_security_context());
         assert_eq!(sc, SecurityContext { run_as_non_root: Some(true), ..Default::default() });
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Owns: `build_hit_patch`, `build_mark_patch`, `build_task_result`, `RewriteConfig`.
 //! Pointers are built from tokens (escaping `/` and `~`); parents are created when missing.
-//! Pure: no I/O, no clock. Imports layer 0 and `argo`.
+//! What the no-op asks for and runs as (OS, LimitRanges, annotation size) comes from `hitpod`.
+//! Pure: no I/O, no clock. Imports layer 0, `argo` and `hitpod`.
 
 use crate::argo::labels;
 use crate::argo::template::{ArgoLayout, StepPod, TemplateKind};
@@ -141,14 +142,16 @@ struct NoopShape {
 impl NoopShape {
     fn new(pod: &Pod, cfg: &RewriteConfig, limits: &NamespaceLimits, count: usize) -> NoopShape {
         let (image, command, sc) = match hitpod::pod_os(pod) {
-            PodOs::Linux => (&cfg.noop_image, &cfg.noop_command, hitpod::for_pod(&cfg.noop_security_context, pod)),
+            PodOs::Linux => {
+                (&cfg.noop_image, &cfg.noop_command, hitpod::adapt_security_context(&cfg.noop_security_context, pod))
+            }
             PodOs::Windows => (
                 &cfg.windows_noop_image,
                 &cfg.windows_noop_command,
-                hitpod::windows_safe(&cfg.windows_noop_security_context),
+                hitpod::strip_linux_only(&cfg.windows_noop_security_context),
             ),
         };
-        let original = hitpod::original_totals(pod);
+        let original = hitpod::sum_original_resources(pod);
         NoopShape {
             image: image.clone(),
             command: command.clone(),
@@ -227,7 +230,7 @@ fn replace_spec(pod: &Pod, containers: Vec<Value>, shape: &NoopShape, cfg: &Rewr
     if spec.resources.is_some() {
         ops.push(PatchOperation::Replace(ReplaceOperation {
             path: ptr(&["spec", "resources"]),
-            value: hitpod::pod_level(&shape.resources, shape.count).to_json(),
+            value: hitpod::sum_pod_level(&shape.resources, shape.count).to_json(),
         }));
     }
     ops
@@ -619,6 +622,34 @@ mod tests {
         let c = &spec["containers"][0]["resources"];
         assert_eq!(spec["resources"]["requests"]["cpu"], c["requests"]["cpu"], "{spec}");
         assert_eq!(spec["resources"]["limits"]["memory"], c["limits"]["memory"], "{spec}");
+    }
+
+    #[test]
+    fn keeping_node_restrictions_keeps_the_runtime_class_and_every_node_selector() {
+        let pod = patched(&v36(), |v| {
+            v["spec"]["runtimeClassName"] = json!("gvisor");
+            v["spec"]["nodeSelector"] = json!({"sandbox": "gvisor", "kubernetes.io/arch": "arm64"});
+        });
+        let step = step_of(&pod);
+        let key = CacheKey::from_digest(&[7; 32]);
+        let outputs = StepOutputs::default();
+        let hit = HitInfo {
+            entry_id: EntryId(1),
+            key: &key,
+            outputs: &outputs,
+            source_workflow: "wf-a",
+            source_node: "wf-a-1",
+            source_finished_at: "2026-11-01T10:04:12Z".into(),
+        };
+        let cfg = RewriteConfig { keep_node_restrictions: true, ..Default::default() };
+        let ops = build_hit_patch(&pod, &step, &hit, &cfg, &NamespaceLimits::default()).unwrap();
+        let mut kept = serde_json::to_value(&pod).unwrap();
+        json_patch::patch(&mut kept, &ops).unwrap();
+        assert_eq!(kept["spec"]["runtimeClassName"], "gvisor");
+        assert_eq!(kept["spec"]["nodeSelector"]["sandbox"], "gvisor");
+        let dropped = hit_pod(&pod, &NamespaceLimits::default());
+        assert!(dropped["spec"].get("runtimeClassName").is_none());
+        assert_eq!(dropped["spec"]["nodeSelector"], json!({"kubernetes.io/arch": "arm64"}), "where the step could run");
     }
 
     #[test]
