@@ -27,6 +27,7 @@ fn bench(c: &mut Criterion) {
         ..Default::default()
     };
     let cfg = RewriteConfig::default();
+    let limits = stepcache_core::hitpod::NamespaceLimits::default();
     let hit = HitInfo {
         entry_id: EntryId(42),
         key: &km.key,
@@ -37,7 +38,7 @@ fn bench(c: &mut Criterion) {
     };
     c.bench_function("build_hit_patch_and_task_result", |b| {
         b.iter(|| {
-            let p = build_hit_patch(black_box(&pod), &step, &hit, &cfg);
+            let p = build_hit_patch(black_box(&pod), &step, &hit, &cfg, &limits);
             let t = build_task_result(&step, &outputs);
             (p, t)
         })
@@ -51,7 +52,7 @@ fn bench(c: &mut Criterion) {
         miss_reason: Some("no viable entry".into()),
     };
     c.bench_function("build_mark_patch", |b| b.iter(|| build_mark_patch(black_box(&pod), &mark)));
-    let patch = build_hit_patch(&pod, &step, &hit, &cfg);
+    let patch = build_hit_patch(&pod, &step, &hit, &cfg, &limits).unwrap();
     let encode = |p: &[json_patch::PatchOperation]| serde_json::to_vec(&respond::allow("uid", p, &[])).unwrap();
     c.bench_function("encode_hit_response", |b| b.iter(|| encode(black_box(&patch))));
     let mpatch = build_mark_patch(&pod, &mark);

@@ -6,8 +6,10 @@ use crate::policy::AdminPolicy;
 use crate::rewrite::RewriteConfig;
 use crate::types::Staleness;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::SecurityContext;
 use std::path::PathBuf;
 use std::time::Duration;
+use stepcache_core::hitpod::{Milli, NoopResources};
 
 /// Default embedded store.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://stepcache.db";
@@ -139,7 +141,30 @@ pub struct PolicyArgs {
     /// Command of the no-op container (space-separated).
     #[arg(long, env = "STEPCACHE_NOOP_COMMAND", default_value = "/stepcache noop")]
     pub noop_command: String,
-    /// Keep `nodeSelector` and `affinity` on hit pods.
+    /// Image of the no-op container of Windows hit pods (`spec.os.name: windows` or a
+    /// `kubernetes.io/os: windows` node selector); it must run on your Windows nodes' version.
+    #[arg(long, env = "STEPCACHE_NOOP_WINDOWS_IMAGE", default_value = crate::rewrite::DEFAULT_WINDOWS_NOOP_IMAGE)]
+    pub noop_windows_image: String,
+    /// Command of the Windows no-op container (space-separated).
+    #[arg(long, env = "STEPCACHE_NOOP_WINDOWS_COMMAND", default_value = "cmd.exe /c exit 0")]
+    pub noop_windows_command: String,
+    /// Requests of each no-op container (`name=quantity`, comma-separated), before the
+    /// namespace's LimitRanges raise them and the original pod's requests cap them.
+    #[arg(long, env = "STEPCACHE_NOOP_REQUESTS", default_value = "cpu=10m,memory=16Mi", value_parser = parse_amounts)]
+    pub noop_requests: Amounts,
+    /// Limits of each no-op container (`name=quantity`, comma-separated), shaped like the requests.
+    #[arg(long, env = "STEPCACHE_NOOP_LIMITS", default_value = "cpu=100m,memory=32Mi", value_parser = parse_amounts)]
+    pub noop_limits: Amounts,
+    /// Security context of the Linux no-op container (JSON); default: runAsNonRoot, no
+    /// privilege escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root,
+    /// no fixed uid (Pod Security `restricted` and OpenShift `restricted-v2`).
+    #[arg(long, env = "STEPCACHE_NOOP_SECURITY_CONTEXT", value_parser = parse_security_context)]
+    pub noop_security_context: Option<SecurityContext>,
+    /// Security context of the Windows no-op container (JSON); Linux-only fields are dropped.
+    /// Default: runAsNonRoot as `ContainerUser`.
+    #[arg(long, env = "STEPCACHE_NOOP_WINDOWS_SECURITY_CONTEXT", value_parser = parse_security_context)]
+    pub noop_windows_security_context: Option<SecurityContext>,
+    /// Keep `nodeSelector`, `affinity` and `runtimeClassName` on hit pods.
     #[arg(long, env = "STEPCACHE_KEEP_NODE_RESTRICTIONS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub keep_node_restrictions: bool,
     /// On a miss, compare with the nearest earlier entry and annotate the pod with why it missed.
@@ -211,6 +236,21 @@ impl PolicyArgs {
         let cmd: Vec<String> = self.noop_command.split_whitespace().map(str::to_owned).collect();
         if !cmd.is_empty() {
             r.noop_command = cmd;
+        }
+        let cmd: Vec<String> = self.noop_windows_command.split_whitespace().map(str::to_owned).collect();
+        if !cmd.is_empty() {
+            r.windows_noop_command = cmd;
+        }
+        r.windows_noop_image = self.noop_windows_image.clone();
+        r.noop_resources = NoopResources(stepcache_core::hitpod::Amounts {
+            requests: self.noop_requests.0.clone(),
+            limits: self.noop_limits.0.clone(),
+        });
+        if let Some(sc) = &self.noop_security_context {
+            r.noop_security_context = sc.clone();
+        }
+        if let Some(sc) = &self.noop_windows_security_context {
+            r.windows_noop_security_context = sc.clone();
         }
         r.keep_node_restrictions = self.keep_node_restrictions;
         r
@@ -590,6 +630,26 @@ pub fn parse_staleness(s: &str) -> Result<Staleness, String> {
 fn scope_parser() -> impl clap::builder::TypedValueParser<Value = Scope> {
     use clap::builder::TypedValueParser as _;
     clap::builder::PossibleValuesParser::new(Scope::ALL.map(Scope::as_str)).try_map(|s| s.parse::<Scope>())
+}
+
+/// Resource amounts by name, as `--noop-requests`/`--noop-limits` take them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Amounts(pub std::collections::BTreeMap<String, Milli>);
+
+/// Parses `cpu=10m,memory=16Mi` (empty = none).
+pub fn parse_amounts(s: &str) -> Result<Amounts, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, q) = part.split_once('=').ok_or_else(|| format!("`{part}` is not name=quantity"))?;
+        let v = Milli::parse(q).filter(|v| v.0 >= 0).ok_or_else(|| format!("`{q}` is not a quantity"))?;
+        out.insert(name.trim().to_owned(), v);
+    }
+    Ok(Amounts(out))
+}
+
+/// Parses a container security context given as JSON.
+pub fn parse_security_context(s: &str) -> Result<SecurityContext, String> {
+    serde_json::from_str(s).map_err(|e| format!("not a container securityContext: {e}"))
 }
 
 #[cfg(test)]

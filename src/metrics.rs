@@ -84,6 +84,9 @@ pub struct Metrics {
     pub store_errors: Family<OpKindLabel, Counter>,
     /// Task-result writes that failed, by kind.
     pub task_result_errors: Family<ReasonLabel, Counter>,
+    /// Hits served as misses because the API server would refuse the hit pod (or the
+    /// LimitRanges it must meet are not known yet), by reason.
+    pub hit_pod_refusals: Family<ReasonLabel, Counter>,
     /// Executions recorded.
     pub recorded: Counter,
     /// Completions not recorded, by reason.
@@ -159,6 +162,12 @@ impl Metrics {
         registry.register("store_errors", "Store call errors", store_errors.clone());
         let task_result_errors = Family::<ReasonLabel, Counter>::default();
         registry.register("task_result_errors", "WorkflowTaskResult writes that failed", task_result_errors.clone());
+        let hit_pod_refusals = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "hit_pod_refusals",
+            "Hits served as misses because no hit pod the API server accepts could be built",
+            hit_pod_refusals.clone(),
+        );
         let recorded = Counter::default();
         registry.register("recorder_recorded", "Executions recorded", recorded.clone());
         let recorder_skipped = Family::<ReasonLabel, Counter>::default();
@@ -242,6 +251,7 @@ impl Metrics {
             store_duration,
             store_errors,
             task_result_errors,
+            hit_pod_refusals,
             recorded,
             recorder_skipped,
             recorder_lag,

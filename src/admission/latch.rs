@@ -103,6 +103,12 @@ impl Admitter {
         mut ex: Explain,
     ) -> Result<Explain, Explain> {
         let Some(cfg) = &self.config.latch else { return Err(ex) };
+        // Waiters run `stepcache wait`, a Linux binary: a Windows step runs instead of waiting.
+        if stepcache_core::hitpod::pod_os(pod) == stepcache_core::hitpod::PodOs::Windows {
+            return Err(ex);
+        }
+        // A waiter pod must meet the namespace's LimitRanges like a hit pod; unknown ones → run.
+        let Ok(limits) = self.namespace_limits(step).await else { return Err(ex) };
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let role = if dry_run {
             self.predict_latch(&km.key, step.namespace.as_str(), &pod_name, now, cfg.window).await
@@ -120,7 +126,7 @@ impl Admitter {
                     ca_bundle: cfg.ca_bundle.as_deref(),
                     leader_pod: &leader_pod,
                 };
-                ex.patch = rewrite::build_wait_patch(pod, &w, &self.config.rewrite);
+                ex.patch = rewrite::build_wait_patch(pod, &w, &self.config.rewrite, &limits);
                 ex.decide(Decision::Latched);
                 ex.reason = format!("identical step {leader_pod} is running; waiting for its result");
                 Ok(ex)

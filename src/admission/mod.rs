@@ -526,6 +526,30 @@ impl Admitter {
             ex.entry_id = Some(entry.id.0);
             return ex;
         }
+        // The hit pod is built before anything is written: when the API server would refuse it
+        // (a refused create fails the Argo node), the step runs as a miss and nothing is left behind.
+        let hit = HitInfo {
+            entry_id: entry.id,
+            key: &km.key,
+            outputs: &entry.run.outputs,
+            source_workflow: &entry.run.workflow_name,
+            source_node: &entry.run.node_id,
+            source_finished_at: entry.run.finished_at.to_string(),
+        };
+        let built = match self.namespace_limits(step).await {
+            Ok(limits) => rewrite::build_hit_patch(pod, step, &hit, &self.config.rewrite, &limits)
+                .map_err(|e| (e.kind(), e.to_string())),
+            Err(e) => Err((e.kind(), e.to_string())),
+        };
+        let patch = match built {
+            Ok(patch) => patch,
+            Err((kind, why)) => {
+                self.metrics.hit_pod_refusals.get_or_create(&crate::metrics::ReasonLabel { reason: kind.into() }).inc();
+                ctx.warnings.push(format!("stepcache: hit not served: {why}; step runs"));
+                let reason = format!("hit could not be delivered: {why}");
+                return self.miss(ctx, d, reason, false, ex).await;
+            }
+        };
         let task_result = rewrite::build_task_result(step, &entry.run.outputs);
         if rewrite::uses_task_result(step.layout) {
             let required = rewrite::requires_task_result(step.layout);
@@ -583,15 +607,7 @@ impl Admitter {
                 ex.creates.push(task_result);
             }
         }
-        let hit = HitInfo {
-            entry_id: entry.id,
-            key: &km.key,
-            outputs: &entry.run.outputs,
-            source_workflow: &entry.run.workflow_name,
-            source_node: &entry.run.node_id,
-            source_finished_at: entry.run.finished_at.to_string(),
-        };
-        ex.patch = rewrite::build_hit_patch(pod, step, &hit, &self.config.rewrite);
+        ex.patch = patch;
         ex.decide(Decision::Hit);
         if !ctx.decoded.dry_run {
             let pending = crate::refusal::PendingHit {
@@ -672,6 +688,18 @@ impl Admitter {
         } else {
             // Nothing to wait for: count the hit without spawning a task.
             work.await;
+        }
+    }
+
+    /// The LimitRanges of the step's namespace from the watch cache; none known without a
+    /// Kubernetes API (`review`, `--kube off`).
+    pub(crate) async fn namespace_limits(
+        &self,
+        step: &StepPod,
+    ) -> Result<stepcache_core::hitpod::NamespaceLimits, crate::k8s::limits::LimitsError> {
+        match &self.ports.limits {
+            Some(cache) => cache.for_namespace(step.namespace.as_str()).await,
+            None => Ok(Default::default()),
         }
     }
 

@@ -5,6 +5,7 @@
 
 use crate::integrity::check::ArtifactChecker;
 use crate::k8s::events::EventPoster;
+use crate::k8s::limits::LimitRangeCache;
 use crate::k8s::offload::OffloadSource;
 use crate::k8s::taskresult::TaskResultWriter;
 use std::sync::Arc;
@@ -71,6 +72,9 @@ pub struct Ports {
     pub effects: SideEffects,
     /// Keys blocked by refused hits, and where answered hits go to be confirmed.
     pub refusals: crate::refusal::Refusals,
+    /// The namespaces' LimitRanges, which hit pods must meet; `None` (no Kubernetes API,
+    /// `review`) builds hit pods as if no namespace had any.
+    pub limits: Option<LimitRangeCache>,
 }
 
 impl Ports {

@@ -206,6 +206,8 @@ fn serving_ports(
             Arc::new(crate::k8s::offload::ConfigMapReader::new(c, Duration::from_secs(1)))
                 as Arc<dyn crate::k8s::offload::OffloadSource>
         }),
+        // Hit pods must meet each namespace's LimitRanges: read them from a watch cache.
+        limits: client.clone().map(crate::k8s::limits::LimitRangeCache::start),
         artifacts: super::integrity::artifact_checker(&args.integrity, client, metrics)?,
         effects: SideEffects::background(),
         refusals: Default::default(),

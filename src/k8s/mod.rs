@@ -1,8 +1,10 @@
-//! Kubernetes API edges: WorkflowTaskResult writes for the hit path, Events for provenance.
+//! Kubernetes API edges: WorkflowTaskResult writes for the hit path, Events for provenance,
+//! the LimitRange watch cache that shapes hit pods.
 //!
 //! Every call is bounded by a timeout; errors are typed and never panic.
 
 pub mod events;
+pub mod limits;
 pub mod offload;
 pub mod secrets;
 pub mod taskresult;

@@ -457,6 +457,7 @@ fn cluster_role_grants_exactly_the_documented_verbs_and_no_wildcards() {
         ("argoproj.io", "workflowtaskresults", &["create", "get", "update", "patch", "list", "watch"][..]),
         ("argoproj.io", "workflows", &["get", "list", "watch"][..]),
         ("", "configmaps", &["get"][..]),
+        ("", "limitranges", &["list", "watch"][..]),
         ("", "events", &["create", "patch"][..]),
     ];
     let want: BTreeMap<(String, String), Vec<String>> =
@@ -666,6 +667,43 @@ fn noop_image_defaults_to_the_chart_image_and_can_be_overridden() {
     assert_eq!(noop.as_deref(), Some("registry.local/sc:dev"));
     let own = render(helm, "policy: {noopImage: 'busybox:1.36'}");
     assert_eq!(own.env_value("STEPCACHE_NOOP_IMAGE").as_deref(), Some("busybox:1.36"));
+}
+
+#[test]
+fn the_no_op_shape_values_become_server_settings_the_binary_parses() {
+    let Some(helm) = helm() else { return };
+    let r = render(helm, "");
+    let want = [
+        ("STEPCACHE_NOOP_WINDOWS_IMAGE", stepcache::rewrite::DEFAULT_WINDOWS_NOOP_IMAGE),
+        ("STEPCACHE_NOOP_WINDOWS_COMMAND", "cmd.exe /c exit 0"),
+        ("STEPCACHE_NOOP_REQUESTS", "cpu=10m,memory=16Mi"),
+        ("STEPCACHE_NOOP_LIMITS", "cpu=100m,memory=32Mi"),
+        ("STEPCACHE_KEEP_NODE_RESTRICTIONS", "false"),
+    ];
+    for (k, v) in want {
+        assert_eq!(r.env_value(k).as_deref(), Some(v), "{k}");
+    }
+    // The chart's defaults are the binary's: the same hit pod either way.
+    let defaults = stepcache::rewrite::RewriteConfig::default();
+    let requests = stepcache::config::parse_amounts("cpu=10m,memory=16Mi").unwrap();
+    assert_eq!(requests.0, defaults.noop_resources.0.requests);
+    let limits = stepcache::config::parse_amounts("cpu=100m,memory=32Mi").unwrap();
+    assert_eq!(limits.0, defaults.noop_resources.0.limits);
+    for k in ["STEPCACHE_NOOP_SECURITY_CONTEXT", "STEPCACHE_NOOP_WINDOWS_SECURITY_CONTEXT"] {
+        assert_eq!(r.env_value(k), None, "{k}: the built-in default unless set");
+    }
+    let own = render(
+        helm,
+        "policy: {noopRequests: {cpu: 50m, memory: 64Mi}, noopSecurityContext: {runAsUser: 1000, runAsNonRoot: true}, \
+         keepNodeRestrictions: true}",
+    );
+    assert_eq!(own.env_value("STEPCACHE_NOOP_REQUESTS").as_deref(), Some("cpu=50m,memory=64Mi"));
+    assert_eq!(own.env_value("STEPCACHE_KEEP_NODE_RESTRICTIONS").as_deref(), Some("true"));
+    let sc = own.env_value("STEPCACHE_NOOP_SECURITY_CONTEXT").unwrap();
+    let parsed = stepcache::config::parse_security_context(&sc).unwrap();
+    assert_eq!(parsed.run_as_user, Some(1000));
+    let e = refusal(helm, "policy: {noopLimits: {cpu: lots}}");
+    assert!(e.contains("noopLimits"), "{e}");
 }
 
 #[test]

@@ -370,3 +370,21 @@ async fn a_v41_initless_container_set_hit_keeps_one_no_op_per_user_container_and
     assert_eq!(names, ["a", "b"], "no supervisor, no plugin sidecar");
     assert!(spec.volumes.is_none(), "no argoexec-bin image volume, no credential secret");
 }
+
+#[tokio::test]
+async fn outputs_too_large_for_the_pods_annotations_serve_a_miss_that_says_so_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = admitter(sqlite_store(dir.path()).await, config(), Ports::offline());
+    // Argo ≤ 3.5 reads outputs from the pod's annotation: 256 KiB of output is more than the
+    // API server lets a pod's annotations hold, so the hit pod would be refused (422).
+    let review = fixture("v3.3-container-params.admission.json");
+    let big = "x".repeat(256 * 1024);
+    run_and_record(&a, &review, "pod-1", &big, ts("2026-11-01T10:05:00Z")).await;
+    let (resp, ex) = admit(&a, &rerun(&review, "second"), ts("2026-11-01T11:00:00Z")).await;
+    assert_eq!(ex["decision"], "miss", "{ex}");
+    let reason = ex["reason"].as_str().unwrap();
+    assert!(reason.contains("annotations would be") && reason.contains("262144-byte limit"), "{reason}");
+    assert!(ex["creates"].as_array().unwrap().is_empty(), "no task result for a hit not served: {ex}");
+    let warnings = resp["response"]["warnings"].as_array().unwrap();
+    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("hit not served")), "{warnings:?}");
+}

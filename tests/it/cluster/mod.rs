@@ -10,6 +10,7 @@
 
 mod cycle;
 mod faults;
+mod hitpod;
 mod rbac;
 mod refused;
 mod sources;

@@ -185,3 +185,25 @@ async fn a_hit_without_task_result_permission_is_a_miss_with_a_log_line_and_a_me
     );
     env.done().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hit_without_limitrange_permission_is_a_miss_that_names_it() {
+    let Some(kit) = kit::shared() else { return };
+    let Some(helm) = crate::chart::helm() else { return };
+    let client = kit.client().await;
+    let ns = kit.namespace(&client, "nolimits", &[]).await;
+    let kubeconfig =
+        service_account_kubeconfig(kit, &client, helm, &ns, |r| without(r, "limitranges", &["list"])).await;
+    let opts = ServeOptions { kubeconfig: Some(kubeconfig), ..Default::default() };
+    let env = Env::attach(kit, client, &[&ns], opts).await;
+    let review = record_once(&env, V36, "7").await;
+    let (again, warnings) = create_pod_with_warnings(&env.client, &env.ns, &rerun(&review, "again")).await;
+    assert_eq!(label(&again, "stepcache.dev/decision"), Some("miss"), "{}", again["metadata"]);
+    assert!(
+        warnings.iter().any(|w| w.contains("hit not served") && w.contains("limitranges")),
+        "the pod's creator is told why: {warnings:?}"
+    );
+    let m = env.serve.metrics().await;
+    assert_eq!(metric(&m, "stepcache_hit_pod_refusals_total{reason=\"not_synced\"}"), 1.0, "{m}");
+    env.done().await;
+}
