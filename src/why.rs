@@ -235,7 +235,13 @@ pub fn build(ev: &Evidence, now: Timestamp) -> Result<WhyReport, WhyError> {
             pod: p.pod.clone(),
             workflow: p.workflow.clone(),
             node_id: p.node_id.clone(),
-            decision: p.decision.clone().unwrap_or_else(|| "none".into()),
+            // A pod stepcache left alone carries no decision; the log says why (another
+            // identity created it, ...).
+            decision: p
+                .decision
+                .clone()
+                .or_else(|| ev.logged.as_ref().map(|d| d.decision.clone()))
+                .unwrap_or_else(|| "none".into()),
             reason: p.miss_reason.clone().or_else(|| ev.logged.as_ref().map(|d| d.reason.clone())),
             decided_at: ev.logged.as_ref().map(|d| d.decided_at),
             key: p.key.clone(),
@@ -488,6 +494,22 @@ mod tests {
         let r = build(&ev, Timestamp::UNIX_EPOCH).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((r.source, r.decision.as_str()), (Source::Entry, "miss"));
         assert_eq!(r.recorded_as.map(|e| e.id), Some(9));
+    }
+
+    #[test]
+    fn a_pod_left_alone_because_another_identity_created_it_says_so() {
+        let logged = LoggedDecision {
+            namespace: "ml".into(),
+            pod_name: "p".into(),
+            decision: "skipped-not-controller".into(),
+            reason: "created by system:serviceaccount:ml:mallory, not by an Argo controller identity".into(),
+            ..Default::default()
+        };
+        let pod = PodFacts { pod: "p".into(), namespace: "ml".into(), ..Default::default() };
+        let ev = Evidence { pod: Some(pod), logged: Some(logged), ..Default::default() };
+        let r = build(&ev, Timestamp::UNIX_EPOCH).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.decision, "skipped-not-controller");
+        assert!(r.reason.as_deref().unwrap_or_default().contains("mallory"), "{:?}", r.reason);
     }
 
     #[test]

@@ -61,6 +61,11 @@ async fn a_pod_reporting_a_new_digest_for_the_tag_makes_the_entry_miss_as_image_
         .await
         .unwrap();
     let ran = eventually("digest A observed", Duration::from_secs(30), || newest_digest(&serve)).await;
+    // The tag is observed before the run is recorded: wait for the entry too.
+    eventually("the first run recorded", Duration::from_secs(30), || async {
+        serve.metrics().await.lines().any(|l| l == "stepcache_recorder_recorded_total 1").then_some(())
+    })
+    .await;
     let hit = create(&client, &ns, &rerun(&review, "second")).await;
     assert_eq!(decision(&hit), "hit", "the tag has not moved: {}\n{}", hit["metadata"], serve.logs());
 

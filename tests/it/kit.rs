@@ -407,11 +407,41 @@ impl Serve {
             command,
             kubeconfig: opts.kubeconfig.clone().unwrap_or_else(|| kit.kubeconfig.clone()),
         };
-        s.spawn().await;
+        s.spawn_fresh().await;
         s
     }
 
+    /// Starts the process; panics unless it listens.
     async fn spawn(&mut self) {
+        if let Err(e) = self.try_spawn().await {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the process the first time: a port another process took between [`free_port`] and
+    /// the bind (the race that function accepts) gets new ports and another try.
+    async fn spawn_fresh(&mut self) {
+        for _ in 0..3 {
+            match self.try_spawn().await {
+                Ok(()) => return,
+                Err(e) if e.contains("in use") => {
+                    let (port, metrics_port) = (free_port(), free_port());
+                    for arg in self.command.iter_mut() {
+                        if *arg == format!("127.0.0.1:{}", self.port) {
+                            *arg = format!("127.0.0.1:{port}");
+                        } else if *arg == format!("127.0.0.1:{}", self.metrics_port) {
+                            *arg = format!("127.0.0.1:{metrics_port}");
+                        }
+                    }
+                    (self.port, self.metrics_port) = (port, metrics_port);
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        self.spawn().await
+    }
+
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_stepcache"))
             .args(&self.command)
@@ -431,10 +461,10 @@ impl Serve {
         let t = Instant::now();
         loop {
             if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("stepcache serve exited ({status}) before listening:\n{}", self.logs());
+                return Err(format!("stepcache serve exited ({status}) before listening:\n{}", self.logs()));
             }
             assert!(t.elapsed() < Duration::from_secs(30), "stepcache serve not listening after 30s:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(50)).await;
