@@ -688,8 +688,48 @@ fn key_only_input_artifacts_are_keyed_with_their_repository() {
     let mut prod = base.clone();
     edit_template(&mut prod, |t| t["archiveLocation"]["s3"]["bucket"] = json!("prod-bucket"));
     assert_ne!(key(&prod).key, km.key);
-    // Without input artifacts the repository only says where outputs go: not keyed.
+    // Without input artifacts the repository only says where outputs go: keyed as that.
     assert!(key(&v36()).material.get("inputArtifactRepository").is_none());
+}
+
+#[test]
+fn the_repository_output_artifacts_are_written_to_is_keyed_without_its_per_run_key() {
+    // A step that only writes artifacts: its entry stores key-only references (`s3.key`),
+    // which Argo resolves against the consuming workflow's repository.
+    let mut writer = pod_json(&hand_built("v3.5-artifacts-s3"));
+    edit_template(&mut writer, |t| {
+        t["inputs"].as_object_mut().unwrap().remove("artifacts");
+    });
+    let km = key(&writer);
+    assert!(km.material.get("inputArtifactRepository").is_none());
+    assert_eq!(
+        km.material["outputArtifactRepository"],
+        json!({"s3": {"endpoint": "minio.argo.svc:9000", "bucket": "my-bucket", "insecure": true,
+            "accessKeySecret": {"name": "my-minio-cred", "key": "accesskey"},
+            "secretKeySecret": {"name": "my-minio-cred", "key": "secretkey"}}})
+    );
+    let mut other_bucket = writer.clone();
+    edit_template(&mut other_bucket, |t| t["archiveLocation"]["s3"]["bucket"] = json!("bucket-b"));
+    assert_ne!(key(&other_bucket).key, km.key, "served keys would resolve against bucket-b");
+    let mut other_run = writer.clone();
+    edit_template(&mut other_run, |t| t["archiveLocation"]["s3"]["key"] = json!("wf-2/pod-2"));
+    assert_same_key(&km, &key(&other_run), "the per-run archive key");
+}
+
+#[test]
+fn archived_logs_key_the_repository_and_steps_writing_nothing_there_do_not() {
+    // v3.6 container fixture: parameters only, no archiveLocation.
+    assert!(key(&v36()).material.get("outputArtifactRepository").is_none());
+    let repo = json!({"archiveLogs": true, "s3": {"endpoint": "e:9000", "bucket": "b", "key": "wf/pod"}});
+    let mut logs = v36();
+    edit_template(&mut logs, |t| t["archiveLocation"] = repo.clone());
+    assert_eq!(key(&logs).material["outputArtifactRepository"], json!({"s3": {"endpoint": "e:9000", "bucket": "b"}}));
+    let mut no_logs = v36();
+    edit_template(&mut no_logs, |t| {
+        t["archiveLocation"] = repo.clone();
+        t["archiveLocation"]["archiveLogs"] = json!(false);
+    });
+    assert_same_key(&key(&v36()), &key(&no_logs), "a repository nothing is written to");
 }
 
 #[test]

@@ -129,6 +129,10 @@ pub mod field {
     /// The artifact repository (`archiveLocation` without its per-run key) that completes
     /// key-only input artifacts.
     pub const INPUT_ARTIFACT_REPOSITORY: &str = "inputArtifactRepository";
+    /// The artifact repository (`archiveLocation` without its per-run key) that key-only
+    /// output artifacts (and archived logs) are written to and resolved against: an entry's
+    /// stored references are only meaningful in that repository.
+    pub const OUTPUT_ARTIFACT_REPOSITORY: &str = "outputArtifactRepository";
     /// Pod `hostAliases` (entries of `/etc/hosts`), in order.
     pub const HOST_ALIASES: &str = "hostAliases";
     /// The template's `podSpecPatch`, which can rewrite any container, Argo's included.
@@ -196,9 +200,12 @@ pub fn derive_key(pod: &Pod, step: &StepPod, seed: &CacheSeed, scope: Scope) -> 
     let mut inputs: Vec<Value> =
         step.template.input_artifacts().into_iter().map(|a| Value::Object(a.clone())).collect();
     inputs.sort_by(|a, b| name_of(a).cmp(name_of(b)));
-    if !inputs.is_empty() {
-        if let Some(repo) = step.template.archive_location() {
+    if let Some(repo) = step.template.archive_location() {
+        if !inputs.is_empty() {
             m.insert(field::INPUT_ARTIFACT_REPOSITORY.into(), repository_material(repo));
+        }
+        if writes_to_repository(step, repo) {
+            m.insert(field::OUTPUT_ARTIFACT_REPOSITORY.into(), repository_material(repo));
         }
     }
     m.insert(field::INPUT_ARTIFACTS.into(), Value::Array(inputs));
@@ -246,6 +253,16 @@ fn is_infrastructure_mount(step: &StepPod, m: &VolumeMount) -> bool {
     contract::is_argo_mount(m, step.layout, &step.argo)
         || m.name.starts_with(labels::KUBE_API_ACCESS_PREFIX)
         || m.mount_path == labels::SERVICE_ACCOUNT_MOUNT_PATH
+}
+
+/// True when the step's outputs can reference the artifact repository: it declares output
+/// artifacts (Argo's executor stores one without a complete location of its own under the
+/// repository and reports only its key, `saveArtifactFromFile`) or archives its logs (the
+/// `main-logs` artifact, likewise key-only). Such a reference means nothing outside that
+/// repository, so an entry may only be served to a step writing to the same one.
+fn writes_to_repository(step: &StepPod, repo: &Map<String, Value>) -> bool {
+    let archives_logs = repo.get("archiveLogs").and_then(Value::as_bool) == Some(true);
+    archives_logs || !step.template.output_artifacts().is_empty()
 }
 
 /// The artifact repository without what is per run: every location's `key` (S3, GCS, OSS,
@@ -1005,7 +1022,7 @@ mod tests {
         assert_eq!(
             km.material,
             json!({
-                "format": "v2",
+                "format": "v3",
                 "namespace": "ml-team",
                 "seed": "",
                 "containers": [{
