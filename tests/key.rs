@@ -472,8 +472,8 @@ fn every_pod_fixture_classifies_as_expected() {
 fn every_step_fixture_yields_a_key() {
     for name in STEP_FIXTURES {
         let km = key(&pod_json(&hand_built(name)));
-        assert!(km.key.as_str().starts_with("v2:"), "{name}");
-        assert_eq!(km.material["format"], "v2");
+        assert!(km.key.as_str().starts_with("v3:"), "{name}");
+        assert_eq!(km.material["format"], "v3");
     }
 }
 
@@ -688,8 +688,48 @@ fn key_only_input_artifacts_are_keyed_with_their_repository() {
     let mut prod = base.clone();
     edit_template(&mut prod, |t| t["archiveLocation"]["s3"]["bucket"] = json!("prod-bucket"));
     assert_ne!(key(&prod).key, km.key);
-    // Without input artifacts the repository only says where outputs go: not keyed.
+    // Without input artifacts the repository only says where outputs go: keyed as that.
     assert!(key(&v36()).material.get("inputArtifactRepository").is_none());
+}
+
+#[test]
+fn the_repository_output_artifacts_are_written_to_is_keyed_without_its_per_run_key() {
+    // A step that only writes artifacts: its entry stores key-only references (`s3.key`),
+    // which Argo resolves against the consuming workflow's repository.
+    let mut writer = pod_json(&hand_built("v3.5-artifacts-s3"));
+    edit_template(&mut writer, |t| {
+        t["inputs"].as_object_mut().unwrap().remove("artifacts");
+    });
+    let km = key(&writer);
+    assert!(km.material.get("inputArtifactRepository").is_none());
+    assert_eq!(
+        km.material["outputArtifactRepository"],
+        json!({"s3": {"endpoint": "minio.argo.svc:9000", "bucket": "my-bucket", "insecure": true,
+            "accessKeySecret": {"name": "my-minio-cred", "key": "accesskey"},
+            "secretKeySecret": {"name": "my-minio-cred", "key": "secretkey"}}})
+    );
+    let mut other_bucket = writer.clone();
+    edit_template(&mut other_bucket, |t| t["archiveLocation"]["s3"]["bucket"] = json!("bucket-b"));
+    assert_ne!(key(&other_bucket).key, km.key, "served keys would resolve against bucket-b");
+    let mut other_run = writer.clone();
+    edit_template(&mut other_run, |t| t["archiveLocation"]["s3"]["key"] = json!("wf-2/pod-2"));
+    assert_same_key(&km, &key(&other_run), "the per-run archive key");
+}
+
+#[test]
+fn archived_logs_key_the_repository_and_steps_writing_nothing_there_do_not() {
+    // v3.6 container fixture: parameters only, no archiveLocation.
+    assert!(key(&v36()).material.get("outputArtifactRepository").is_none());
+    let repo = json!({"archiveLogs": true, "s3": {"endpoint": "e:9000", "bucket": "b", "key": "wf/pod"}});
+    let mut logs = v36();
+    edit_template(&mut logs, |t| t["archiveLocation"] = repo.clone());
+    assert_eq!(key(&logs).material["outputArtifactRepository"], json!({"s3": {"endpoint": "e:9000", "bucket": "b"}}));
+    let mut no_logs = v36();
+    edit_template(&mut no_logs, |t| {
+        t["archiveLocation"] = repo.clone();
+        t["archiveLocation"]["archiveLogs"] = json!(false);
+    });
+    assert_same_key(&key(&v36()), &key(&no_logs), "a repository nothing is written to");
 }
 
 #[test]
@@ -853,8 +893,8 @@ fn golden_key_vectors_are_reproduced_exactly() {
     let mut failures = Vec::new();
     for (path, mut v) in vectors {
         let km = key_with(&variant(&v.fixture, &v.variant), &v.seed, v.scope);
-        // The spec, independently of derive_key: key = "v2:" + hex(sha256(canonical material)).
-        let spec_key = format!("v2:{}", hex::encode(Sha256::digest(canonical_json(&km.material).as_bytes())));
+        // The spec, independently of derive_key: key = "v3:" + hex(sha256(canonical material)).
+        let spec_key = format!("v3:{}", hex::encode(Sha256::digest(canonical_json(&km.material).as_bytes())));
         assert_eq!(km.key.as_str(), spec_key, "{}", path.display());
         if km.key.as_str() == v.key && km.material == v.material {
             continue;
@@ -1358,4 +1398,114 @@ fn container_set_dependencies_are_part_of_the_key() {
         ordered.material["containers"].as_array().unwrap().iter().map(|c| c["name"].clone()).collect::<Vec<_>>(),
         vec![json!("a"), json!("b")]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The key follows what the kubelet runs: env order and expansion, Argo's block by position, the
+// downward API's values.
+// ---------------------------------------------------------------------------------------------
+
+/// `main`'s template env replaced by `user` (placed before Argo's appended block, as Argo
+/// places the template's env), in the hand-built fixture `name`.
+fn with_template_env(name: &str, user: Value) -> Value {
+    let mut pod = pod_json(&hand_built(name));
+    let main = container_mut(&mut pod, "main");
+    let env = env_mut(main);
+    env.retain(|e| e["name"].as_str().is_some_and(|n| n.starts_with("ARGO_") || n == "TRACEPARENT"));
+    let at = env.iter().position(|e| e["name"] == "ARGO_CONTAINER_NAME").unwrap_or(env.len());
+    for (i, e) in user.as_array().unwrap().iter().enumerate() {
+        env.insert(at + i, e.clone());
+    }
+    pod
+}
+
+/// The layouts the contract lists: v2.12 (nothing appended on main), v3.3 (`ARGO_TEMPLATE` on
+/// every container), v3.6 (init only), v4.1 (trace env), v4.1 init-less (supervisor).
+const ENV_LAYOUTS: &[&str] = &[
+    "v2.12-template-annotation",
+    "v3.3-container-params",
+    "v3.6-container-params",
+    "v4.1-container-params",
+    "v4.1-initless-container-artifacts",
+];
+
+#[test]
+fn env_order_that_changes_an_expansion_changes_the_key_in_every_layout() {
+    for name in ENV_LAYOUTS {
+        let before =
+            with_template_env(name, json!([{"name": "DB_HOST", "value": "x"}, {"name": "DSN", "value": "$(DB_HOST)"}]));
+        let after =
+            with_template_env(name, json!([{"name": "DSN", "value": "$(DB_HOST)"}, {"name": "DB_HOST", "value": "x"}]));
+        assert_ne!(key(&before).key, key(&after).key, "{name}: DSN is x in one, literal $(DB_HOST) in the other");
+        let a = with_template_env(
+            name,
+            json!([{"name": "MODE", "value": "a"}, {"name": "RUN", "value": "$(MODE)"}, {"name": "MODE", "value": "b"}]),
+        );
+        let b = with_template_env(
+            name,
+            json!([{"name": "MODE", "value": "a"}, {"name": "MODE", "value": "b"}, {"name": "RUN", "value": "$(MODE)"}]),
+        );
+        assert_ne!(key(&a).key, key(&b).key, "{name}: RUN is a in one, b in the other");
+        // An order that changes nothing the process sees keeps the key.
+        let x = with_template_env(name, json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+        let y = with_template_env(name, json!([{"name": "B", "value": "2"}, {"name": "A", "value": "1"}]));
+        assert_same_key(&key(&x), &key(&y), name);
+    }
+}
+
+#[test]
+fn a_user_value_under_an_argo_name_reaches_the_key_in_every_layout() {
+    for name in ENV_LAYOUTS {
+        let run = |cutoff: &str| {
+            with_template_env(
+                name,
+                json!([{"name": "ARGO_DEADLINE", "value": cutoff}, {"name": "CUTOFF", "value": "$(ARGO_DEADLINE)"}]),
+            )
+        };
+        let (a, b) = (key(&run("2025-12-31")), key(&run("2026-06-30")));
+        assert_ne!(a.key, b.key, "{name}: the process sees CUTOFF=2025-12-31 in one run, 2026-06-30 in the other");
+        assert_eq!(a.material["containers"][0]["env"]["CUTOFF"], "2025-12-31", "{name}");
+    }
+}
+
+#[test]
+fn downward_api_values_of_labels_annotations_and_resources_are_keyed() {
+    let with = |label: &str, cpu: &str| {
+        let mut pod = with_template_env(
+            "v3.6-container-params",
+            json!([
+                {"name": "TEAM", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}}},
+                {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}
+            ]),
+        );
+        pod["metadata"]["labels"]["team"] = json!(label);
+        container_mut(&mut pod, "main")["resources"]["limits"] = json!({"cpu": cpu});
+        pod
+    };
+    assert_ne!(key(&with("a", "1")).key, key(&with("b", "1")).key, "a label value read through the downward API");
+    assert_ne!(key(&with("a", "1")).key, key(&with("a", "2")).key, "limits.cpu read through the downward API");
+    // A downwardAPI volume of the pod's annotations.
+    let vol = |v: &str| {
+        let mut pod = pod_json(&hand_built("v3.6-container-params"));
+        pod["metadata"]["annotations"]["cutoff"] = json!(v);
+        pod["spec"]["volumes"].as_array_mut().unwrap().push(json!({"name": "info", "downwardAPI": {"items": [
+            {"path": "cutoff", "fieldRef": {"fieldPath": "metadata.annotations['cutoff']"}}
+        ]}}));
+        container_mut(&mut pod, "main")["volumeMounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "info", "mountPath": "/etc/info"}));
+        pod
+    };
+    assert_ne!(key(&vol("2025")).key, key(&vol("2026")).key, "an annotation a downwardAPI volume exposes");
+    // Per-run identity is keyed by reference: two runs of one step still share a key.
+    let ident = |pod_name: &str| {
+        let mut pod = with_template_env(
+            "v3.6-container-params",
+            json!([{"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]),
+        );
+        pod["metadata"]["name"] = json!(pod_name);
+        pod
+    };
+    assert_same_key(&key(&ident("wf-a-1")), &key(&ident("wf-b-2")), "metadata.name is the run's identity");
 }

@@ -9,7 +9,7 @@ use sqlx::Row;
 /// One refused hit: the key and namespace it blocks, and what is known of the refusal.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RefusedHit {
-    /// The cache key (`v2:…`).
+    /// The cache key (`v3:…`).
     pub key: String,
     /// The namespace the hit was refused in.
     pub namespace: String,

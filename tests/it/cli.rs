@@ -76,7 +76,7 @@ fn key_prints_key_and_material_and_refuses_non_step_pods() {
     let dir = tempfile::tempdir().unwrap();
     let review = fixture("v3.6-container-params.admission.json");
     let out = json_out(&run(dir.path(), &["key"], review.to_string().as_bytes()));
-    assert!(out["key"].as_str().unwrap().starts_with("v2:"));
+    assert!(out["key"].as_str().unwrap().starts_with("v3:"));
     assert!(out["material"].is_object());
     let bare = review["request"]["object"].clone();
     let out2 = json_out(&run(dir.path(), &["key"], bare.to_string().as_bytes()));

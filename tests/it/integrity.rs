@@ -203,3 +203,57 @@ async fn an_entry_whose_tag_moved_misses_unless_the_admin_turns_the_check_off() 
     let (ex, _) = again(&off, &review, "fourth").await;
     assert_eq!(ex["decision"], "hit", "--ignore-moved-images serves it: {ex}");
 }
+
+/// The artifact fixture with its repository at `endpoint` and in `bucket`, and without input
+/// artifacts (whose repository is keyed already): a step that only writes artifacts. Every copy
+/// of the template is edited (v3.5 carries it on each container).
+fn writer_in_bucket(endpoint: &str, bucket: &str) -> Value {
+    let mut v: Value =
+        serde_json::from_str(&serde_json::to_string(&review_at(endpoint)).unwrap().replace(BUCKET, bucket)).unwrap();
+    let pod = &mut v["request"]["object"]["spec"];
+    for list in ["initContainers", "containers"] {
+        for c in pod[list].as_array_mut().into_iter().flatten() {
+            for e in c["env"].as_array_mut().into_iter().flatten() {
+                if e["name"] == "ARGO_TEMPLATE" {
+                    let mut t: Value = serde_json::from_str(e["value"].as_str().unwrap()).unwrap();
+                    t["inputs"].as_object_mut().unwrap().remove("artifacts");
+                    e["value"] = Value::String(t.to_string());
+                }
+            }
+        }
+    }
+    v
+}
+
+#[tokio::test]
+async fn a_workflow_whose_repository_is_another_bucket_is_not_served_keys_that_resolve_against_it() {
+    let Some(s3) = S3Server::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = checking_admitter(sqlite_store(dir.path()).await, Duration::from_secs(2));
+    let in_a = writer_in_bucket(&s3.endpoint, BUCKET);
+    s3.bucket(BUCKET).await;
+    s3.bucket("bucket-b").await;
+    let (key, id) = recorded(&a, &in_a).await;
+    s3.put(BUCKET, &key, "features").await;
+
+    // The same step from a workflow whose artifact repository is bucket B: its downstream steps
+    // would resolve a served key-only reference against bucket B, where nothing was written.
+    let in_b = writer_in_bucket(&s3.endpoint, "bucket-b");
+    let (resp, ex) = admit(&a, &rerun(&in_b, "other-repo"), ts("2026-11-02T10:00:00Z")).await;
+    assert_eq!(ex["decision"], "miss", "{ex}");
+    assert!(!ex["reason"].as_str().unwrap_or("").starts_with("artifact-"), "bucket B was checked: {ex}");
+    assert_ne!(patched_pod(&in_b, &resp)["metadata"]["labels"]["stepcache.dev/decision"], "hit", "{ex}");
+    assert!(
+        a.store.get(id).await.unwrap().unwrap().invalidated_at.is_none(),
+        "the entry is not withdrawn for looking in the wrong bucket"
+    );
+
+    // The recording repository still hits, checked in bucket A.
+    let (ex, _) = again(&a, &in_a, "same-repo").await;
+    assert_eq!(ex["decision"], "hit", "{ex}");
+    assert!(
+        a.metrics.encode().contains("stepcache_artifact_checks_total{reason=\"present\"} 1"),
+        "{}",
+        a.metrics.encode()
+    );
+}

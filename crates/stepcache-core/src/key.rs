@@ -14,11 +14,13 @@ use crate::argo::contract::{self, Role};
 use crate::argo::labels;
 use crate::argo::template::{StepPod, TemplateKind};
 use crate::types::{CacheKey, CacheSeed, KEY_FORMAT};
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, VolumeMount};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, VolumeMount};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+
+pub mod env;
 
 /// Which pods may share entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -127,6 +129,10 @@ pub mod field {
     /// The artifact repository (`archiveLocation` without its per-run key) that completes
     /// key-only input artifacts.
     pub const INPUT_ARTIFACT_REPOSITORY: &str = "inputArtifactRepository";
+    /// The artifact repository (`archiveLocation` without its per-run key) that key-only
+    /// output artifacts (and archived logs) are written to and resolved against: an entry's
+    /// stored references are only meaningful in that repository.
+    pub const OUTPUT_ARTIFACT_REPOSITORY: &str = "outputArtifactRepository";
     /// Pod `hostAliases` (entries of `/etc/hosts`), in order.
     pub const HOST_ALIASES: &str = "hostAliases";
     /// The template's `podSpecPatch`, which can rewrite any container, Argo's included.
@@ -157,15 +163,17 @@ pub fn derive_key(pod: &Pod, step: &StepPod, seed: &CacheSeed, scope: Scope) -> 
         spec.init_containers.iter().flatten().filter(|c| is_user_container(step, c, true)).collect();
 
     let mut referenced = BTreeSet::new();
-    let containers =
-        user.iter().map(|c| container_material(step, c, Role::User, &mut referenced)).collect::<Result<Vec<_>, _>>()?;
+    let containers = user
+        .iter()
+        .map(|c| container_material(pod, step, c, Role::User, &mut referenced))
+        .collect::<Result<Vec<_>, _>>()?;
     let inits = user_init
         .iter()
-        .map(|c| container_material(step, c, Role::UserInit, &mut referenced))
+        .map(|c| container_material(pod, step, c, Role::UserInit, &mut referenced))
         .collect::<Result<Vec<_>, _>>()?;
     m.insert(field::CONTAINERS.into(), Value::Array(containers));
     m.insert(field::INIT_CONTAINERS.into(), Value::Array(inits));
-    m.insert(field::VOLUMES.into(), volumes_material(spec, &referenced)?);
+    m.insert(field::VOLUMES.into(), volumes_material(pod, spec, &referenced)?);
     let aliases =
         spec.host_aliases.iter().flatten().map(|h| encode("hostAliases", h)).collect::<Result<Vec<_>, _>>()?;
     m.insert(field::HOST_ALIASES.into(), Value::Array(aliases));
@@ -192,9 +200,12 @@ pub fn derive_key(pod: &Pod, step: &StepPod, seed: &CacheSeed, scope: Scope) -> 
     let mut inputs: Vec<Value> =
         step.template.input_artifacts().into_iter().map(|a| Value::Object(a.clone())).collect();
     inputs.sort_by(|a, b| name_of(a).cmp(name_of(b)));
-    if !inputs.is_empty() {
-        if let Some(repo) = step.template.archive_location() {
+    if let Some(repo) = step.template.archive_location() {
+        if !inputs.is_empty() {
             m.insert(field::INPUT_ARTIFACT_REPOSITORY.into(), repository_material(repo));
+        }
+        if writes_to_repository(step, repo) {
+            m.insert(field::OUTPUT_ARTIFACT_REPOSITORY.into(), repository_material(repo));
         }
     }
     m.insert(field::INPUT_ARTIFACTS.into(), Value::Array(inputs));
@@ -244,6 +255,16 @@ fn is_infrastructure_mount(step: &StepPod, m: &VolumeMount) -> bool {
         || m.mount_path == labels::SERVICE_ACCOUNT_MOUNT_PATH
 }
 
+/// True when the step's outputs can reference the artifact repository: it declares output
+/// artifacts (Argo's executor stores one without a complete location of its own under the
+/// repository and reports only its key, `saveArtifactFromFile`) or archives its logs (the
+/// `main-logs` artifact, likewise key-only). Such a reference means nothing outside that
+/// repository, so an entry may only be served to a step writing to the same one.
+fn writes_to_repository(step: &StepPod, repo: &Map<String, Value>) -> bool {
+    let archives_logs = repo.get("archiveLogs").and_then(Value::as_bool) == Some(true);
+    archives_logs || !step.template.output_artifacts().is_empty()
+}
+
 /// The artifact repository without what is per run: every location's `key` (S3, GCS, OSS,
 /// Artifactory URL path, HDFS path, Azure blob) and `archiveLogs`. What is left — bucket,
 /// endpoint, region, credentials' secret names — says where a key-only input artifact is read.
@@ -265,6 +286,7 @@ fn repository_material(repo: &Map<String, Value>) -> Value {
 }
 
 fn container_material(
+    pod: &Pod,
     step: &StepPod,
     c: &Container,
     role: Role,
@@ -286,12 +308,9 @@ fn container_material(
         o.insert("workingDir".into(), Value::String(wd.clone()));
     }
 
-    let mut env: Vec<&EnvVar> =
-        c.env.iter().flatten().filter(|e| !contract::is_injected_env(&e.name, step.layout, &step.argo, role)).collect();
-    // Stable: duplicate names keep their relative order (the last one wins in Kubernetes).
-    env.sort_by(|a, b| a.name.cmp(&b.name));
-    let env = env.into_iter().map(|e| encode("env", e).map(normalize_env)).collect::<Result<Vec<_>, _>>()?;
-    o.insert("env".into(), Value::Array(env));
+    // What the process sees (env::effective_env): declared order, `$(VAR)` expansion, the last
+    // duplicate winning, Argo's appended block left out by position, downward-API values.
+    o.insert("env".into(), env::effective_env(pod, c, step.layout, &step.argo, role));
     // Order kept: later sources override earlier ones.
     let env_from = c.env_from.iter().flatten().map(|e| encode("envFrom", e)).collect::<Result<Vec<_>, _>>()?;
     o.insert("envFrom".into(), Value::Array(env_from));
@@ -341,35 +360,11 @@ fn strings(items: &[String]) -> Value {
     Value::Array(items.iter().map(|s| Value::String(s.clone())).collect())
 }
 
-/// Removes what the API server fills in by default, so a hand-written pod and the pod the API
-/// server hands to the webhook key alike: `value: ""` (same as absent), `fieldRef.apiVersion:
-/// v1`, `resourceFieldRef.divisor: "0"`.
-fn normalize_env(mut e: Value) -> Value {
-    if let Some(o) = e.as_object_mut() {
-        if o.get("value").and_then(Value::as_str) == Some("") {
-            o.remove("value");
-        }
-        if let Some(from) = o.get_mut("valueFrom").and_then(Value::as_object_mut) {
-            if let Some(f) = from.get_mut("fieldRef").and_then(Value::as_object_mut) {
-                if f.get("apiVersion").and_then(Value::as_str) == Some("v1") {
-                    f.remove("apiVersion");
-                }
-            }
-            if let Some(f) = from.get_mut("resourceFieldRef").and_then(Value::as_object_mut) {
-                if f.get("divisor").and_then(Value::as_str) == Some("0") {
-                    f.remove("divisor");
-                }
-            }
-        }
-    }
-    e
-}
-
 /// The default file mode the API server writes into configMap/secret/projected/downwardAPI
 /// volumes (0644).
 const DEFAULT_VOLUME_MODE: u64 = 0o644;
 
-fn volumes_material(spec: &PodSpec, referenced: &BTreeSet<String>) -> Result<Value, KeyError> {
+fn volumes_material(pod: &Pod, spec: &PodSpec, referenced: &BTreeSet<String>) -> Result<Value, KeyError> {
     let mut out = Map::new();
     for v in spec.volumes.iter().flatten() {
         if !referenced.contains(&v.name) || out.contains_key(&v.name) {
@@ -385,6 +380,20 @@ fn volumes_material(spec: &PodSpec, referenced: &BTreeSet<String>) -> Result<Val
                     }
                 }
             }
+            // What a downwardAPI volume (or projected source) writes: the values, where they are
+            // the same for every run of the step.
+            if let Some(d) = o.get_mut("downwardAPI") {
+                resolve_downward_items(pod, d);
+            }
+            if let Some(sources) =
+                o.get_mut("projected").and_then(|p| p.get_mut("sources")).and_then(Value::as_array_mut)
+            {
+                for src in sources {
+                    if let Some(d) = src.get_mut("downwardAPI") {
+                        resolve_downward_items(pod, d);
+                    }
+                }
+            }
             if let Some(h) = o.get_mut("hostPath").and_then(Value::as_object_mut) {
                 if h.get("type").and_then(Value::as_str) == Some("") {
                     h.remove("type");
@@ -394,6 +403,47 @@ fn volumes_material(spec: &PodSpec, referenced: &BTreeSet<String>) -> Result<Val
         out.insert(v.name.clone(), source);
     }
     Ok(Value::Object(out))
+}
+
+/// Adds each downward-API item's value (`value`) next to its reference: a label or annotation
+/// (or the whole map, stepcache's and Argo's outputs left out as in [`env::visible`]), the
+/// namespace, the service account, a container's resource amount. Per-run identity fields keep
+/// only their reference.
+fn resolve_downward_items(pod: &Pod, d: &mut Value) {
+    let Some(items) = d.get_mut("items").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for item in items {
+        let value = if let Some(path) = item.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
+            match path {
+                "metadata.labels" => Some(downward_map(pod.metadata.labels.as_ref())),
+                "metadata.annotations" => Some(downward_map(pod.metadata.annotations.as_ref())),
+                p => env::downward_field(pod, p).map(Value::String),
+            }
+        } else if let Some(r) = item.get("resourceFieldRef") {
+            let resource = r.get("resource").and_then(Value::as_str).unwrap_or_default();
+            let container = r.get("containerName").and_then(Value::as_str).unwrap_or_default();
+            let (kind, name) = resource.split_once('.').unwrap_or_default();
+            pod.spec
+                .as_ref()
+                .and_then(|s| {
+                    s.containers.iter().chain(s.init_containers.iter().flatten()).find(|c| c.name == container)
+                })
+                .and_then(|c| c.resources.as_ref())
+                .and_then(|res| if kind == "limits" { res.limits.as_ref() } else { res.requests.as_ref() })
+                .and_then(|m| m.get(name))
+                .map(|q| Value::String(q.0.clone()))
+        } else {
+            None
+        };
+        if let (Some(v), Some(o)) = (value, item.as_object_mut()) {
+            o.insert("value".into(), v);
+        }
+    }
+}
+
+fn downward_map(map: Option<&std::collections::BTreeMap<String, String>>) -> Value {
+    Value::Object(env::visible(map).into_iter().map(|(k, v)| (k.to_owned(), Value::String(v))).collect())
 }
 
 /// Declared outputs: what a served entry must provide and where the run reads it from.
@@ -764,7 +814,7 @@ fn render(v: Option<&Value>) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::argo::template::{classify, Classification};
+    use crate::argo::template::{classify, ArgoLayout, Classification};
     use serde_json::json;
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -972,7 +1022,7 @@ mod tests {
         assert_eq!(
             km.material,
             json!({
-                "format": "v2",
+                "format": "v3",
                 "namespace": "ml-team",
                 "seed": "",
                 "containers": [{
@@ -980,12 +1030,12 @@ mod tests {
                     "image": "ghcr.io/example/preprocess@sha256:4f1c2d9e0a7b3c5d6e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d",
                     "command": ["python", "/app/preprocess.py"],
                     "args": ["--dataset", "s3://datasets/iris-v3.csv", "--sample-rate", "0.25", "--out", "/tmp/row_count.txt"],
-                    "env": [{"name": "LOG_LEVEL", "value": "debug"}]
+                    "env": {"LOG_LEVEL": "debug"}
                 }],
                 "outputs": {"parameters": [{"name": "row-count", "valueFrom": {"path": "/tmp/row_count.txt"}}]}
             })
         );
-        assert_eq!(km.key.as_str(), format!("v2:{}", hex::encode(Sha256::digest(canonical_json(&km.material)))));
+        assert_eq!(km.key.as_str(), format!("v3:{}", hex::encode(Sha256::digest(canonical_json(&km.material)))));
     }
 
     #[test]
@@ -1012,12 +1062,21 @@ mod tests {
 
     #[test]
     fn api_server_defaults_in_env_and_volumes_do_not_change_the_material() {
-        let env = |v: Value| normalize_env(v);
+        let env = |e: Value| {
+            let pod: Pod =
+                serde_json::from_value(json!({"spec": {"containers": [{"name": "main", "env": [e]}]}})).unwrap();
+            let c = pod.spec.as_ref().unwrap().containers[0].clone();
+            env::effective_env(&pod, &c, ArgoLayout::TemplateEnvInitOnly, &Default::default(), Role::User)
+        };
         assert_eq!(
-            env(json!({"name":"P","valueFrom":{"fieldRef":{"apiVersion":"v1","fieldPath":"metadata.name"}}})),
-            json!({"name":"P","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}})
+            env(json!({"name":"P","valueFrom":{"resourceFieldRef":{"resource":"limits.cpu","divisor":"0"}}})),
+            env(json!({"name":"P","valueFrom":{"resourceFieldRef":{"resource":"limits.cpu"}}}))
         );
-        assert_eq!(env(json!({"name":"E","value":""})), json!({"name":"E"}));
+        assert_eq!(
+            env(json!({"name":"P","valueFrom":{"fieldRef":{"apiVersion":"v1","fieldPath":"metadata.uid"}}})),
+            env(json!({"name":"P","valueFrom":{"fieldRef":{"fieldPath":"metadata.uid"}}}))
+        );
+        assert_eq!(env(json!({"name":"E","value":""})), env(json!({"name":"E"})));
         let spec: PodSpec = serde_json::from_value(json!({"containers":[],"volumes":[
             {"name":"c","configMap":{"name":"cm","defaultMode":420}},
             {"name":"s","secret":{"secretName":"s","defaultMode":256}},
@@ -1027,7 +1086,7 @@ mod tests {
         .unwrap();
         let refs: BTreeSet<String> = ["c", "s", "h"].iter().map(|s| (*s).to_owned()).collect();
         assert_eq!(
-            volumes_material(&spec, &refs).unwrap(),
+            volumes_material(&Pod::default(), &spec, &refs).unwrap(),
             json!({"c":{"configMap":{"name":"cm"}},"s":{"secret":{"secretName":"s","defaultMode":256}},"h":{"hostPath":{"path":"/x"}}})
         );
     }

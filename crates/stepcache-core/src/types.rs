@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The key format version; bumping it starts every cache over, so it is part of every key.
-pub const KEY_FORMAT: &str = "v2";
+pub const KEY_FORMAT: &str = "v3";
 
 /// Longest accepted cache seed: seeds are labels for a cache track, not payloads.
 pub const MAX_SEED_BYTES: usize = 253;
@@ -16,7 +16,7 @@ pub const MAX_SEED_BYTES: usize = 253;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TypeError {
     /// A key string is not `<format>:<64 lowercase hex>`.
-    #[error("cache key {0:?} is not of the form v1:<64 lowercase hex digits>")]
+    #[error("cache key {0:?} is not of the form v3:<64 lowercase hex digits>")]
     MalformedKey(String),
     /// A seed is longer than [`MAX_SEED_BYTES`] or contains control characters.
     #[error("cache seed is invalid: {0}")]
@@ -41,7 +41,7 @@ impl TypeError {
     }
 }
 
-/// A versioned cache key (`v2:<sha256 hex>`); only built by key derivation or by parsing a stored one.
+/// A versioned cache key (`v3:<sha256 hex>`); only built by key derivation or by parsing a stored one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CacheKey(String);
@@ -52,11 +52,11 @@ impl CacheKey {
         CacheKey(format!("{KEY_FORMAT}:{}", hex::encode(digest)))
     }
 
-    /// Parses a key read from a pod mark, the store or the command line. Keys of the previous
-    /// format (`v1:`) still parse, so entries recorded before a format bump can be listed,
+    /// Parses a key read from a pod mark, the store or the command line. Keys of earlier formats
+    /// (`v2:`, `v1:`) still parse, so entries recorded before a format bump can be listed,
     /// invalidated and purged; they never equal a key derived now.
     pub fn parse(raw: &str) -> Result<CacheKey, TypeError> {
-        let ok = [KEY_FORMAT, "v1"]
+        let ok = [KEY_FORMAT, "v2", "v1"]
             .iter()
             .find_map(|f| raw.strip_prefix(f).and_then(|r| r.strip_prefix(':')))
             .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
@@ -295,15 +295,15 @@ mod tests {
 
     #[test]
     fn key_parse_accepts_current_and_previous_format_hex_only() {
-        for f in ["v2", "v1"] {
+        for f in ["v3", "v2", "v1"] {
             let good = format!("{f}:{}", "a".repeat(64));
             assert!(CacheKey::parse(&good).is_ok());
             assert!(CacheKey::parse(&format!("{f}:abc")).is_err());
             assert!(CacheKey::parse(&format!("{f}:{}", "A".repeat(64))).is_err());
         }
-        assert!(CacheKey::parse(&format!("v3:{}", "a".repeat(64))).is_err());
-        assert!(CacheKey::parse(&format!("v2{}", "a".repeat(64))).is_err());
-        assert!(CacheKey::from_digest(&[0u8; 32]).as_str().starts_with("v2:"));
+        assert!(CacheKey::parse(&format!("v4:{}", "a".repeat(64))).is_err());
+        assert!(CacheKey::parse(&format!("v3{}", "a".repeat(64))).is_err());
+        assert!(CacheKey::from_digest(&[0u8; 32]).as_str().starts_with("v3:"));
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! artifact references, completed with the admitted step's artifact repository
 //! (`archiveLocation`), into existence checks; and combines their results into a verdict.
 //!
-//! Argo resolves a key-only reference (`s3.key`) against the consuming workflow's artifact
-//! repository, which is the `archiveLocation` of the admitted pod's template; fields stored
-//! with the artifact win over it, as they do in Argo.
+//! Argo resolves a reference that is not complete on its own (usually just `s3.key`) against
+//! the consuming workflow's artifact repository, which is the `archiveLocation` of the admitted
+//! pod's template (`ArtifactLocation.Relocate`: the repository with the reference's key); a
+//! complete reference is used as stored. The key material pins that repository
+//! (`outputArtifactRepository`), so on a hit it is the one the recording run wrote to.
 
 use crate::types::StepOutputs;
 use serde_json::{Map, Value};
@@ -74,20 +76,34 @@ fn secret(m: &Map<String, Value>, k: &str) -> Option<SecretKey> {
     Some(SecretKey { name: text(s, "name")?, key: text(s, "key")? })
 }
 
-/// The S3 fields of an artifact over those of the repository (`archiveLocation.s3`).
+/// True when an S3 reference is complete on its own (Argo's `S3Artifact.HasLocation`:
+/// endpoint, bucket and key all set).
+fn s3_complete(own: &Map<String, Value>) -> bool {
+    ["endpoint", "bucket", "key"].iter().all(|k| text(own, k).is_some())
+}
+
+/// Where an S3 reference points, as Argo's `ArtifactLocation.Relocate` resolves it: a complete
+/// reference as stored; otherwise the repository (`archiveLocation.s3`) with the reference's key,
+/// every other stored field (a lone `bucket`, `region`, ...) discarded exactly as Argo discards it.
 fn s3_check(own: &Map<String, Value>, repo: Option<&Map<String, Value>>) -> Check {
-    let pick = |k: &str| text(own, k).or_else(|| repo.and_then(|r| text(r, k)));
-    let pick_secret = |k: &str| secret(own, k).or_else(|| repo.and_then(|r| secret(r, k)));
-    let insecure = own.get("insecure").or_else(|| repo.and_then(|r| r.get("insecure"))).and_then(Value::as_bool);
-    match (pick("endpoint"), pick("bucket"), text(own, "key")) {
-        (Some(endpoint), Some(bucket), Some(key)) => Check::S3(S3Object {
+    let Some(key) = text(own, "key") else { return Check::Unchecked { kind: "s3" } };
+    let loc = if s3_complete(own) {
+        own
+    } else {
+        match repo {
+            Some(r) => r,
+            None => return Check::Unchecked { kind: "s3" },
+        }
+    };
+    match (text(loc, "endpoint"), text(loc, "bucket")) {
+        (Some(endpoint), Some(bucket)) => Check::S3(S3Object {
             endpoint,
             bucket,
             key,
-            insecure: insecure.unwrap_or(false),
-            region: pick("region").unwrap_or_else(|| "us-east-1".to_owned()),
-            access_key: pick_secret("accessKeySecret"),
-            secret_key: pick_secret("secretKeySecret"),
+            insecure: loc.get("insecure").and_then(Value::as_bool).unwrap_or(false),
+            region: text(loc, "region").unwrap_or_else(|| "us-east-1".to_owned()),
+            access_key: secret(loc, "accessKeySecret"),
+            secret_key: secret(loc, "secretKeySecret"),
         }),
         _ => Check::Unchecked { kind: "s3" },
     }
@@ -188,11 +204,26 @@ mod tests {
     }
 
     #[test]
-    fn fields_stored_with_the_artifact_win() {
+    fn a_complete_stored_location_is_checked_where_it_is() {
+        let o = outputs(json!([{"name": "f", "s3": {"key": "k", "bucket": "other", "endpoint": "s3.example:443",
+            "region": "eu-west-1"}}]));
+        let checks = plan(&o, repo().as_object());
+        let Some(Check::S3(s3)) = checks.first() else { panic!("{checks:?}") };
+        assert_eq!(
+            (s3.endpoint.as_str(), s3.bucket.as_str(), s3.region.as_str()),
+            ("s3.example:443", "other", "eu-west-1")
+        );
+        assert!(!s3.insecure, "nothing is taken from the repository");
+        assert_eq!(s3.access_key, None);
+    }
+
+    #[test]
+    fn a_partial_stored_location_is_replaced_by_the_repository_as_argo_does() {
+        // `Relocate` keeps only the key of a reference without endpoint, bucket and key.
         let o = outputs(json!([{"name": "f", "s3": {"key": "k", "bucket": "other", "region": "eu-west-1"}}]));
         let checks = plan(&o, repo().as_object());
         let Some(Check::S3(s3)) = checks.first() else { panic!("{checks:?}") };
-        assert_eq!((s3.bucket.as_str(), s3.region.as_str()), ("other", "eu-west-1"));
+        assert_eq!((s3.bucket.as_str(), s3.region.as_str(), s3.key.as_str()), ("b", "us-east-1", "k"));
     }
 
     #[test]
