@@ -786,7 +786,16 @@ async fn sqlite_calls_blocked_by_a_lock_time_out() {
     let k = key(94);
     record(&t, &run(&k, HOUR, "t1", t0())).await;
     let short = t.reconnect(StoreOptions { timeout: Duration::from_millis(200), max_connections: 2 }).await;
-    assert!(short.lookup(&k, HOUR, at(1)).await.unwrap().is_some());
+    // Warm up: the first call opens the connection, which a loaded machine may take longer than
+    // the 200 ms bound for.
+    let mut warm = None;
+    for _ in 0..5 {
+        if let Ok(found) = short.lookup(&k, HOUR, at(1)).await {
+            warm = Some(found);
+            break;
+        }
+    }
+    assert!(warm.flatten().is_some());
 
     // A writer holding the write lock blocks other writers (WAL lets readers through).
     let mut locker = sqlx::SqliteConnection::connect(&t.scratch.url).await.unwrap();
