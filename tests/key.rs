@@ -1377,9 +1377,12 @@ fn mount_on(pod: &mut Value, container: &str, m: Value) {
     c["volumeMounts"].as_array_mut().unwrap().push(m);
 }
 
+/// A named change to a pod JSON.
+type PodEdit = Box<dyn Fn(&mut Value)>;
+
 /// What a workflow-level `spec.podSpecPatch` can do to Argo's own containers (it is applied
 /// after `ARGO_TEMPLATE` is serialised, so the template does not show it).
-fn argo_container_patches() -> Vec<(&'static str, Box<dyn Fn(&mut Value)>)> {
+fn argo_container_patches() -> Vec<(&'static str, PodEdit)> {
     vec![
         ("wait image", Box::new(|p| container_mut(p, "wait")["image"] = json!("ghcr.io/evil/argoexec:v3.6.19"))),
         (
