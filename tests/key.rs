@@ -688,48 +688,8 @@ fn key_only_input_artifacts_are_keyed_with_their_repository() {
     let mut prod = base.clone();
     edit_template(&mut prod, |t| t["archiveLocation"]["s3"]["bucket"] = json!("prod-bucket"));
     assert_ne!(key(&prod).key, km.key);
-    // Without input artifacts the repository only says where outputs go: keyed as that.
+    // Without input artifacts the repository only says where outputs go: not keyed.
     assert!(key(&v36()).material.get("inputArtifactRepository").is_none());
-}
-
-#[test]
-fn the_repository_output_artifacts_are_written_to_is_keyed_without_its_per_run_key() {
-    // A step that only writes artifacts: its entry stores key-only references (`s3.key`),
-    // which Argo resolves against the consuming workflow's repository.
-    let mut writer = pod_json(&hand_built("v3.5-artifacts-s3"));
-    edit_template(&mut writer, |t| {
-        t["inputs"].as_object_mut().unwrap().remove("artifacts");
-    });
-    let km = key(&writer);
-    assert!(km.material.get("inputArtifactRepository").is_none());
-    assert_eq!(
-        km.material["outputArtifactRepository"],
-        json!({"s3": {"endpoint": "minio.argo.svc:9000", "bucket": "my-bucket", "insecure": true,
-            "accessKeySecret": {"name": "my-minio-cred", "key": "accesskey"},
-            "secretKeySecret": {"name": "my-minio-cred", "key": "secretkey"}}})
-    );
-    let mut other_bucket = writer.clone();
-    edit_template(&mut other_bucket, |t| t["archiveLocation"]["s3"]["bucket"] = json!("bucket-b"));
-    assert_ne!(key(&other_bucket).key, km.key, "served keys would resolve against bucket-b");
-    let mut other_run = writer.clone();
-    edit_template(&mut other_run, |t| t["archiveLocation"]["s3"]["key"] = json!("wf-2/pod-2"));
-    assert_same_key(&km, &key(&other_run), "the per-run archive key");
-}
-
-#[test]
-fn archived_logs_key_the_repository_and_steps_writing_nothing_there_do_not() {
-    // v3.6 container fixture: parameters only, no archiveLocation.
-    assert!(key(&v36()).material.get("outputArtifactRepository").is_none());
-    let repo = json!({"archiveLogs": true, "s3": {"endpoint": "e:9000", "bucket": "b", "key": "wf/pod"}});
-    let mut logs = v36();
-    edit_template(&mut logs, |t| t["archiveLocation"] = repo.clone());
-    assert_eq!(key(&logs).material["outputArtifactRepository"], json!({"s3": {"endpoint": "e:9000", "bucket": "b"}}));
-    let mut no_logs = v36();
-    edit_template(&mut no_logs, |t| {
-        t["archiveLocation"] = repo.clone();
-        t["archiveLocation"]["archiveLogs"] = json!(false);
-    });
-    assert_same_key(&key(&v36()), &key(&no_logs), "a repository nothing is written to");
 }
 
 #[test]
@@ -1172,23 +1132,28 @@ proptest! {
     }
 
     #[test]
-    fn values_of_argo_injected_env_and_env_of_argos_containers_do_not_change_the_key(
-        deadline in ".{0,30}", tick in ".{0,10}", extra in "[A-Z_]{1,12}", extra_v in ".{0,20}",
+    fn values_of_argo_injected_env_do_not_change_the_key_but_env_added_to_argos_containers_does(
+        deadline in ".{0,30}", tick in ".{0,10}", pod_name in ".{0,20}", extra in "[A-Z_]{1,12}", extra_v in ".{0,20}",
     ) {
-        prop_assume!(extra != "TEMPLATE" && extra != "CONTAINER_ARGS_FILE");
+        let extra = format!("ARGO_{extra}");
+        prop_assume!(!stepcache::argo::contract::is_executor_env(&extra, ArgoLayout::TemplateEnvInitOnly, &Default::default()));
         let base = v36();
         let mut pod = base.clone();
         for c in containers_mut(&mut pod) {
             set_env(c, "ARGO_DEADLINE", &deadline);
             set_env(c, "ARGO_PROGRESS_FILE_TICK_DURATION", &tick);
-            // Admin `executor.env` lands on Argo's containers only.
             if c["name"] != "main" {
-                set_env(c, &format!("ARGO_{extra}"), &extra_v);
+                set_env(c, "ARGO_WORKFLOW_NAME", &pod_name);
             }
         }
         prop_assert_eq!(key(&base).key, key(&pod).key);
+        // Anything else on Argo's containers came from the admin's `executor.env` (the same for
+        // every pod, so it splits nothing) or a workflow podSpecPatch: keyed.
+        let mut on_wait = pod.clone();
+        set_env(container_mut(&mut on_wait, "wait"), &extra, &extra_v);
+        prop_assert_ne!(key(&base).key, key(&on_wait).key);
         // The same variable on the user's container is the user's: keyed.
-        set_env(container_mut(&mut pod, "main"), &format!("ARGO_{extra}"), &extra_v);
+        set_env(container_mut(&mut pod, "main"), &extra, &extra_v);
         prop_assert_ne!(key(&base).key, key(&pod).key);
     }
 
@@ -1401,6 +1366,197 @@ fn container_set_dependencies_are_part_of_the_key() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Issue #26: the key follows what the kubelet will run, not what the template says
+// ---------------------------------------------------------------------------------------------
+
+fn mount_on(pod: &mut Value, container: &str, m: Value) {
+    let c = container_mut(pod, container);
+    if c.get("volumeMounts").is_none() {
+        c["volumeMounts"] = json!([]);
+    }
+    c["volumeMounts"].as_array_mut().unwrap().push(m);
+}
+
+/// A named change to a pod JSON.
+type PodEdit = Box<dyn Fn(&mut Value)>;
+
+/// What a workflow-level `spec.podSpecPatch` can do to Argo's own containers (it is applied
+/// after `ARGO_TEMPLATE` is serialised, so the template does not show it).
+fn argo_container_patches() -> Vec<(&'static str, PodEdit)> {
+    vec![
+        ("wait image", Box::new(|p| container_mut(p, "wait")["image"] = json!("ghcr.io/evil/argoexec:v3.6.19"))),
+        (
+            "wait command",
+            Box::new(|p| {
+                container_mut(p, "wait")["command"] =
+                    json!(["sh", "-c", "echo 42 > /mainctrfs/tmp/row_count.txt; argoexec wait"])
+            }),
+        ),
+        ("wait subcommand", Box::new(|p| container_mut(p, "wait")["command"] = json!(["argoexec", "resource", "get"]))),
+        ("wait args", Box::new(|p| container_mut(p, "wait")["args"] = json!(["--fake-outputs"]))),
+        ("init image", Box::new(|p| container_mut(p, "init")["image"] = json!("evil/argoexec:v3.6.19"))),
+        ("init command", Box::new(|p| container_mut(p, "init")["command"] = json!(["/bin/evil-init"]))),
+        ("wait env", Box::new(|p| set_env(container_mut(p, "wait"), "HTTPS_PROXY", "http://evil:3128"))),
+        ("init env", Box::new(|p| set_env(container_mut(p, "init"), "ARGO_DEBUG_PAUSE_AFTER", "true"))),
+        (
+            "wait envFrom",
+            Box::new(|p| container_mut(p, "wait")["envFrom"] = json!([{"configMapRef": {"name": "evil"}}])),
+        ),
+        (
+            "wait mount over an output path",
+            Box::new(|p| {
+                p["spec"]["volumes"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "fake", "configMap": {"name": "fake"}}));
+                mount_on(
+                    p,
+                    "wait",
+                    json!({"name": "fake", "mountPath": "/mainctrfs/tmp/row_count.txt", "subPath": "v"}),
+                );
+            }),
+        ),
+        (
+            "wait lifecycle hook",
+            Box::new(|p| {
+                container_mut(p, "wait")["lifecycle"] = json!({"postStart": {"exec": {"command": ["sh", "-c", "x"]}}})
+            }),
+        ),
+        ("wait working dir", Box::new(|p| container_mut(p, "wait")["workingDir"] = json!("/evil"))),
+    ]
+}
+
+#[test]
+fn argo_containers_changed_after_the_template_was_serialised_do_not_share_the_honest_key() {
+    let honest = key(&v36());
+    let mut seen = BTreeSet::new();
+    for (what, patch) in argo_container_patches() {
+        let mut pod = v36();
+        patch(&mut pod);
+        let km = key(&pod);
+        assert_ne!(km.key, honest.key, "{what}: a patched Argo container shares the honest key");
+        assert!(seen.insert(km.key.as_str().to_owned()), "{what}: shares a key with another patch");
+        assert!(
+            diff_material(&honest.material, &km.material).iter().any(|l| l.starts_with("argoContainers")),
+            "{what}: the difference is not explained as argoContainers: {:?}",
+            diff_material(&honest.material, &km.material)
+        );
+    }
+}
+
+#[test]
+fn a_replaced_supervisor_or_argoexec_binary_volume_does_not_share_the_honest_key() {
+    let honest = key(&variant("", "v3.6-as-v4.1-initless-layout"));
+    let mut sup = variant("", "v3.6-as-v4.1-initless-layout");
+    container_mut(&mut sup, "supervisor")["image"] = json!("evil/argoexec:v4.1.2");
+    assert_ne!(key(&sup).key, honest.key);
+    let mut bin = variant("", "v3.6-as-v4.1-initless-layout");
+    for v in bin["spec"]["volumes"].as_array_mut().unwrap() {
+        if v["name"] == "argoexec-bin" {
+            v["image"]["reference"] = json!("evil/argoexec:v4.1.2");
+        }
+    }
+    assert_ne!(key(&bin).key, honest.key);
+}
+
+#[test]
+fn honest_argo_containers_add_nothing_to_the_material_in_any_layout_or_version() {
+    let mut pods: Vec<(String, Value)> = Vec::new();
+    for f in STEP_FIXTURES {
+        pods.push((f.to_string(), pod_json(&hand_built(f))));
+        pods.push((format!("{f} captured"), pod_json(&captured(f))));
+    }
+    for f in HAND_BUILT_ONLY {
+        pods.push((f.to_string(), pod_json(&hand_built(f))));
+    }
+    for v in ["v3.6-as-v3.3-layout", "v3.6-as-v3.5-layout", "v3.6-as-v2.12-layout", "v3.6-as-v4.1-initless-layout"] {
+        pods.push((v.to_owned(), variant("", v)));
+    }
+    for (name, pod) in pods {
+        let km = key(&pod);
+        assert!(km.material.get("argoContainers").is_none(), "{name}: {}", km.material["argoContainers"]);
+    }
+    // Another upstream executor version (an Argo upgrade) keeps the key.
+    let mut upgraded = v36();
+    for c in ["init", "wait"] {
+        container_mut(&mut upgraded, c)["image"] = json!("quay.io/argoproj/argoexec:v3.6.20");
+    }
+    assert_same_key(&key(&v36()), &key(&upgraded), "upgraded executor");
+    // An admin's own executor image is keyed as written.
+    let mut own = v36();
+    for c in ["init", "wait"] {
+        container_mut(&mut own, c)["image"] = json!("registry.corp/argoexec:v3.6.19");
+    }
+    assert_eq!(key(&own).material["argoContainers"]["wait"]["image"], "registry.corp/argoexec:v3.6.19");
+}
+
+#[test]
+fn runtime_class_and_a_pinned_architecture_or_os_are_keyed() {
+    let base = key(&v36());
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut p = v36();
+        f(&mut p);
+        key(&p)
+    };
+    let gvisor = with(&|p| p["spec"]["runtimeClassName"] = json!("gvisor"));
+    assert_ne!(gvisor.key, base.key);
+    assert_eq!(gvisor.material["platform"]["runtimeClassName"], "gvisor");
+    let arm = with(&|p| p["spec"]["nodeSelector"] = json!({"kubernetes.io/arch": "arm64", "disk": "ssd"}));
+    let amd = with(&|p| p["spec"]["nodeSelector"] = json!({"kubernetes.io/arch": "amd64"}));
+    assert_ne!(arm.key, base.key);
+    assert_ne!(arm.key, amd.key);
+    assert_eq!(arm.material["platform"]["nodeSelector"], json!({"kubernetes.io/arch": "arm64"}));
+    let os = with(&|p| p["spec"]["nodeSelector"] = json!({"kubernetes.io/os": "windows"}));
+    assert_ne!(os.key, base.key);
+    let pod_os = with(&|p| p["spec"]["os"] = json!({"name": "windows"}));
+    assert_ne!(pod_os.key, base.key);
+    let affinity = |arch: &'static str| {
+        move |p: &mut Value| {
+            p["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/arch", "operator": "In", "values": [arch]},
+                    {"key": "zone", "operator": "In", "values": ["a"]}
+                ]}]
+            }}})
+        }
+    };
+    let aff_arm = with(&affinity("arm64"));
+    assert_ne!(aff_arm.key, base.key);
+    assert_ne!(aff_arm.key, with(&affinity("amd64")).key);
+    // What only steers scheduling stays out.
+    let unpinned = with(&|p| {
+        p["spec"]["nodeSelector"] = json!({"disk": "ssd"});
+        p["spec"]["affinity"] = json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "preference": {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]}]}}
+        ]}})
+    });
+    assert_same_key(&base, &unpinned, "preferred affinity and unrelated selectors");
+}
+
+#[test]
+fn a_step_mounting_a_claim_the_workflow_creates_per_run_is_not_cached_and_says_why() {
+    let per_run = |claim: &str| {
+        let mut p = v36();
+        p["spec"]["volumes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "workdir", "persistentVolumeClaim": {"claimName": claim}}));
+        mount_on(&mut p, "main", json!({"name": "workdir", "mountPath": "/work"}));
+        p
+    };
+    match classify(&to_pod(&per_run("train-pipeline-7xk2p-workdir"))) {
+        Classification::Skip(r) => {
+            assert_eq!(r.kind(), "per_run_volume", "{r}");
+            let text = r.to_string();
+            assert!(text.contains("workdir") && text.contains("train-pipeline-7xk2p-workdir"), "{text}");
+        }
+        other => panic!("a per-run claim is cached: {other:?}"),
+    }
+    // A claim that outlives the workflow is an input like any other volume: keyed by name.
+    assert!(matches!(classify(&to_pod(&per_run("shared-datasets"))), Classification::Step(_)));
+}
+
+// ---------------------------------------------------------------------------------------------
 // The key follows what the kubelet runs: env order and expansion, Argo's block by position, the
 // downward API's values.
 // ---------------------------------------------------------------------------------------------
@@ -1508,4 +1664,44 @@ fn downward_api_values_of_labels_annotations_and_resources_are_keyed() {
         pod
     };
     assert_same_key(&key(&ident("wf-a-1")), &key(&ident("wf-b-2")), "metadata.name is the run's identity");
+}
+
+#[test]
+fn the_repository_output_artifacts_are_written_to_is_keyed_without_its_per_run_key() {
+    // A step that only writes artifacts: its entry stores key-only references (`s3.key`),
+    // which Argo resolves against the consuming workflow's repository.
+    let mut writer = pod_json(&hand_built("v3.5-artifacts-s3"));
+    edit_template(&mut writer, |t| {
+        t["inputs"].as_object_mut().unwrap().remove("artifacts");
+    });
+    let km = key(&writer);
+    assert!(km.material.get("inputArtifactRepository").is_none());
+    assert_eq!(
+        km.material["outputArtifactRepository"],
+        json!({"s3": {"endpoint": "minio.argo.svc:9000", "bucket": "my-bucket", "insecure": true,
+            "accessKeySecret": {"name": "my-minio-cred", "key": "accesskey"},
+            "secretKeySecret": {"name": "my-minio-cred", "key": "secretkey"}}})
+    );
+    let mut other_bucket = writer.clone();
+    edit_template(&mut other_bucket, |t| t["archiveLocation"]["s3"]["bucket"] = json!("bucket-b"));
+    assert_ne!(key(&other_bucket).key, km.key, "served keys would resolve against bucket-b");
+    let mut other_run = writer.clone();
+    edit_template(&mut other_run, |t| t["archiveLocation"]["s3"]["key"] = json!("wf-2/pod-2"));
+    assert_same_key(&km, &key(&other_run), "the per-run archive key");
+}
+
+#[test]
+fn archived_logs_key_the_repository_and_steps_writing_nothing_there_do_not() {
+    // v3.6 container fixture: parameters only, no archiveLocation.
+    assert!(key(&v36()).material.get("outputArtifactRepository").is_none());
+    let repo = json!({"archiveLogs": true, "s3": {"endpoint": "e:9000", "bucket": "b", "key": "wf/pod"}});
+    let mut logs = v36();
+    edit_template(&mut logs, |t| t["archiveLocation"] = repo.clone());
+    assert_eq!(key(&logs).material["outputArtifactRepository"], json!({"s3": {"endpoint": "e:9000", "bucket": "b"}}));
+    let mut no_logs = v36();
+    edit_template(&mut no_logs, |t| {
+        t["archiveLocation"] = repo.clone();
+        t["archiveLocation"]["archiveLogs"] = json!(false);
+    });
+    assert_same_key(&key(&v36()), &key(&no_logs), "a repository nothing is written to");
 }

@@ -14,7 +14,7 @@ use crate::argo::contract::{self, Role};
 use crate::argo::labels;
 use crate::argo::template::{StepPod, TemplateKind};
 use crate::types::{CacheKey, CacheSeed, KEY_FORMAT};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, VolumeMount};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, VolumeMount};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -137,6 +137,13 @@ pub mod field {
     pub const HOST_ALIASES: &str = "hostAliases";
     /// The template's `podSpecPatch`, which can rewrite any container, Argo's included.
     pub const POD_SPEC_PATCH: &str = "podSpecPatch";
+    /// What differs in Argo's own containers (`init`, `wait`, `supervisor`, the `argoexec-bin`
+    /// image, artifact plugins) from what the controller builds: a workflow-level
+    /// `podSpecPatch` rewrites them after the template is serialised. Absent for honest pods.
+    pub const ARGO_CONTAINERS: &str = "argoContainers";
+    /// The runtime class and the OS/architecture the pod pins (`nodeSelector`, required node
+    /// affinity, `spec.os`): the same image tag can be another build, or another sandbox.
+    pub const PLATFORM: &str = "platform";
 }
 
 /// Derives the key of a step from the pod Argo built and the step's seed.
@@ -173,13 +180,15 @@ pub fn derive_key(pod: &Pod, step: &StepPod, seed: &CacheSeed, scope: Scope) -> 
         .collect::<Result<Vec<_>, _>>()?;
     m.insert(field::CONTAINERS.into(), Value::Array(containers));
     m.insert(field::INIT_CONTAINERS.into(), Value::Array(inits));
-    m.insert(field::VOLUMES.into(), volumes_material(pod, spec, &referenced)?);
     let aliases =
         spec.host_aliases.iter().flatten().map(|h| encode("hostAliases", h)).collect::<Result<Vec<_>, _>>()?;
     m.insert(field::HOST_ALIASES.into(), Value::Array(aliases));
     if let Some(p) = step.template.pod_spec_patch() {
         m.insert(field::POD_SPEC_PATCH.into(), Value::String(p.into()));
     }
+    m.insert(field::ARGO_CONTAINERS.into(), argo_containers_material(step, spec, &mut referenced)?);
+    m.insert(field::VOLUMES.into(), volumes_material(pod, spec, &referenced)?);
+    m.insert(field::PLATFORM.into(), platform_material(spec)?);
 
     if step.kind == TemplateKind::Script {
         if let Some(src) = step.template.script_source() {
@@ -322,19 +331,7 @@ fn container_material(
         .into_iter()
         .map(|m| {
             referenced.insert(m.name.clone());
-            let mut v = Map::new();
-            v.insert("name".into(), Value::String(m.name.clone()));
-            v.insert("mountPath".into(), Value::String(m.mount_path.clone()));
-            if let Some(s) = m.sub_path.as_ref().filter(|s| !s.is_empty()) {
-                v.insert("subPath".into(), Value::String(s.clone()));
-            }
-            if let Some(s) = m.sub_path_expr.as_ref().filter(|s| !s.is_empty()) {
-                v.insert("subPathExpr".into(), Value::String(s.clone()));
-            }
-            if m.read_only == Some(true) {
-                v.insert("readOnly".into(), Value::Bool(true));
-            }
-            Value::Object(v)
+            mount_material(m)
         })
         .collect();
     o.insert("volumeMounts".into(), Value::Array(mounts));
@@ -356,8 +353,264 @@ fn container_material(
     Ok(Value::Object(o))
 }
 
+/// Repositories of the upstream Argo executor image (`argoexec`), any tag or digest. A genuine
+/// upstream executor of any version is taken to report what the step produced, as the
+/// cross-version equality of keys already assumes; any other image is keyed as written.
+const UPSTREAM_EXECUTOR_REPOSITORIES: &[&str] =
+    &["quay.io/argoproj/argoexec", "argoproj/argoexec", "docker.io/argoproj/argoexec"];
+
+/// The executor's log options (`getExecutorLogOpts`): they differ per Argo version and
+/// controller configuration, never per step.
+const EXECUTOR_LOG_OPTIONS: &[&str] = &["--loglevel", "--log-format", "--gloglevel"];
+
+/// True when `image` is the upstream executor (`quay.io/argoproj/argoexec:<tag>`,
+/// `argoproj/argoexec@sha256:…`): the repository is what remains after the digest, and after a
+/// tag that follows the last `/` (a registry port is not a tag).
+fn is_upstream_executor(image: &str) -> bool {
+    let repo = image.split('@').next().unwrap_or(image);
+    let repo = match repo.rfind(':') {
+        Some(i) if !repo.get(i..).unwrap_or_default().contains('/') => repo.get(..i).unwrap_or(repo),
+        _ => repo,
+    };
+    UPSTREAM_EXECUTOR_REPOSITORIES.contains(&repo)
+}
+
+/// True when `command` is what the controller gives its executor container `name`:
+/// `argoexec <name> [log options]` (binary as `argoexec` or an absolute path to it).
+fn is_executor_command(command: &[String], name: &str) -> bool {
+    let [bin, sub, opts @ ..] = command else {
+        return false;
+    };
+    if !(bin == labels::ARGOEXEC_BINARY || bin.ends_with(&format!("/{}", labels::ARGOEXEC_BINARY))) || sub != name {
+        return false;
+    }
+    let mut rest = opts.iter();
+    while let Some(opt) = rest.next() {
+        match opt.split_once('=') {
+            Some((flag, _)) if EXECUTOR_LOG_OPTIONS.contains(&flag) => {}
+            None if EXECUTOR_LOG_OPTIONS.contains(&opt.as_str()) => {
+                if rest.next().is_none() {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Argo's own containers as far as they differ from what the controller builds (§1.3, §1.8,
+/// §1.11): the controller serialises `ARGO_TEMPLATE` before it applies the **workflow**
+/// `podSpecPatch`, which can replace any of them — and `wait`/`supervisor` report the outputs
+/// that get recorded, `init` (or the `argoexec-bin` image) supplies the emissary that runs the
+/// user's command. Per executor container: `image` unless upstream, `command` unless
+/// `argoexec <name> [log options]`, `args`, `workingDir`, `envFrom`, `lifecycle`, probes,
+/// `volumeDevices`, env but the contract's names, mounts but the controller's. Artifact-plugin
+/// containers: the distinct `{image, command, args}` (names and count differ per layout).
+/// An honest pod yields nothing (pruned away), so honest keys do not depend on the layout or on
+/// the executor version.
+fn argo_containers_material(
+    step: &StepPod,
+    spec: &PodSpec,
+    referenced: &mut BTreeSet<String>,
+) -> Result<Value, KeyError> {
+    let all = || spec.init_containers.iter().flatten().chain(spec.containers.iter());
+    let executor =
+        |c: &Container| Some(c.name.as_str()) == step.layout.argo_init() || c.name == step.layout.output_collector();
+    let user_mounts: BTreeSet<(String, String, String)> = all()
+        .filter(|c| !executor(c) && !step.argo.plugin_containers.contains(&c.name))
+        .flat_map(|c| c.volume_mounts.iter().flatten())
+        .map(|m| (m.name.clone(), m.mount_path.clone(), m.sub_path.clone().unwrap_or_default()))
+        .collect();
+
+    let mut out = Map::new();
+    for c in all().filter(|c| executor(c)) {
+        let mut o = Map::new();
+        if let Some(image) = c.image.as_ref().filter(|i| !is_upstream_executor(i)) {
+            o.insert("image".into(), Value::String(image.clone()));
+        }
+        let command = c.command.as_deref().unwrap_or_default();
+        if !is_executor_command(command, &c.name) {
+            o.insert("command".into(), strings(command));
+        }
+        o.insert("args".into(), strings(c.args.as_deref().unwrap_or_default()));
+        if let Some(wd) = c.working_dir.as_ref().filter(|w| !w.is_empty()) {
+            o.insert("workingDir".into(), Value::String(wd.clone()));
+        }
+        let mut env: Vec<&EnvVar> =
+            c.env.iter().flatten().filter(|e| !contract::is_executor_env(&e.name, step.layout, &step.argo)).collect();
+        env.sort_by(|a, b| a.name.cmp(&b.name));
+        let env = env.into_iter().map(|e| encode("env", e).map(normalize_env)).collect::<Result<Vec<_>, _>>()?;
+        o.insert("env".into(), Value::Array(env));
+        let env_from = c.env_from.iter().flatten().map(|e| encode("envFrom", e)).collect::<Result<Vec<_>, _>>()?;
+        o.insert("envFrom".into(), Value::Array(env_from));
+        for (name, v) in [
+            ("lifecycle", c.lifecycle.as_ref().map(|x| encode("lifecycle", x)).transpose()?),
+            ("startupProbe", c.startup_probe.as_ref().map(|x| encode("startupProbe", x)).transpose()?),
+            ("livenessProbe", c.liveness_probe.as_ref().map(|x| encode("livenessProbe", x)).transpose()?),
+            ("readinessProbe", c.readiness_probe.as_ref().map(|x| encode("readinessProbe", x)).transpose()?),
+        ] {
+            if let Some(v) = v {
+                o.insert(name.into(), v);
+            }
+        }
+        let mut mounts: Vec<&VolumeMount> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| {
+                !contract::is_executor_mount(m, step.layout, &step.argo, &user_mounts)
+                    && !m.name.starts_with(labels::KUBE_API_ACCESS_PREFIX)
+                    && m.mount_path != labels::SERVICE_ACCOUNT_MOUNT_PATH
+            })
+            .collect();
+        mounts.sort_by(|a, b| a.mount_path.cmp(&b.mount_path));
+        let mounts = mounts
+            .into_iter()
+            .map(|m| {
+                referenced.insert(m.name.clone());
+                mount_material(m)
+            })
+            .collect();
+        o.insert("volumeMounts".into(), Value::Array(mounts));
+        let devices = c
+            .volume_devices
+            .iter()
+            .flatten()
+            .map(|d| {
+                referenced.insert(d.name.clone());
+                encode("volumeDevices", d)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        o.insert("volumeDevices".into(), Value::Array(devices));
+        if let Some(record) = prune(Value::Object(o)) {
+            out.insert(c.name.clone(), record);
+        }
+    }
+    if step.layout == crate::argo::template::ArgoLayout::TemplateEnvSupervisor {
+        let bin = spec.volumes.iter().flatten().find(|v| v.name == labels::ARGOEXEC_BIN.0);
+        if let Some(reference) = bin.and_then(|v| v.image.as_ref()).and_then(|i| i.reference.as_ref()) {
+            if !is_upstream_executor(reference) {
+                out.insert(labels::ARGOEXEC_BIN.0.into(), serde_json::json!({ "image": reference }));
+            }
+        }
+    }
+    let mut plugins: Vec<Value> = all()
+        .filter(|c| step.argo.plugin_containers.contains(&c.name))
+        .map(|c| {
+            let mut o = Map::new();
+            if let Some(image) = &c.image {
+                o.insert("image".into(), Value::String(image.clone()));
+            }
+            o.insert("command".into(), strings(c.command.as_deref().unwrap_or_default()));
+            o.insert("args".into(), strings(c.args.as_deref().unwrap_or_default()));
+            Value::Object(o)
+        })
+        .collect();
+    plugins.sort_by_cached_key(canonical_json);
+    plugins.dedup();
+    out.insert("plugins".into(), Value::Array(plugins));
+    Ok(Value::Object(out))
+}
+
+/// Node labels that say which OS and CPU architecture a node runs (current and deprecated).
+const PLATFORM_LABELS: &[&str] =
+    &["kubernetes.io/arch", "kubernetes.io/os", "beta.kubernetes.io/arch", "beta.kubernetes.io/os"];
+
+/// The runtime class and the OS/architecture the pod pins: `runtimeClassName` (a sandboxed
+/// runtime such as gVisor or Kata is another kernel), `spec.os.name`, the `nodeSelector`
+/// entries on [`PLATFORM_LABELS`], and the required node-affinity terms restricted to those
+/// labels (terms are alternatives: each is a sorted list of its platform expressions, `"*"`
+/// for a term that does not pin the platform; the terms sorted and deduplicated).
+/// One image tag can name different builds per architecture (a multi-arch index), so the same
+/// step on arm64 and amd64 nodes is not assumed to compute the same thing when the pod says which.
+fn platform_material(spec: &PodSpec) -> Result<Value, KeyError> {
+    let mut o = Map::new();
+    if let Some(rc) = spec.runtime_class_name.as_ref().filter(|r| !r.is_empty()) {
+        o.insert("runtimeClassName".into(), Value::String(rc.clone()));
+    }
+    if let Some(os) = spec.os.as_ref().filter(|os| !os.name.is_empty()) {
+        o.insert("os".into(), Value::String(os.name.clone()));
+    }
+    let selector: Map<String, Value> = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .filter(|(k, _)| PLATFORM_LABELS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    o.insert("nodeSelector".into(), Value::Object(selector));
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+    if let Some(required) = required {
+        let mut terms = Vec::new();
+        for term in &required.node_selector_terms {
+            let mut exprs = Vec::new();
+            for e in term.match_expressions.iter().flatten().filter(|e| PLATFORM_LABELS.contains(&e.key.as_str())) {
+                let mut values = e.values.clone().unwrap_or_default();
+                values.sort_unstable();
+                values.dedup();
+                exprs.push(serde_json::json!({"key": e.key, "operator": e.operator, "values": values}));
+            }
+            exprs.sort_by_cached_key(canonical_json);
+            terms.push(if exprs.is_empty() { Value::String("*".into()) } else { Value::Array(exprs) });
+        }
+        terms.sort_by_cached_key(canonical_json);
+        terms.dedup();
+        // Only a pin when every alternative pins: one unpinned term lets it run anywhere.
+        if terms.iter().any(|t| t.is_array()) {
+            o.insert("requiredNodeAffinity".into(), Value::Array(terms));
+        }
+    }
+    Ok(Value::Object(o))
+}
+
+/// One mount as keyed: `{name, mountPath, subPath, subPathExpr, readOnly}` (`readOnly` only when true).
+fn mount_material(m: &VolumeMount) -> Value {
+    let mut v = Map::new();
+    v.insert("name".into(), Value::String(m.name.clone()));
+    v.insert("mountPath".into(), Value::String(m.mount_path.clone()));
+    if let Some(s) = m.sub_path.as_ref().filter(|s| !s.is_empty()) {
+        v.insert("subPath".into(), Value::String(s.clone()));
+    }
+    if let Some(s) = m.sub_path_expr.as_ref().filter(|s| !s.is_empty()) {
+        v.insert("subPathExpr".into(), Value::String(s.clone()));
+    }
+    if m.read_only == Some(true) {
+        v.insert("readOnly".into(), Value::Bool(true));
+    }
+    Value::Object(v)
+}
+
 fn strings(items: &[String]) -> Value {
     Value::Array(items.iter().map(|s| Value::String(s.clone())).collect())
+}
+
+/// Removes what the API server fills in by default from an env entry of Argo's executor
+/// containers (keyed as entries, not as a process environment): `value: ""` (same as absent),
+/// `fieldRef.apiVersion: v1`, `resourceFieldRef.divisor: "0"`.
+fn normalize_env(mut e: Value) -> Value {
+    if let Some(o) = e.as_object_mut() {
+        if o.get("value").and_then(Value::as_str) == Some("") {
+            o.remove("value");
+        }
+        if let Some(from) = o.get_mut("valueFrom").and_then(Value::as_object_mut) {
+            if let Some(f) = from.get_mut("fieldRef").and_then(Value::as_object_mut) {
+                if f.get("apiVersion").and_then(Value::as_str) == Some("v1") {
+                    f.remove("apiVersion");
+                }
+            }
+            if let Some(f) = from.get_mut("resourceFieldRef").and_then(Value::as_object_mut) {
+                if f.get("divisor").and_then(Value::as_str) == Some("0") {
+                    f.remove("divisor");
+                }
+            }
+        }
+    }
+    e
 }
 
 /// The default file mode the API server writes into configMap/secret/projected/downwardAPI

@@ -11,6 +11,7 @@
 mod cycle;
 mod faults;
 mod hitpod;
+mod kubelet_runs;
 mod rbac;
 mod refused;
 mod sources;

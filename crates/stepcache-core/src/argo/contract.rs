@@ -99,6 +99,72 @@ pub fn is_argo_mount(m: &VolumeMount, layout: ArgoLayout, facts: &ArgoFacts) -> 
     facts.has_input_artifacts && m.name == labels::INPUT_ARTIFACTS_VOLUME
 }
 
+/// Env names the controller writes on its own executor containers (`init`, `wait`, v4.1
+/// `supervisor`) in every emissary-era version: `createEnvVars`, the shared list, the template and
+/// the plugin lists (§1.3, §1.10). Every value is per run (pod, workflow, node, trace) or per
+/// pod shape (template, plugins, grace period); none is the author's.
+const EXECUTOR_ENV: &[&str] = &[
+    "ARGO_POD_NAME",
+    "ARGO_POD_UID",
+    "ARGO_WORKFLOW_NAME",
+    "ARGO_WORKFLOW_UID",
+    "ARGO_INSTANCE_ID",
+    labels::ARGO_TEMPLATE_ENV,
+    "ARGO_TERMINATION_GRACE_PERIOD_SECONDS",
+    labels::ARGO_ARTIFACT_PLUGIN_NAMES_ENV,
+    "ARGO_INPUT_ARTIFACT_PLUGIN_NAMES",
+    "ARGO_INITLESS_POD",
+];
+
+/// v2.12's executor (template-annotation layout) also sets `GODEBUG=x509ignoreCN=0` on `wait`
+/// (seen in the v2.12 capture; not read in upstream source).
+const V212_EXECUTOR_ENV: &[&str] = &["GODEBUG"];
+
+/// True when the controller writes env var `name` on one of its own executor containers in the
+/// detected layout and version. Anything else on those containers came from the admin's
+/// `executor.env` or from a workflow `podSpecPatch`, and is keyed.
+pub fn is_executor_env(name: &str, layout: ArgoLayout, facts: &ArgoFacts) -> bool {
+    EXECUTOR_ENV.contains(&name)
+        || ALL_CONTAINERS_ENV.contains(&name)
+        || (facts.v41 && V41_ENV.contains(&name))
+        || (layout == ArgoLayout::TemplateAnnotation && V212_EXECUTOR_ENV.contains(&name))
+}
+
+/// True when a mount on one of Argo's executor containers is one the controller adds there: the
+/// Argo mounts of user containers ([`is_argo_mount`]), a credential secret at
+/// `/argo/secret/<volume>`, v2.12's `docker-sock`, and a mirror `/mainctrfs<path>` of a mount a
+/// user container has (same volume, path and subPath; `wait` reads outputs through these).
+/// `user_mounts` holds `(volume, path, subPath)` of every user container's mounts.
+pub fn is_executor_mount(
+    m: &VolumeMount,
+    layout: ArgoLayout,
+    facts: &ArgoFacts,
+    user_mounts: &BTreeSet<(String, String, String)>,
+) -> bool {
+    if is_argo_mount(m, layout, facts) {
+        return true;
+    }
+    if m.mount_path.strip_prefix(labels::ARGO_SECRET_MOUNT_PREFIX) == Some(m.name.as_str()) {
+        return true;
+    }
+    if layout == ArgoLayout::TemplateAnnotation && m.name == DOCKER_SOCK.0 && m.mount_path == DOCKER_SOCK.1 {
+        return true;
+    }
+    match m.mount_path.strip_prefix(MAIN_CONTAINER_FS) {
+        Some(path) if path.starts_with('/') => {
+            let sub = m.sub_path.clone().unwrap_or_default();
+            user_mounts.contains(&(m.name.clone(), path.to_owned(), sub))
+        }
+        _ => false,
+    }
+}
+
+/// Where `wait`/`supervisor` (and `init`, for input artifacts) see the user containers' mounts.
+const MAIN_CONTAINER_FS: &str = "/mainctrfs";
+
+/// v2.12 docker executor: the host's docker socket on `wait`.
+const DOCKER_SOCK: (&str, &str) = ("docker-sock", "/var/run/docker.sock");
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 mod tests {

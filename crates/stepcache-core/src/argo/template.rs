@@ -184,6 +184,22 @@ pub enum SkipReason {
     /// The offload ConfigMap does not belong to this pod's Workflow, or its args are unreadable.
     #[error("offload ConfigMap rejected: {0}")]
     OffloadRejected(String),
+    /// A volume mounts a claim named `<workflow>-…`, as Argo names the claims it creates for
+    /// each run from `volumeClaimTemplates`: the claim starts empty every run, so what the step
+    /// reads from it was written by earlier steps of the same run, which the key cannot see.
+    /// Keying its run-relative name would serve one run's result to another whose earlier steps
+    /// wrote something else; keying its real name would never hit. Not cached.
+    #[error(
+        "volume {volume} mounts claim {claim}, which this workflow creates for this run \
+         (volumeClaimTemplates): its contents come from earlier steps of the same run, which the \
+         key cannot see, so this step is never served from the cache"
+    )]
+    PerRunVolume {
+        /// The pod's volume name.
+        volume: String,
+        /// The claim it mounts.
+        claim: String,
+    },
 }
 
 impl SkipReason {
@@ -199,6 +215,7 @@ impl SkipReason {
             SkipReason::NoWaitContainer => "no_wait_container",
             SkipReason::TemplateConflict(_) => "template_conflict",
             SkipReason::OffloadRejected(_) => "offload_rejected",
+            SkipReason::PerRunVolume { .. } => "per_run_volume",
         }
     }
 
@@ -281,6 +298,9 @@ fn classify_inner(pod: &Pod, offloaded: Option<&Offloaded>) -> Result<Option<Ste
     }
 
     let spec = pod.spec.as_ref().ok_or_else(|| SkipReason::Malformed("pod has no spec".into()))?;
+    if let Some(reason) = per_run_volume(spec, workflow_name) {
+        return Err(reason);
+    }
     let collector = layout.output_collector();
     let Some(collector_container) = spec.containers.iter().find(|c| c.name == collector) else {
         return Err(SkipReason::NoWaitContainer);
@@ -324,6 +344,19 @@ fn classify_inner(pod: &Pod, offloaded: Option<&Offloaded>) -> Result<Option<Ste
         argo,
         offloaded_args,
     }))
+}
+
+/// The first volume mounting a claim the workflow created for this run: Argo names a claim from
+/// `volumeClaimTemplates` `<workflow name>-<template name>` (`createPVCs`), and KFP's `VolumeOp`
+/// defaults to `{{workflow.name}}-<name>`. A claim of another workflow's name is not matched;
+/// a long-lived claim that merely starts with the workflow's name is skipped too (a lost hit,
+/// never a false one).
+fn per_run_volume(spec: &PodSpec, workflow_name: &str) -> Option<SkipReason> {
+    let prefix = format!("{workflow_name}-");
+    spec.volumes.iter().flatten().find_map(|v| {
+        let claim = &v.persistent_volume_claim.as_ref()?.claim_name;
+        claim.starts_with(&prefix).then(|| SkipReason::PerRunVolume { volume: bounded(&v.name), claim: bounded(claim) })
+    })
 }
 
 /// The args Argo offloaded, if any: v3.7.10+/v4.0.1+ move one container's oversized args into
