@@ -48,8 +48,33 @@ async fn a_recorded_step_reading_a_git_branch_is_not_served_by_default_and_the_r
     assert!(reason.starts_with("moving-input:"), "{reason}");
     assert!(reason.contains("git artifact src") && reason.contains("revision main"), "{reason}");
     assert!(ex.get("entry_id").is_none(), "{ex}");
-    let pod = patched_pod(&rerun(&review, "second"), &resp);
+    let second = rerun(&review, "second");
+    let pod = patched_pod(&second, &resp);
     assert_eq!(pod["metadata"]["labels"]["stepcache.dev/decision"], "miss", "{ex}");
+
+    // `why` answers from the decision log: the row carries the same reason.
+    a.store.flush_decisions().await.unwrap();
+    let name = second["request"]["object"]["metadata"]["name"].as_str().unwrap();
+    let ns = second["request"]["object"]["metadata"]["namespace"].as_str().unwrap();
+    let logged = a.store.decision_for_pod(ns, name).await.unwrap().unwrap();
+    assert_eq!((logged.decision.as_str(), logged.reason.as_str()), ("miss", reason));
+}
+
+#[test]
+fn review_explain_names_the_moving_artifact_and_honours_moving_artifacts_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let review = git_at("v1").to_string();
+    let explain = |args: &[&str]| -> Value {
+        let o = crate::cli::run(dir.path(), args, review.as_bytes());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["explain"].clone()
+    };
+    let ex = explain(&["review", "--explain"]);
+    assert_eq!(ex["decision"], "miss", "{ex}");
+    assert!(ex["reason"].as_str().unwrap().starts_with("moving-input: git artifact src at revision v1"), "{ex}");
+    let ex = explain(&["review", "--explain", "--moving-artifacts", "cache"]);
+    assert_eq!(ex["decision"], "miss", "{ex}");
+    assert!(!ex["reason"].as_str().unwrap().contains("moving-input"), "cache looks the key up: {ex}");
 }
 
 #[tokio::test]
