@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::SecurityContext;
 use std::path::PathBuf;
 use std::time::Duration;
 use stepcache_core::hitpod::{Milli, NoopResources};
+use stepcache_core::moving::MovingArtifacts;
 
 /// Default embedded store.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://stepcache.db";
@@ -102,6 +103,11 @@ pub struct PolicyArgs {
     /// (turns the `image-moved` miss off).
     #[arg(long, env = "STEPCACHE_IGNORE_MOVED_IMAGES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub ignore_moved_images: bool,
+    /// Steps reading input artifacts that can move under one name (a git branch or tag, an http
+    /// URL): `miss` (default) never serves them; `cache` keys them by reference and serves them,
+    /// so a changed upstream can be handed the previous run's outputs.
+    #[arg(long, env = "STEPCACHE_MOVING_ARTIFACTS", value_parser = moving_parser(), default_value_t = MovingArtifacts::Miss)]
+    pub moving_artifacts: MovingArtifacts,
     /// Shadow mode: decide and record, count would-be hits, never rewrite a pod.
     #[arg(long, env = "STEPCACHE_SHADOW", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub shadow: bool,
@@ -206,6 +212,7 @@ impl PolicyArgs {
                 users: self.controller_users.iter().filter(|s| !s.is_empty()).cloned().collect(),
                 groups: self.controller_groups.iter().filter(|s| !s.is_empty()).cloned().collect(),
             },
+            moving_artifacts: self.moving_artifacts,
         }
     }
 
@@ -632,6 +639,13 @@ fn scope_parser() -> impl clap::builder::TypedValueParser<Value = Scope> {
     clap::builder::PossibleValuesParser::new(Scope::ALL.map(Scope::as_str)).try_map(|s| s.parse::<Scope>())
 }
 
+/// `--moving-artifacts`: one of the policy's names, listed in `--help`.
+fn moving_parser() -> impl clap::builder::TypedValueParser<Value = MovingArtifacts> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(MovingArtifacts::ALL.map(MovingArtifacts::as_str))
+        .try_map(|s| s.parse::<MovingArtifacts>())
+}
+
 /// Resource amounts by name, as `--noop-requests`/`--noop-limits` take them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Amounts(pub std::collections::BTreeMap<String, Milli>);
@@ -672,5 +686,13 @@ mod tests {
         let set = policy_of(&["--controller-users", "system:serviceaccount:wf:ctl,ops", "--controller-groups", "g"]);
         assert_eq!(set.controllers.users, ["system:serviceaccount:wf:ctl", "ops"]);
         assert_eq!(set.controllers.groups, ["g"]);
+    }
+
+    #[test]
+    fn moving_artifacts_default_to_miss_and_accept_cache() {
+        assert_eq!(policy_of(&[]).moving_artifacts, MovingArtifacts::Miss);
+        assert_eq!(policy_of(&["--moving-artifacts", "cache"]).moving_artifacts, MovingArtifacts::Cache);
+        let bad = Cli::try_parse_from(["stepcache", "review", "--moving-artifacts", "serve"]);
+        assert!(bad.is_err());
     }
 }

@@ -353,6 +353,13 @@ impl Admitter {
             ..Default::default()
         };
 
+        // A step whose inputs can move is never served under `--moving-artifacts miss`: no
+        // lookup, no latch. It is still marked (recorded), as a staleness-0 step is.
+        let moving = stepcache_core::moving::moving_inputs(&step.template.input_artifacts());
+        if let Some(cause) = stepcache_core::policy::refuse_moving(&self.config.admin, moving) {
+            let d = Decided { pod, step: &step, settings: &settings, km: &km, now };
+            return self.miss(ctx, &d, cause.describe(), false, ex).await;
+        }
         let candidate = if settings.staleness.never_reuse() {
             None
         } else {

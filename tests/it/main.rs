@@ -22,6 +22,7 @@ mod k8s;
 mod kit;
 mod latch;
 mod mock_api;
+mod moving;
 mod pg;
 mod progress;
 mod provenance;

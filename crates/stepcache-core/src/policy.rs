@@ -1,12 +1,14 @@
 //! Caching policy: what the author asked for (annotations, labels), what the admin allows
 //! (flags), and the choice among stored entries once the store has answered.
 //!
-//! Owns: `AdminPolicy`, `StepSettings`, `plan`, `Plan`, `choose`, `Choice`.
-//! Pure: no I/O, no clock. Imports only `types`, `duration`, `argo::labels`, `argo::outputs`.
+//! Owns: `AdminPolicy`, `StepSettings`, `plan`, `Plan`, `refuse_moving`, `choose`, `Choice`.
+//! Pure: no I/O, no clock. Imports only `types`, `duration`, `argo::labels`, `argo::outputs`,
+//! `moving`.
 
 use crate::argo::labels;
 use crate::argo::outputs::DeclaredOutputs;
 use crate::duration;
+use crate::moving::{MovingArtifacts, MovingInput};
 use crate::types::{CacheSeed, EntryId, Namespace, Staleness, StepOutputs};
 use std::collections::BTreeMap;
 
@@ -30,6 +32,9 @@ pub struct AdminPolicy {
     pub latch: bool,
     /// Who counts as the Argo controller: only its pods are decided, recorded and served.
     pub controllers: crate::trust::ControllerIdentities,
+    /// Whether steps whose input artifacts can move (git branch/tag, http URL) may be served:
+    /// the key sees only the reference, so serving them can hand a changed upstream old outputs.
+    pub moving_artifacts: MovingArtifacts,
 }
 
 /// Namespaces Kubernetes owns; stepcache never acts on them, whatever the admin lists say
@@ -210,6 +215,9 @@ pub enum MissCause {
     NoEntry,
     /// The entry lacks outputs the template declares (serving it would poison the step).
     IncompleteEntry(Vec<String>),
+    /// Input artifacts whose reference can move, under `--moving-artifacts miss`: never served,
+    /// not looked up (the key cannot tell yesterday's `main` from today's).
+    MovingInput(Vec<MovingInput>),
 }
 
 impl MissCause {
@@ -221,7 +229,25 @@ impl MissCause {
             MissCause::IncompleteEntry(m) => {
                 format!("stored entry lacks declared outputs: {}", m.join(", "))
             }
+            MissCause::MovingInput(m) => {
+                let each: Vec<String> = m.iter().map(ToString::to_string).collect();
+                format!(
+                    "moving-input: {}; the key sees the reference, not the bytes, so this step is \
+                     never served (--moving-artifacts miss)",
+                    each.join(", ")
+                )
+            }
         }
+    }
+}
+
+/// Before the lookup: the miss a step with moving input artifacts gets under
+/// `--moving-artifacts miss` (no lookup, no latch: both would hand it another run's outputs);
+/// `None` when nothing moves or the admin chose `cache`.
+pub fn refuse_moving(admin: &AdminPolicy, moving: Vec<MovingInput>) -> Option<MissCause> {
+    match admin.moving_artifacts {
+        MovingArtifacts::Miss if !moving.is_empty() => Some(MissCause::MovingInput(moving)),
+        _ => None,
     }
 }
 
@@ -379,6 +405,18 @@ mod tests {
         assert_eq!(choose(Staleness::Unbounded, &d, Some(c)), Choice::HitAdopting(EntryId(1)));
         assert_eq!(choose(Staleness::Seconds(0), &d, Some(c)), Choice::Miss(MissCause::NeverReuse));
         assert_eq!(choose(Staleness::Seconds(60), &d, None), Choice::Miss(MissCause::NoEntry));
+    }
+
+    #[test]
+    fn moving_inputs_are_refused_before_lookup_unless_the_admin_chose_cache() {
+        let src =
+            MovingInput { artifact: "src".into(), moving: crate::moving::Moving::GitRevision(Some("main".into())) };
+        let cause = refuse_moving(&AdminPolicy::default(), vec![src.clone()]).unwrap();
+        let reason = cause.describe();
+        assert!(reason.starts_with("moving-input: git artifact src at revision main"), "{reason}");
+        assert_eq!(refuse_moving(&AdminPolicy::default(), vec![]), None);
+        let cache = AdminPolicy { moving_artifacts: MovingArtifacts::Cache, ..Default::default() };
+        assert_eq!(refuse_moving(&cache, vec![src]), None);
     }
 
     #[test]
