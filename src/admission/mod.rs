@@ -15,7 +15,8 @@ pub use ports::{Ports, SideEffects, TaskResults};
 use crate::argo::template::{classify, classify_with, Classification, SkipReason, StepPod};
 use crate::decision::{Decision, Effect};
 use crate::k8s::events::StepEvent;
-use crate::key::{derive_key, diff_material, KeyMaterial, Scope};
+use crate::key::{derive_key_with, diff_material, KeyError, KeyMaterial, Scope};
+use stepcache_core::key::configmaps::{ConfigMaps, NoConfigMaps};
 use crate::mark::{MarkClaims, Signer};
 use crate::metrics::Metrics;
 use crate::policy::{choose, plan, AdminPolicy, Candidate, Choice, MissCause, Plan, StepSettings};
@@ -342,7 +343,8 @@ impl Admitter {
             Ok(step) => step,
             Err(skipped) => return *skipped,
         };
-        let (settings, km) = match self.settle(ctx, pod, &step) {
+        let (configmaps, unseen) = self.configmaps(pod).await;
+        let (settings, km) = match self.settle(ctx, pod, &step, configmaps.as_ref(), unseen) {
             Ok(settled) => settled,
             Err(skipped) => return *skipped,
         };
@@ -478,6 +480,8 @@ impl Admitter {
         ctx: &mut Ctx<'_>,
         pod: &Pod,
         step: &StepPod,
+        configmaps: &dyn ConfigMaps,
+        unseen: Option<&'static str>,
     ) -> Result<(StepSettings, KeyMaterial), Box<Explain>> {
         let empty = BTreeMap::new();
         let labels_map = pod.metadata.labels.as_ref().unwrap_or(&empty);
@@ -500,8 +504,18 @@ impl Admitter {
         if let Some(logged) = ctx.step.as_mut() {
             logged.seed = settings.seed.as_str().to_owned();
         }
-        match derive_key(pod, step, &settings.seed, scope) {
+        match derive_key_with(pod, step, &settings.seed, scope, configmaps) {
             Ok(km) => Ok((settings, km)),
+            // Not keyed because a ConfigMap's contents are not known: not the author's mistake,
+            // a skip that says which ConfigMap (and why admission could not see it).
+            Err(e @ KeyError::ConfigMapUnknown(_)) => {
+                let reason = match unseen {
+                    Some(why) => format!("{e} ({why})"),
+                    None => format!("{e} (not found in namespace {})", step.namespace),
+                };
+                ctx.warnings.push(format!("stepcache: step not cached: {reason}"));
+                Err(skipped(Decision::Skipped, reason))
+            }
             Err(e) => {
                 ctx.warnings.push(format!("stepcache: step not cached: {e}"));
                 Err(skipped(Decision::Invalid, e.to_string()))
@@ -688,6 +702,21 @@ impl Admitter {
         } else {
             // Nothing to wait for: count the hit without spawning a task.
             work.await;
+        }
+    }
+
+    /// What the key may read of the ConfigMaps, and why none are visible when so. Waits for the
+    /// watch cache's first list only when the pod references a ConfigMap at all.
+    async fn configmaps(&self, pod: &Pod) -> (Box<dyn ConfigMaps + Send + Sync>, Option<&'static str>) {
+        if stepcache_core::key::configmaps::configmap_names(pod).is_empty() {
+            return (Box::new(NoConfigMaps), None);
+        }
+        match &self.ports.configmaps {
+            Some(cache) => match cache.view().await {
+                Ok(view) => (Box::new(view), None),
+                Err(_) => (Box::new(NoConfigMaps), Some("ConfigMaps not yet listed")),
+            },
+            None => (Box::new(NoConfigMaps), Some("no Kubernetes API to read ConfigMaps")),
         }
     }
 
