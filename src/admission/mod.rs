@@ -16,7 +16,6 @@ use crate::argo::template::{classify, classify_with, Classification, SkipReason,
 use crate::decision::{Decision, Effect};
 use crate::k8s::events::StepEvent;
 use crate::key::{derive_key_with, diff_material, KeyError, KeyMaterial, Scope};
-use stepcache_core::key::configmaps::{ConfigMaps, NoConfigMaps};
 use crate::mark::{MarkClaims, Signer};
 use crate::metrics::Metrics;
 use crate::policy::{choose, plan, AdminPolicy, Candidate, Choice, MissCause, Plan, StepSettings};
@@ -31,6 +30,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
+use stepcache_core::key::configmaps::{ConfigMaps, NoConfigMaps};
 
 /// Everything `review --explain` prints about one decision.
 #[derive(Clone, Debug, Default, Serialize)]

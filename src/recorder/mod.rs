@@ -15,9 +15,9 @@ use crate::metrics::Metrics;
 use crate::store::{Entry, Recorded, Store, StoreError};
 use assess::{assess_with, NotRecorded, OutputSources, RecordSettings};
 use jiff::Timestamp;
-use stepcache_core::key::configmaps::{ConfigMaps, NoConfigMaps};
 use k8s_openapi::api::core::v1::Pod;
 use std::sync::Arc;
+use stepcache_core::key::configmaps::{ConfigMaps, NoConfigMaps};
 
 /// Result of one recording attempt.
 #[derive(Debug)]
