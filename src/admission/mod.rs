@@ -530,6 +530,9 @@ impl Admitter {
                 stepcache_core::refusal::blocked_reason(&r.key, &r.namespace, &r.refused_at.to_string(), &r.cause);
             return self.miss(ctx, d, reason, false, ex).await;
         }
+        if let Some(why) = self.changed_configmaps(step, km).await {
+            return self.miss(ctx, d, why, false, ex).await;
+        }
         if let Some(why) = self.integrity_failure(pod, step, &entry, ctx.decoded.dry_run, now).await {
             return self.miss(ctx, d, why, false, ex).await;
         }
@@ -718,6 +721,23 @@ impl Admitter {
             },
             None => (Box::new(NoConfigMaps), Some("no Kubernetes API to read ConfigMaps")),
         }
+    }
+
+    /// Why a hit must not be served because a ConfigMap the key read is not (provably) what
+    /// the API server holds now: each is re-read (quorum `get`) and its digest compared with the
+    /// key's. Closes the window in which the watch cache still shows contents changed a moment
+    /// ago. Nothing to check when the key read no ConfigMap.
+    async fn changed_configmaps(&self, step: &StepPod, km: &KeyMaterial) -> Option<String> {
+        let read = km.material.get(stepcache_core::key::field::CONFIG_MAPS)?.as_object()?;
+        let cache = self.ports.configmaps.as_ref()?;
+        for (name, want) in read {
+            match cache.fresh_digest(step.namespace.as_str(), name).await {
+                Ok(Some(now)) if Some(now.as_str()) == want.as_str() => {}
+                Ok(_) => return Some(format!("configmap-changed: {name} (changed since the watch cache saw it)")),
+                Err(e) => return Some(format!("configmap-unverified: {e}")),
+            }
+        }
+        None
     }
 
     /// The LimitRanges of the step's namespace from the watch cache; none known without a

@@ -22,6 +22,14 @@ pub enum ConfigMapsError {
     /// The watch cache has not completed its first list (just started, or RBAC forbids it).
     #[error("ConfigMaps not yet listed (needs list/watch on configmaps)")]
     NotSynced,
+    /// Re-reading a ConfigMap from the API server failed or exceeded its bound.
+    #[error("ConfigMap {name} not re-read: {reason}")]
+    Unread {
+        /// The ConfigMap.
+        name: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl ConfigMapsError {
@@ -29,6 +37,7 @@ impl ConfigMapsError {
     pub fn kind(&self) -> &'static str {
         match self {
             ConfigMapsError::NotSynced => "not_synced",
+            ConfigMapsError::Unread { .. } => "unread",
         }
     }
 }
@@ -37,6 +46,8 @@ impl ConfigMapsError {
 #[derive(Clone)]
 pub struct ConfigMapCache {
     store: reflector::Store<ConfigMap>,
+    /// For re-reading a ConfigMap before a hit is served; `None` for a fixed cache.
+    client: Option<kube::Client>,
 }
 
 impl ConfigMapCache {
@@ -46,7 +57,7 @@ impl ConfigMapCache {
     /// memory of a cluster-wide cache close to the contents themselves.
     pub fn start(client: kube::Client) -> ConfigMapCache {
         let (store, writer) = reflector::store();
-        let api: Api<ConfigMap> = Api::all(client);
+        let api: Api<ConfigMap> = Api::all(client.clone());
         let stream = reflector(
             writer,
             watcher(api, watcher::Config::default()).default_backoff().modify(|cm: &mut ConfigMap| {
@@ -62,7 +73,7 @@ impl ConfigMapCache {
                 }
             }
         });
-        ConfigMapCache { store }
+        ConfigMapCache { store, client: Some(client) }
     }
 
     /// A cache over a fixed set of ConfigMaps (tests, tools): always synced.
@@ -74,7 +85,7 @@ impl ConfigMapCache {
         }
         writer.apply_watcher_event(&watcher::Event::InitDone);
         // The store stays readable (and ready) after its writer is gone.
-        ConfigMapCache { store }
+        ConfigMapCache { store, client: None }
     }
 
     /// A view the key can read digests through. Right after start the first list may still be
@@ -86,6 +97,27 @@ impl ConfigMapCache {
         }
     }
 }
+
+impl ConfigMapCache {
+    /// The digest of ConfigMap `name` as the API server has it now (a `get`, bounded by
+    /// `FRESH_WAIT`), `None` when it does not exist. Used before a hit is served, so a ConfigMap
+    /// changed within the watch delay is not served the previous contents' outputs.
+    pub async fn fresh_digest(&self, namespace: &str, name: &str) -> Result<Option<String>, ConfigMapsError> {
+        let Some(client) = &self.client else {
+            return Ok(self.store.get(&ObjectRef::new(name).within(namespace)).map(|cm| configmaps::digest(&cm)));
+        };
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        let unread = |reason: String| ConfigMapsError::Unread { name: name.to_owned(), reason };
+        match tokio::time::timeout(FRESH_WAIT, api.get_opt(name)).await {
+            Ok(Ok(cm)) => Ok(cm.map(|cm| configmaps::digest(&cm))),
+            Ok(Err(e)) => Err(unread(e.to_string())),
+            Err(_) => Err(unread(format!("exceeded {FRESH_WAIT:?}"))),
+        }
+    }
+}
+
+/// How long a hit waits for one ConfigMap re-read before it is served as a miss.
+const FRESH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A synced cache, read synchronously by the key derivation.
 pub struct ConfigMapView {

@@ -16,9 +16,9 @@ fn mounting_config(review: &Value) -> Value {
     v
 }
 
-/// Creates or replaces ConfigMap `CONFIG` with `rate`, then gives the webhook's watch cache a
-/// moment to see it (the cache, not the test, is what admission reads).
-async fn set_config(env: &Env, rate: &str) {
+/// Creates or replaces ConfigMap `CONFIG` with `rate`; with `settle`, gives the webhook's watch
+/// cache a moment to see it (the cache, not the test, is what admission keys from).
+async fn set_config(env: &Env, rate: &str, settle: bool) {
     let api: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
     let cm: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": CONFIG, "namespace": env.ns},
@@ -27,14 +27,16 @@ async fn set_config(env: &Env, rate: &str) {
     .unwrap();
     let pp = PatchParams::apply("stepcache-test").force();
     api.patch(CONFIG, &pp, &Patch::Apply(&cm)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    if settle {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_mounting_a_configmap_hits_only_while_the_configmap_is_unchanged() {
     let Some(env) = Env::new("cmkey", ServeOptions::default()).await else { return };
     let review = mounting_config(&fixture(V36));
-    set_config(&env, "0.25").await;
+    set_config(&env, "0.25", true).await;
 
     let first = env.create(&rerun(&review, "first")).await;
     assert_eq!(label(&first, "stepcache.dev/decision"), Some("miss"), "{}", first["metadata"]);
@@ -46,7 +48,9 @@ async fn a_step_mounting_a_configmap_hits_only_while_the_configmap_is_unchanged(
     let same = env.create(&rerun(&review, "same")).await;
     assert_eq!(label(&same, "stepcache.dev/decision"), Some("hit"), "unchanged contents: {}", same["metadata"]);
 
-    set_config(&env, "0.50").await;
+    // No pause: whether or not the watch cache has seen the change yet, the hit is not served
+    // (a stale cache keys the old contents, and the re-read before serving finds them changed).
+    set_config(&env, "0.50", false).await;
     let changed = env.create(&rerun(&review, "changed")).await;
     assert_eq!(
         label(&changed, "stepcache.dev/decision"),
