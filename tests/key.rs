@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use stepcache::argo::offload::Offloaded;
 use stepcache::argo::template::{classify, classify_with, ArgoLayout, Classification, SkipReason, StepPod};
-use stepcache::key::{canonical_json, derive_key, diff_material, KeyMaterial, Scope};
+use stepcache::key::{canonical_json, derive_key, derive_key_with, diff_material, KeyMaterial, Scope};
 use stepcache::types::CacheSeed;
 
 // ---------------------------------------------------------------------------------------------
@@ -91,10 +91,20 @@ fn step_of(pod: &Pod) -> StepPod {
     }
 }
 
+/// Every ConfigMap exists, with contents named after it: the view of a synced cache for tests
+/// about everything but ConfigMap contents (those are `key::configmaps` unit tests).
+struct EveryConfigMap;
+
+impl stepcache::key::configmaps::ConfigMaps for EveryConfigMap {
+    fn digest(&self, namespace: &str, name: &str) -> Option<String> {
+        Some(format!("sha256:contents-of-{namespace}/{name}"))
+    }
+}
+
 fn key_with(pod: &Value, seed: &str, scope: Scope) -> KeyMaterial {
     let pod = to_pod(pod);
     let step = step_of(&pod);
-    derive_key(&pod, &step, &CacheSeed::parse(seed).unwrap(), scope).unwrap()
+    derive_key_with(&pod, &step, &CacheSeed::parse(seed).unwrap(), scope, &EveryConfigMap).unwrap()
 }
 
 fn key(pod: &Value) -> KeyMaterial {

@@ -15,7 +15,7 @@ pub use ports::{Ports, SideEffects, TaskResults};
 use crate::argo::template::{classify, classify_with, Classification, SkipReason, StepPod};
 use crate::decision::{Decision, Effect};
 use crate::k8s::events::StepEvent;
-use crate::key::{derive_key, diff_material, KeyMaterial, Scope};
+use crate::key::{derive_key_with, diff_material, KeyError, KeyMaterial, Scope};
 use crate::mark::{MarkClaims, Signer};
 use crate::metrics::Metrics;
 use crate::policy::{choose, plan, AdminPolicy, Candidate, Choice, MissCause, Plan, StepSettings};
@@ -30,6 +30,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
+use stepcache_core::key::configmaps::{ConfigMaps, NoConfigMaps};
 
 /// Everything `review --explain` prints about one decision.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -342,7 +343,8 @@ impl Admitter {
             Ok(step) => step,
             Err(skipped) => return *skipped,
         };
-        let (settings, km) = match self.settle(ctx, pod, &step) {
+        let (configmaps, unseen) = self.configmaps(pod).await;
+        let (settings, km) = match self.settle(ctx, pod, &step, configmaps.as_ref(), unseen) {
             Ok(settled) => settled,
             Err(skipped) => return *skipped,
         };
@@ -485,6 +487,8 @@ impl Admitter {
         ctx: &mut Ctx<'_>,
         pod: &Pod,
         step: &StepPod,
+        configmaps: &dyn ConfigMaps,
+        unseen: Option<&'static str>,
     ) -> Result<(StepSettings, KeyMaterial), Box<Explain>> {
         let empty = BTreeMap::new();
         let labels_map = pod.metadata.labels.as_ref().unwrap_or(&empty);
@@ -507,8 +511,18 @@ impl Admitter {
         if let Some(logged) = ctx.step.as_mut() {
             logged.seed = settings.seed.as_str().to_owned();
         }
-        match derive_key(pod, step, &settings.seed, scope) {
+        match derive_key_with(pod, step, &settings.seed, scope, configmaps) {
             Ok(km) => Ok((settings, km)),
+            // Not keyed because a ConfigMap's contents are not known: not the author's mistake,
+            // a skip that says which ConfigMap (and why admission could not see it).
+            Err(e @ KeyError::ConfigMapUnknown(_)) => {
+                let reason = match unseen {
+                    Some(why) => format!("{e} ({why})"),
+                    None => format!("{e} (not found in namespace {})", step.namespace),
+                };
+                ctx.warnings.push(format!("stepcache: step not cached: {reason}"));
+                Err(skipped(Decision::Skipped, reason))
+            }
             Err(e) => {
                 ctx.warnings.push(format!("stepcache: step not cached: {e}"));
                 Err(skipped(Decision::Invalid, e.to_string()))
@@ -522,6 +536,9 @@ impl Admitter {
             let reason =
                 stepcache_core::refusal::blocked_reason(&r.key, &r.namespace, &r.refused_at.to_string(), &r.cause);
             return self.miss(ctx, d, reason, false, ex).await;
+        }
+        if let Some(why) = self.changed_configmaps(step, km).await {
+            return self.miss(ctx, d, why, false, ex).await;
         }
         if let Some(why) = self.integrity_failure(pod, step, &entry, ctx.decoded.dry_run, now).await {
             return self.miss(ctx, d, why, false, ex).await;
@@ -696,6 +713,38 @@ impl Admitter {
             // Nothing to wait for: count the hit without spawning a task.
             work.await;
         }
+    }
+
+    /// What the key may read of the ConfigMaps, and why none are visible when so. Waits for the
+    /// watch cache's first list only when the pod references a ConfigMap at all.
+    async fn configmaps(&self, pod: &Pod) -> (Box<dyn ConfigMaps + Send + Sync>, Option<&'static str>) {
+        if stepcache_core::key::configmaps::configmap_names(pod).is_empty() {
+            return (Box::new(NoConfigMaps), None);
+        }
+        match &self.ports.configmaps {
+            Some(cache) => match cache.view().await {
+                Ok(view) => (Box::new(view), None),
+                Err(_) => (Box::new(NoConfigMaps), Some("ConfigMaps not yet listed")),
+            },
+            None => (Box::new(NoConfigMaps), Some("no Kubernetes API to read ConfigMaps")),
+        }
+    }
+
+    /// Why a hit must not be served because a ConfigMap the key read is not (provably) what
+    /// the API server holds now: each is re-read (quorum `get`) and its digest compared with the
+    /// key's. Closes the window in which the watch cache still shows contents changed a moment
+    /// ago. Nothing to check when the key read no ConfigMap.
+    async fn changed_configmaps(&self, step: &StepPod, km: &KeyMaterial) -> Option<String> {
+        let read = km.material.get(stepcache_core::key::field::CONFIG_MAPS)?.as_object()?;
+        let cache = self.ports.configmaps.as_ref()?;
+        for (name, want) in read {
+            match cache.fresh_digest(step.namespace.as_str(), name).await {
+                Ok(Some(now)) if Some(now.as_str()) == want.as_str() => {}
+                Ok(_) => return Some(format!("configmap-changed: {name} (changed since the watch cache saw it)")),
+                Err(e) => return Some(format!("configmap-unverified: {e}")),
+            }
+        }
+        None
     }
 
     /// The LimitRanges of the step's namespace from the watch cache; none known without a

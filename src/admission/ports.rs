@@ -75,6 +75,9 @@ pub struct Ports {
     /// The namespaces' LimitRanges, which hit pods must meet; `None` (no Kubernetes API,
     /// `review`) builds hit pods as if no namespace had any.
     pub limits: Option<LimitRangeCache>,
+    /// The namespaces' ConfigMaps, whose contents are keyed; `None` (no Kubernetes API,
+    /// `review`) sees none, so steps reading a ConfigMap are not keyed (`configmap-unknown`).
+    pub configmaps: Option<crate::k8s::configmaps::ConfigMapCache>,
 }
 
 impl Ports {

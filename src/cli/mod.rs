@@ -211,6 +211,7 @@ pub async fn record(
         settings: Arc::new(RecordSettings { scope: policy.scope, default_expiry: policy.default_expiry }),
         metrics: Arc::new(Metrics::new()),
         tags: Default::default(),
+        configmaps: None,
     };
     let src = crate::recorder::assess::OutputSources { task_result: tr.as_ref(), workflow: wf.as_ref() };
     match recorder.record(&pod, &src, now.unwrap_or_else(jiff::Timestamp::now)).await {

@@ -127,6 +127,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ports.refusals = start_refusals(&args, client.clone(), &store, &metrics).await;
     }
     let hits = ports.effects.hit_counter().cloned().unwrap_or_default();
+    let configmaps = ports.configmaps.clone();
     let admitter = Admitter {
         config: Arc::new(AdmitConfig {
             admin: args.policy.admin(),
@@ -158,7 +159,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let (Some(c), true, false) = (client, args.recorder, args.noop) {
-        start_recorder(c, &args, store.clone(), signer, metrics.clone(), stop_rx.clone());
+        start_recorder(c, &args, store.clone(), signer, metrics.clone(), configmaps, stop_rx.clone());
     }
 
     let app = server::router(AppState { admitter, deadline: args.request_deadline }, args.body_limit);
@@ -208,6 +209,8 @@ fn serving_ports(
         }),
         // Hit pods must meet each namespace's LimitRanges: read them from a watch cache.
         limits: client.clone().map(crate::k8s::limits::LimitRangeCache::start),
+        // ConfigMap contents are keyed: read them from a watch cache (shared with the recorder).
+        configmaps: client.clone().map(crate::k8s::configmaps::ConfigMapCache::start),
         artifacts: super::integrity::artifact_checker(&args.integrity, client, metrics)?,
         effects: SideEffects::background(),
         refusals: Default::default(),
@@ -326,6 +329,7 @@ fn start_recorder(
     store: Store,
     signer: crate::mark::Signer,
     metrics: Arc<Metrics>,
+    configmaps: Option<crate::k8s::configmaps::ConfigMapCache>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let recorder = Recorder {
@@ -334,6 +338,7 @@ fn start_recorder(
         settings: Arc::new(RecordSettings { scope: args.policy.scope, default_expiry: args.policy.default_expiry }),
         metrics,
         tags: Default::default(),
+        configmaps,
     };
     let cfg = WatchConfig {
         namespaces: args.watch_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
@@ -360,6 +365,7 @@ pub async fn record_controller(
         settings: Arc::new(RecordSettings { scope: policy.scope, default_expiry: policy.default_expiry }),
         metrics: Arc::new(Metrics::new()),
         tags: Default::default(),
+        configmaps: Some(crate::k8s::configmaps::ConfigMapCache::start(client.clone())),
     };
     let cfg =
         WatchConfig { namespaces: namespaces.into_iter().filter(|s| !s.is_empty()).collect(), ..Default::default() };

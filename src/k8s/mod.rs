@@ -1,8 +1,10 @@
 //! Kubernetes API edges: WorkflowTaskResult writes for the hit path, Events for provenance,
-//! the LimitRange watch cache that shapes hit pods.
+//! the LimitRange watch cache that shapes hit pods, the ConfigMap watch cache whose contents
+//! are keyed.
 //!
 //! Every call is bounded by a timeout; errors are typed and never panic.
 
+pub mod configmaps;
 pub mod events;
 pub mod limits;
 pub mod offload;

@@ -17,6 +17,7 @@ use assess::{assess_with, NotRecorded, OutputSources, RecordSettings};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use std::sync::Arc;
+use stepcache_core::key::configmaps::{ConfigMaps, NoConfigMaps};
 
 /// Result of one recording attempt.
 #[derive(Debug)]
@@ -75,6 +76,9 @@ pub struct Recorder {
     pub metrics: Arc<Metrics>,
     /// Image tag digests already written by this process.
     pub tags: images::TagMemo,
+    /// The namespaces' ConfigMaps, read to re-derive keys that include their contents; `None`
+    /// (no Kubernetes API, `stepcache record`) sees none: steps reading one are not recorded.
+    pub configmaps: Option<crate::k8s::configmaps::ConfigMapCache>,
 }
 
 impl Recorder {
@@ -91,7 +95,17 @@ impl Recorder {
         offloaded: Option<&crate::argo::offload::Offloaded>,
         now: Timestamp,
     ) -> Attempt {
-        let entry = match assess_with(pod, src, offloaded, &self.signer, &self.settings, now) {
+        // The ConfigMaps as they are now: changed since admission, the re-derived key differs from
+        // the marked one and the run is not recorded (KeyMismatch).
+        let view = match (&self.configmaps, stepcache_core::key::configmaps::configmap_names(pod).is_empty()) {
+            (Some(cache), false) => cache.view().await.ok(),
+            _ => None,
+        };
+        let configmaps: &dyn ConfigMaps = match &view {
+            Some(v) => v,
+            None => &NoConfigMaps,
+        };
+        let entry = match assess_with(pod, src, offloaded, configmaps, &self.signer, &self.settings, now) {
             Ok(e) => e,
             Err(r) => {
                 if !r.may_change() {

@@ -456,7 +456,7 @@ fn cluster_role_grants_exactly_the_documented_verbs_and_no_wildcards() {
         ("", "pods", &["get", "list", "watch"][..]),
         ("argoproj.io", "workflowtaskresults", &["create", "get", "update", "patch", "list", "watch"][..]),
         ("argoproj.io", "workflows", &["get", "list", "watch"][..]),
-        ("", "configmaps", &["get"][..]),
+        ("", "configmaps", &["get", "list", "watch"][..]),
         ("", "limitranges", &["list", "watch"][..]),
         ("", "events", &["create", "patch"][..]),
     ];

@@ -21,6 +21,7 @@ pub fn recorder(store: Store) -> Recorder {
         settings: Arc::new(RecordSettings { scope: Default::default(), default_expiry: None }),
         metrics: Arc::new(Metrics::new()),
         tags: Default::default(),
+        configmaps: None,
     }
 }
 

@@ -11,7 +11,8 @@ use crate::argo::labels;
 use crate::argo::success::{succeeded_in_every, ArgoVersion, Judged, NodeVerdict};
 use crate::argo::template::{classify_with, ArgoLayout, Classification, StepPod, TemplateKind};
 use crate::execution::Execution;
-use crate::key::{derive_key, Scope};
+use crate::key::configmaps::{ConfigMaps, NoConfigMaps};
+use crate::key::{derive_key_with, Scope};
 use crate::mark::{MarkClaims, Signer};
 use crate::types::{CacheKey, CacheSeed, Namespace, Staleness, StepOutputs};
 use jiff::Timestamp;
@@ -451,15 +452,18 @@ pub fn assess(
     settings: &RecordSettings,
     now: Timestamp,
 ) -> Result<Execution, NotRecorded> {
-    assess_with(pod, src, None, signer, settings, now)
+    assess_with(pod, src, None, &NoConfigMaps, signer, settings, now)
 }
 
 /// [`assess`] for a pod whose template or args Argo offloaded, with its ConfigMap (read by the
-/// caller; the key is re-derived from it exactly as admission derived it).
+/// caller; the key is re-derived from it exactly as admission derived it), and with the
+/// contents of the ConfigMaps the step reads as they are now: when they changed since
+/// admission the re-derived key differs from the marked one and the run is not recorded.
 pub fn assess_with(
     pod: &Pod,
     src: &OutputSources<'_>,
     offloaded: Option<&crate::argo::offload::Offloaded>,
+    configmaps: &dyn ConfigMaps,
     signer: &Signer,
     settings: &RecordSettings,
     now: Timestamp,
@@ -493,11 +497,12 @@ pub fn assess_with(
         seed: &seed,
     };
     signer.verify(&claims, mark).map_err(|e| NotRecorded::ForgedMark(e.to_string()))?;
-    let mut km = derive_key(pod, &step, &seed, settings.scope).map_err(|e| NotRecorded::NotStep(e.to_string()))?;
+    let mut km = derive_key_with(pod, &step, &seed, settings.scope, configmaps)
+        .map_err(|e| NotRecorded::NotStep(e.to_string()))?;
     if km.key != marked_key && settings.scope == Scope::Cluster {
         // A namespace outside `--share-namespaces` is keyed with namespace scope under cluster
         // scope; the signed mark says which key admission gave it.
-        if let Ok(private) = derive_key(pod, &step, &seed, Scope::Namespace) {
+        if let Ok(private) = derive_key_with(pod, &step, &seed, Scope::Namespace, configmaps) {
             if private.key == marked_key {
                 km = private;
             }

@@ -20,7 +20,10 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+pub mod configmaps;
 pub mod env;
+
+use configmaps::ConfigMaps;
 
 /// Which pods may share entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -90,6 +93,11 @@ pub enum KeyError {
     /// A pod field could not be turned into JSON.
     #[error("cannot encode {0} as JSON")]
     Encode(String),
+    /// The step reads a ConfigMap whose contents the caller cannot see (watch cache not synced,
+    /// ConfigMap missing, no cluster): keying it by name alone could serve a run that read
+    /// other contents, so the step is not keyed.
+    #[error("configmap-unknown: {0}")]
+    ConfigMapUnknown(String),
 }
 
 impl KeyError {
@@ -100,6 +108,7 @@ impl KeyError {
             KeyError::NoPodSpec => "no_pod_spec",
             KeyError::Malformed(_) => "malformed_template",
             KeyError::Encode(_) => "encode",
+            KeyError::ConfigMapUnknown(_) => "configmap_unknown",
         }
     }
 }
@@ -144,13 +153,33 @@ pub mod field {
     /// The runtime class and the OS/architecture the pod pins (`nodeSelector`, required node
     /// affinity, `spec.os`): the same image tag can be another build, or another sandbox.
     pub const PLATFORM: &str = "platform";
+    /// ConfigMap name → content digest for every ConfigMap the step reads (user containers'
+    /// `envFrom`/`configMapKeyRef`, configMap volumes and projected sources): the references
+    /// elsewhere in the material are names, and a name says nothing about the contents.
+    pub const CONFIG_MAPS: &str = "configMaps";
 }
 
-/// Derives the key of a step from the pod Argo built and the step's seed.
-///
-/// See `docs/cache-key.md` for the exact material. Errors only when the pod has nothing to key
-/// on or the template has fields of the wrong type; the caller then lets the pod run uncached.
+/// Derives the key of a step from the pod Argo built and the step's seed, seeing no ConfigMap:
+/// the view of callers without a cluster (`stepcache key`, `review`, tools). A step that reads a
+/// ConfigMap is not keyed ([`KeyError::ConfigMapUnknown`]); use [`derive_key_with`] where the
+/// contents are known.
 pub fn derive_key(pod: &Pod, step: &StepPod, seed: &CacheSeed, scope: Scope) -> Result<KeyMaterial, KeyError> {
+    derive_key_with(pod, step, seed, scope, &configmaps::NoConfigMaps)
+}
+
+/// Derives the key of a step from the pod Argo built, the step's seed and the contents of the
+/// ConfigMaps it reads (digests through `configmaps`, looked up in the step's namespace).
+///
+/// See `docs/cache-key.md` for the exact material. Errors when the pod has nothing to key on,
+/// the template has fields of the wrong type, or a ConfigMap the step reads is not known; the
+/// caller then lets the pod run uncached.
+pub fn derive_key_with(
+    pod: &Pod,
+    step: &StepPod,
+    seed: &CacheSeed,
+    scope: Scope,
+    configmaps: &dyn ConfigMaps,
+) -> Result<KeyMaterial, KeyError> {
     let spec = pod.spec.as_ref().ok_or(KeyError::NoPodSpec)?;
     step.template.validate(step.kind).map_err(|e| KeyError::Malformed(e.to_string()))?;
 
@@ -189,6 +218,7 @@ pub fn derive_key(pod: &Pod, step: &StepPod, seed: &CacheSeed, scope: Scope) -> 
     m.insert(field::ARGO_CONTAINERS.into(), argo_containers_material(step, spec, &mut referenced)?);
     m.insert(field::VOLUMES.into(), volumes_material(pod, spec, &referenced)?);
     m.insert(field::PLATFORM.into(), platform_material(spec)?);
+    m.insert(field::CONFIG_MAPS.into(), configmaps_material(step, spec, &user, &user_init, &referenced, configmaps)?);
 
     if step.kind == TemplateKind::Script {
         if let Some(src) = step.template.script_source() {
@@ -223,6 +253,32 @@ pub fn derive_key(pod: &Pod, step: &StepPod, seed: &CacheSeed, scope: Scope) -> 
     let material = prune(Value::Object(m)).unwrap_or_else(|| Value::Object(Map::new()));
     let digest = Sha256::digest(canonical_json(&material).as_bytes());
     Ok(KeyMaterial { key: CacheKey::from_digest(&digest), material })
+}
+
+/// Name → content digest of every ConfigMap the step reads: user containers' env references
+/// and the configMap (or projected configMap) volumes kept in `volumes`. The first unknown one
+/// stops the derivation.
+fn configmaps_material(
+    step: &StepPod,
+    spec: &PodSpec,
+    user: &[&Container],
+    user_init: &[&Container],
+    referenced: &BTreeSet<String>,
+    known: &dyn ConfigMaps,
+) -> Result<Value, KeyError> {
+    let mut names = BTreeSet::new();
+    for c in user.iter().chain(user_init) {
+        configmaps::container_refs(c, &mut names);
+    }
+    for v in spec.volumes.iter().flatten().filter(|v| referenced.contains(&v.name)) {
+        configmaps::volume_refs(v, &mut names);
+    }
+    let mut out = Map::new();
+    for name in names {
+        let d = known.digest(step.namespace.as_str(), &name).ok_or_else(|| KeyError::ConfigMapUnknown(name.clone()))?;
+        out.insert(name, Value::String(d));
+    }
+    Ok(Value::Object(out))
 }
 
 fn name_of(v: &Value) -> &str {
@@ -1344,6 +1400,105 @@ mod tests {
         );
     }
 
+    /// The v3.6 pod with a user ConfigMap mounted, one read through `envFrom` and one key of a
+    /// third as an env variable.
+    fn pod_reading_configmaps() -> Pod {
+        let mut pod = v36_pod();
+        let spec = pod.spec.as_mut().unwrap();
+        let main = spec.containers.iter_mut().find(|c| c.name == "main").unwrap();
+        let extra: Container = serde_json::from_value(json!({
+            "name": "main",
+            "envFrom": [{"configMapRef": {"name": "settings"}}],
+            "env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "modes", "key": "mode"}}}],
+            "volumeMounts": [{"name": "conf", "mountPath": "/conf"}]
+        }))
+        .unwrap();
+        main.env_from = extra.env_from;
+        main.env.get_or_insert_with(Vec::new).splice(0..0, extra.env.unwrap());
+        main.volume_mounts.get_or_insert_with(Vec::new).extend(extra.volume_mounts.unwrap());
+        spec.volumes
+            .get_or_insert_with(Vec::new)
+            .push(serde_json::from_value(json!({"name": "conf", "configMap": {"name": "pipeline-config"}})).unwrap());
+        pod
+    }
+
+    fn configmap(data: &[(&str, &str)]) -> String {
+        let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "x"},
+            "data": data.iter().map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned()))).collect::<Map<_, _>>()
+        }))
+        .unwrap();
+        configmaps::digest(&cm)
+    }
+
+    fn contents(conf: &str) -> std::collections::BTreeMap<(String, String), String> {
+        [
+            ("settings", configmap(&[("A", "1")])),
+            ("modes", configmap(&[("mode", "fast")])),
+            ("pipeline-config", configmap(&[("rate", conf)])),
+        ]
+        .into_iter()
+        .map(|(n, d)| (("ml-team".to_owned(), n.to_owned()), d))
+        .collect()
+    }
+
+    #[test]
+    fn one_configmap_name_with_different_contents_keys_differently_and_equal_contents_alike() {
+        let pod = pod_reading_configmaps();
+        let Classification::Step(step) = classify(&pod) else { panic!() };
+        let key =
+            |c: &dyn ConfigMaps| derive_key_with(&pod, &step, &CacheSeed::default(), Scope::Namespace, c).unwrap();
+        let a = key(&contents("0.25"));
+        let b = key(&contents("0.50"));
+        let a_again = key(&contents("0.25"));
+        assert_ne!(a.key, b.key, "changed ConfigMap contents must not share a key");
+        assert_eq!(a.key, a_again.key, "unchanged ConfigMap contents must keep the key");
+        assert_eq!(
+            a.material["configMaps"].as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["modes", "pipeline-config", "settings"]
+        );
+    }
+
+    #[test]
+    fn a_configmap_admission_cannot_see_leaves_the_step_unkeyed_and_says_which() {
+        let pod = pod_reading_configmaps();
+        let Classification::Step(step) = classify(&pod) else { panic!() };
+        let mut known = contents("0.25");
+        known.remove(&("ml-team".to_owned(), "pipeline-config".to_owned()));
+        let err = derive_key_with(&pod, &step, &CacheSeed::default(), Scope::Namespace, &known).unwrap_err();
+        assert_eq!(err.to_string(), "configmap-unknown: pipeline-config");
+        // Without a cluster nothing is known: never guessed.
+        let offline = derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace).unwrap_err();
+        assert_eq!(offline.kind(), "configmap_unknown");
+        // Another namespace's ConfigMap of that name is not this one.
+        let elsewhere: std::collections::BTreeMap<(String, String), String> =
+            contents("0.25").into_iter().map(|((_, n), d)| (("other".to_owned(), n), d)).collect();
+        assert!(derive_key_with(&pod, &step, &CacheSeed::default(), Scope::Namespace, &elsewhere).is_err());
+    }
+
+    #[test]
+    fn steps_reading_no_configmap_keep_their_key_without_a_cluster() {
+        let pod = v36_pod();
+        let Classification::Step(step) = classify(&pod) else { panic!() };
+        let offline = derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace).unwrap();
+        let live = derive_key_with(&pod, &step, &CacheSeed::default(), Scope::Namespace, &contents("1")).unwrap();
+        assert_eq!(offline, live);
+        assert!(offline.material.get("configMaps").is_none());
+    }
+
+    #[test]
+    fn configmap_digest_covers_data_and_binary_data_but_not_metadata() {
+        let cm = |v: Value| configmaps::digest(&serde_json::from_value(v).unwrap());
+        let base = cm(json!({"metadata": {"name": "a"}, "data": {"k": "v"}}));
+        assert_eq!(
+            base,
+            cm(json!({"metadata": {"name": "a", "resourceVersion": "9", "labels": {"x": "y"}}, "data": {"k": "v"}}))
+        );
+        assert_ne!(base, cm(json!({"metadata": {"name": "a"}, "data": {"k": "w"}})));
+        assert_ne!(base, cm(json!({"metadata": {"name": "a"}, "data": {"k": "v"}, "binaryData": {"b": "AAE="}})));
+        assert!(base.starts_with("sha256:"));
+    }
+
     #[test]
     fn key_error_kinds_are_bounded_labels() {
         for (e, k) in [
@@ -1351,6 +1506,7 @@ mod tests {
             (KeyError::NoPodSpec, "no_pod_spec"),
             (KeyError::Malformed("x".into()), "malformed_template"),
             (KeyError::Encode("x".into()), "encode"),
+            (KeyError::ConfigMapUnknown("x".into()), "configmap_unknown"),
         ] {
             assert_eq!(e.kind(), k);
         }

@@ -66,6 +66,7 @@ pub async fn measure_recording(args: &BenchArgs, n: usize) -> anyhow::Result<ser
         settings: Arc::new(RecordSettings { scope: Default::default(), default_expiry: None }),
         metrics: Arc::new(stepcache::metrics::Metrics::new()),
         tags: Default::default(),
+        configmaps: None,
     };
     let sem = Arc::new(tokio::sync::Semaphore::new(16));
     let t = Instant::now();

@@ -8,6 +8,7 @@
 //! them, so they run in parallel on the one shared API server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod configmaps;
 mod cycle;
 mod faults;
 mod hitpod;
