@@ -126,6 +126,12 @@ pub struct PolicyArgs {
     /// namespace's service-account group: it holds the workflows' own service accounts too.
     #[arg(long, env = "STEPCACHE_CONTROLLER_GROUPS", value_delimiter = ',')]
     pub controller_groups: Vec<String>,
+    /// Key what a step reads from a Secret by its contents (a keyed digest: an HMAC with the
+    /// signing key, never the value), not only by the Secret's name and key. Needs list/watch on
+    /// Secrets (chart `policy.keySecretContents`); a step whose Secret cannot be seen is then not
+    /// cached (`secret-unknown`). `stepcache review` has no cluster and keys Secrets by reference.
+    #[arg(long, env = "STEPCACHE_KEY_SECRET_CONTENTS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub key_secret_contents: bool,
     /// Allow execution latching for steps annotated `stepcache.dev/latch: "true"`.
     #[arg(long, env = "STEPCACHE_LATCH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub latch: bool,

@@ -523,6 +523,12 @@ impl Admitter {
                 ctx.warnings.push(format!("stepcache: step not cached: {reason}"));
                 Err(skipped(Decision::Skipped, reason))
             }
+            // Secret contents are keyed and this Secret is not visible: not cached, and why.
+            Err(e @ KeyError::SecretUnknown(_)) => {
+                let reason = format!("{e} (Secret not visible to stepcache: needs list/watch on secrets)");
+                ctx.warnings.push(format!("stepcache: step not cached: {reason}"));
+                Err(skipped(Decision::Skipped, reason))
+            }
             Err(e) => {
                 ctx.warnings.push(format!("stepcache: step not cached: {e}"));
                 Err(skipped(Decision::Invalid, e.to_string()))
@@ -538,6 +544,9 @@ impl Admitter {
             return self.miss(ctx, d, reason, false, ex).await;
         }
         if let Some(why) = self.changed_configmaps(step, km).await {
+            return self.miss(ctx, d, why, false, ex).await;
+        }
+        if let Some(why) = self.changed_secrets(step, km).await {
             return self.miss(ctx, d, why, false, ex).await;
         }
         if let Some(why) = self.integrity_failure(pod, step, &entry, ctx.decoded.dry_run, now).await {
@@ -718,6 +727,17 @@ impl Admitter {
     /// What the key may read of the ConfigMaps, and why none are visible when so. Waits for the
     /// watch cache's first list only when the pod references a ConfigMap at all.
     async fn configmaps(&self, pod: &Pod) -> (Box<dyn ConfigMaps + Send + Sync>, Option<&'static str>) {
+        let (view, unseen) = self.configmap_view(pod).await;
+        match &self.ports.secret_digests {
+            Some(secrets) => {
+                (Box::new(crate::k8s::secret_digests::WithSecrets { inner: view, secrets: secrets.clone() }), unseen)
+            }
+            None => (view, unseen),
+        }
+    }
+
+    /// The ConfigMap part of [`Admitter::configmaps`].
+    async fn configmap_view(&self, pod: &Pod) -> (Box<dyn ConfigMaps + Send + Sync>, Option<&'static str>) {
         if stepcache_core::key::configmaps::configmap_names(pod).is_empty() {
             return (Box::new(NoConfigMaps), None);
         }
@@ -742,6 +762,22 @@ impl Admitter {
                 Ok(Some(now)) if Some(now.as_str()) == want.as_str() => {}
                 Ok(_) => return Some(format!("configmap-changed: {name} (changed since the watch cache saw it)")),
                 Err(e) => return Some(format!("configmap-unverified: {e}")),
+            }
+        }
+        None
+    }
+
+    /// Why a hit must not be served because a Secret whose contents the key read
+    /// (`--key-secret-contents`) is not (provably) what the API server holds now, as for
+    /// ConfigMaps.
+    async fn changed_secrets(&self, step: &StepPod, km: &KeyMaterial) -> Option<String> {
+        let read = km.material.get(stepcache_core::key::field::SECRETS)?.as_object()?;
+        let cache = self.ports.secret_digests.as_ref()?;
+        for (name, want) in read {
+            match cache.fresh_digest(step.namespace.as_str(), name).await {
+                Ok(Some(now)) if Some(now.as_str()) == want.as_str() => {}
+                Ok(_) => return Some(format!("secret-changed: {name} (changed since the watch cache saw it)")),
+                Err(e) => return Some(format!("secret-unverified: {e}")),
             }
         }
         None

@@ -78,6 +78,9 @@ pub struct Ports {
     /// The namespaces' ConfigMaps, whose contents are keyed; `None` (no Kubernetes API,
     /// `review`) sees none, so steps reading a ConfigMap are not keyed (`configmap-unknown`).
     pub configmaps: Option<crate::k8s::configmaps::ConfigMapCache>,
+    /// Secret contents as keyed digests (`--key-secret-contents`); `None` keys Secrets by
+    /// reference.
+    pub secret_digests: Option<crate::k8s::secret_digests::SecretDigestCache>,
 }
 
 impl Ports {

@@ -212,6 +212,7 @@ pub async fn record(
         metrics: Arc::new(Metrics::new()),
         tags: Default::default(),
         configmaps: None,
+        secret_digests: None,
     };
     let src = crate::recorder::assess::OutputSources { task_result: tr.as_ref(), workflow: wf.as_ref() };
     match recorder.record(&pod, &src, now.unwrap_or_else(jiff::Timestamp::now)).await {

@@ -128,6 +128,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let hits = ports.effects.hit_counter().cloned().unwrap_or_default();
     let configmaps = ports.configmaps.clone();
+    let secret_digests = ports.secret_digests.clone();
     let admitter = Admitter {
         config: Arc::new(AdmitConfig {
             admin: args.policy.admin(),
@@ -159,7 +160,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let (Some(c), true, false) = (client, args.recorder, args.noop) {
-        start_recorder(c, &args, store.clone(), signer, metrics.clone(), configmaps, stop_rx.clone());
+        let caches = (configmaps, secret_digests);
+        start_recorder(c, &args, store.clone(), signer, metrics.clone(), caches, stop_rx.clone());
     }
 
     let app = server::router(AppState { admitter, deadline: args.request_deadline }, args.body_limit);
@@ -211,6 +213,10 @@ fn serving_ports(
         limits: client.clone().map(crate::k8s::limits::LimitRangeCache::start),
         // ConfigMap contents are keyed: read them from a watch cache (shared with the recorder).
         configmaps: client.clone().map(crate::k8s::configmaps::ConfigMapCache::start),
+        secret_digests: client
+            .clone()
+            .filter(|_| args.policy.key_secret_contents)
+            .map(|c| crate::k8s::secret_digests::SecretDigestCache::start(c, signer.clone())),
         artifacts: super::integrity::artifact_checker(&args.integrity, client, metrics)?,
         effects: SideEffects::background(),
         refusals: Default::default(),
@@ -329,7 +335,10 @@ fn start_recorder(
     store: Store,
     signer: crate::mark::Signer,
     metrics: Arc<Metrics>,
-    configmaps: Option<crate::k8s::configmaps::ConfigMapCache>,
+    (configmaps, secret_digests): (
+        Option<crate::k8s::configmaps::ConfigMapCache>,
+        Option<crate::k8s::secret_digests::SecretDigestCache>,
+    ),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let recorder = Recorder {
@@ -339,6 +348,7 @@ fn start_recorder(
         metrics,
         tags: Default::default(),
         configmaps,
+        secret_digests,
     };
     let cfg = WatchConfig {
         namespaces: args.watch_namespaces.iter().filter(|s| !s.is_empty()).cloned().collect(),
@@ -359,13 +369,17 @@ pub async fn record_controller(
 ) -> anyhow::Result<()> {
     install_crypto();
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let signer = super::signer(signing)?;
     let recorder = Recorder {
         store: super::open_store(store).await?,
-        signer: super::signer(signing)?,
+        signer: signer.clone(),
         settings: Arc::new(RecordSettings { scope: policy.scope, default_expiry: policy.default_expiry }),
         metrics: Arc::new(Metrics::new()),
         tags: Default::default(),
         configmaps: Some(crate::k8s::configmaps::ConfigMapCache::start(client.clone())),
+        secret_digests: policy
+            .key_secret_contents
+            .then(|| crate::k8s::secret_digests::SecretDigestCache::start(client.clone(), signer.clone())),
     };
     let cfg =
         WatchConfig { namespaces: namespaces.into_iter().filter(|s| !s.is_empty()).collect(), ..Default::default() };

@@ -8,6 +8,7 @@ pub mod configmaps;
 pub mod events;
 pub mod limits;
 pub mod offload;
+pub mod secret_digests;
 pub mod secrets;
 pub mod taskresult;
 

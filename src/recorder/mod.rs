@@ -78,6 +78,9 @@ pub struct Recorder {
     pub tags: images::TagMemo,
     /// The namespaces' ConfigMaps, read to re-derive keys that include their contents; `None`
     /// (no Kubernetes API, `stepcache record`) sees none: steps reading one are not recorded.
+    /// Secret contents as keyed digests (`--key-secret-contents`); `None` keys Secrets by
+    /// reference (must match the admission's).
+    pub secret_digests: Option<crate::k8s::secret_digests::SecretDigestCache>,
     pub configmaps: Option<crate::k8s::configmaps::ConfigMapCache>,
 }
 
@@ -101,11 +104,17 @@ impl Recorder {
             (Some(cache), false) => cache.view().await.ok(),
             _ => None,
         };
-        let configmaps: &dyn ConfigMaps = match &view {
-            Some(v) => v,
-            None => &NoConfigMaps,
+        let boxed: Box<dyn ConfigMaps + Send + Sync> = match view {
+            Some(v) => Box::new(v),
+            None => Box::new(NoConfigMaps),
         };
-        let entry = match assess_with(pod, src, offloaded, configmaps, &self.signer, &self.settings, now) {
+        let configmaps: Box<dyn ConfigMaps + Send + Sync> = match &self.secret_digests {
+            Some(secrets) => {
+                Box::new(crate::k8s::secret_digests::WithSecrets { inner: boxed, secrets: secrets.clone() })
+            }
+            None => boxed,
+        };
+        let entry = match assess_with(pod, src, offloaded, configmaps.as_ref(), &self.signer, &self.settings, now) {
             Ok(e) => e,
             Err(r) => {
                 if !r.may_change() {

@@ -497,6 +497,19 @@ fn verifying_artifacts_adds_only_get_on_secrets_limited_to_the_named_ones() {
     assert_eq!(cm["data"]["STEPCACHE_ARTIFACT_CHECK_BUDGET"].as_str(), Some("250ms"));
 }
 
+#[test]
+fn keying_secret_contents_adds_list_and_watch_on_secrets_and_the_setting() {
+    let Some(helm) = helm() else { return };
+    let r = render(helm, "policy: {keySecretContents: true}");
+    let rules = r.one("ClusterRole")["rules"].as_sequence().unwrap().clone();
+    let secrets: Vec<_> =
+        rules.into_iter().filter(|rule| strings(&rule["resources"]).contains(&"secrets".to_owned())).collect();
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(strings(&secrets[0]["verbs"]), ["get", "list", "watch"]);
+    assert_eq!(r.env_value("STEPCACHE_KEY_SECRET_CONTENTS").as_deref(), Some("true"));
+    assert_eq!(render(helm, "").env_value("STEPCACHE_KEY_SECRET_CONTENTS").as_deref(), Some("false"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Deployment
 

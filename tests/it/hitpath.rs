@@ -22,6 +22,7 @@ pub fn recorder(store: Store) -> Recorder {
         metrics: Arc::new(Metrics::new()),
         tags: Default::default(),
         configmaps: None,
+        secret_digests: None,
     }
 }
 

@@ -98,6 +98,10 @@ pub enum KeyError {
     /// other contents, so the step is not keyed.
     #[error("configmap-unknown: {0}")]
     ConfigMapUnknown(String),
+    /// Secret contents are keyed (`--key-secret-contents`) and the step reads a Secret the
+    /// caller cannot see: not keyed, for the same reason.
+    #[error("secret-unknown: {0}")]
+    SecretUnknown(String),
 }
 
 impl KeyError {
@@ -109,6 +113,7 @@ impl KeyError {
             KeyError::Malformed(_) => "malformed_template",
             KeyError::Encode(_) => "encode",
             KeyError::ConfigMapUnknown(_) => "configmap_unknown",
+            KeyError::SecretUnknown(_) => "secret_unknown",
         }
     }
 }
@@ -157,6 +162,8 @@ pub mod field {
     /// `envFrom`/`configMapKeyRef`, configMap volumes and projected sources): the references
     /// elsewhere in the material are names, and a name says nothing about the contents.
     pub const CONFIG_MAPS: &str = "configMaps";
+    /// Secret name → keyed content digest, only with `--key-secret-contents`.
+    pub const SECRETS: &str = "secrets";
 }
 
 /// Derives the key of a step from the pod Argo built and the step's seed, seeing no ConfigMap:
@@ -219,6 +226,7 @@ pub fn derive_key_with(
     m.insert(field::VOLUMES.into(), volumes_material(pod, spec, &referenced)?);
     m.insert(field::PLATFORM.into(), platform_material(spec)?);
     m.insert(field::CONFIG_MAPS.into(), configmaps_material(step, spec, &user, &user_init, &referenced, configmaps)?);
+    m.insert(field::SECRETS.into(), secrets_material(step, spec, &user, &user_init, &referenced, configmaps)?);
 
     if step.kind == TemplateKind::Script {
         if let Some(src) = step.template.script_source() {
@@ -277,6 +285,37 @@ fn configmaps_material(
     for name in names {
         let d = known.digest(step.namespace.as_str(), &name).ok_or_else(|| KeyError::ConfigMapUnknown(name.clone()))?;
         out.insert(name, Value::String(d));
+    }
+    Ok(Value::Object(out))
+}
+
+/// Name → keyed content digest of every Secret the step reads, when the admin keys Secret
+/// contents (`--key-secret-contents`); empty (pruned) otherwise, the references being keyed
+/// where they stand. The first Secret that is keyed but not visible stops the derivation.
+fn secrets_material(
+    step: &StepPod,
+    spec: &PodSpec,
+    user: &[&Container],
+    user_init: &[&Container],
+    referenced: &BTreeSet<String>,
+    known: &dyn ConfigMaps,
+) -> Result<Value, KeyError> {
+    let mut names = BTreeSet::new();
+    for c in user.iter().chain(user_init) {
+        configmaps::container_secret_refs(c, &mut names);
+    }
+    for v in spec.volumes.iter().flatten().filter(|v| referenced.contains(&v.name)) {
+        configmaps::volume_secret_refs(v, &mut names);
+    }
+    let mut out = Map::new();
+    for name in names {
+        match known.secret(step.namespace.as_str(), &name) {
+            configmaps::SecretContents::ByReference => {}
+            configmaps::SecretContents::Known(d) => {
+                out.insert(name, Value::String(d));
+            }
+            configmaps::SecretContents::Unknown => return Err(KeyError::SecretUnknown(name)),
+        }
     }
     Ok(Value::Object(out))
 }
@@ -1474,6 +1513,39 @@ mod tests {
         let elsewhere: std::collections::BTreeMap<(String, String), String> =
             contents("0.25").into_iter().map(|((_, n), d)| (("other".to_owned(), n), d)).collect();
         assert!(derive_key_with(&pod, &step, &CacheSeed::default(), Scope::Namespace, &elsewhere).is_err());
+    }
+
+    /// Every Secret known with digest `d`, or keyed but unseen (`None`).
+    struct SecretView(Option<&'static str>);
+
+    impl ConfigMaps for SecretView {
+        fn digest(&self, _namespace: &str, _name: &str) -> Option<String> {
+            None
+        }
+        fn secret(&self, _namespace: &str, _name: &str) -> configmaps::SecretContents {
+            match self.0 {
+                Some(d) => configmaps::SecretContents::Known(d.into()),
+                None => configmaps::SecretContents::Unknown,
+            }
+        }
+    }
+
+    #[test]
+    fn secret_contents_are_keyed_only_when_the_admin_asks_and_never_guessed() {
+        let mut pod = v36_pod();
+        if let Some(spec) = pod.spec.as_mut() {
+            let main = spec.containers.iter_mut().find(|c| c.name == "main").unwrap();
+            main.env_from = Some(vec![serde_json::from_value(json!({"secretRef": {"name": "db"}})).unwrap()]);
+        }
+        let Classification::Step(step) = classify(&pod) else { panic!() };
+        let by_ref = derive_key(&pod, &step, &CacheSeed::default(), Scope::Namespace).unwrap();
+        assert!(by_ref.material.get("secrets").is_none(), "by reference by default");
+        let with = |d| derive_key_with(&pod, &step, &CacheSeed::default(), Scope::Namespace, &SecretView(d));
+        let (a, b) = (with(Some("hmac:a")).unwrap(), with(Some("hmac:b")).unwrap());
+        assert_ne!(a.key, b.key, "changed Secret contents change the key");
+        assert_eq!(a.material["secrets"], json!({"db": "hmac:a"}));
+        assert_ne!(a.key, by_ref.key);
+        assert_eq!(with(None).unwrap_err(), KeyError::SecretUnknown("db".into()));
     }
 
     #[test]

@@ -113,6 +113,18 @@ impl Signer {
         Ok(payload)
     }
 
+    /// A keyed digest of `bytes` (hex HMAC, domain-separated from marks and tokens): what key
+    /// material may hold of a secret value. Unlike a plain hash it cannot be checked against a
+    /// guessed value without the install's key.
+    pub fn digest_hex(&self, domain: &str, bytes: &[u8]) -> String {
+        let mut mac = self.keyed();
+        mac.update(b"stepcache-digest-v1\0");
+        mac.update(domain.as_bytes());
+        mac.update(b"\0");
+        mac.update(bytes);
+        format!("hmac-sha256:{}", hex::encode(mac.finalize().into_bytes()))
+    }
+
     /// The MAC of a token payload, domain-separated from marks.
     fn token_mac(&self, payload: &[u8]) -> HmacSha256 {
         let mut mac = self.keyed();

@@ -67,6 +67,7 @@ pub async fn measure_recording(args: &BenchArgs, n: usize) -> anyhow::Result<ser
         metrics: Arc::new(stepcache::metrics::Metrics::new()),
         tags: Default::default(),
         configmaps: None,
+        secret_digests: None,
     };
     let sem = Arc::new(tokio::sync::Semaphore::new(16));
     let t = Instant::now();

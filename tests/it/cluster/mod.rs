@@ -15,6 +15,7 @@ mod hitpod;
 mod kubelet_runs;
 mod rbac;
 mod refused;
+mod secrets;
 mod sources;
 mod trust;
 

@@ -22,6 +22,52 @@ use std::collections::{BTreeMap, BTreeSet};
 pub trait ConfigMaps {
     /// The content digest ([`digest`]) of ConfigMap `name` in `namespace`, when known.
     fn digest(&self, namespace: &str, name: &str) -> Option<String>;
+
+    /// What the key reads of Secret `name` in `namespace`. By default Secrets are keyed by
+    /// reference only; with the admin's `--key-secret-contents` the edge answers with a keyed
+    /// digest (an HMAC, never the value) or says it cannot see the Secret.
+    fn secret(&self, _namespace: &str, _name: &str) -> SecretContents {
+        SecretContents::ByReference
+    }
+}
+
+/// What the key knows of a Secret's contents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretContents {
+    /// Contents are not keyed (the default): the reference (name, key) is.
+    ByReference,
+    /// A keyed digest of the contents (the install's HMAC, so stored key material reveals
+    /// nothing a guess could confirm).
+    Known(String),
+    /// Contents are keyed but not visible now (cache not synced, Secret missing): not keyed.
+    Unknown,
+}
+
+/// Names of the Secrets `c` reads through its environment: `envFrom.secretRef` and
+/// `env[].valueFrom.secretKeyRef`.
+pub(super) fn container_secret_refs(c: &Container, out: &mut BTreeSet<String>) {
+    for e in c.env_from.iter().flatten() {
+        if let Some(r) = &e.secret_ref {
+            out.insert(r.name.clone());
+        }
+    }
+    for e in c.env.iter().flatten() {
+        if let Some(r) = e.value_from.as_ref().and_then(|f| f.secret_key_ref.as_ref()) {
+            out.insert(r.name.clone());
+        }
+    }
+}
+
+/// Names of the Secrets a volume exposes: `secret` volumes and projected `secret` sources.
+pub(super) fn volume_secret_refs(v: &Volume, out: &mut BTreeSet<String>) {
+    if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+        out.insert(name);
+    }
+    for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+        if let Some(s) = &src.secret {
+            out.insert(s.name.clone());
+        }
+    }
 }
 
 /// No ConfigMap is known: the view of `stepcache key`/`review` without a cluster. Steps that
