@@ -1715,3 +1715,21 @@ fn archived_logs_key_the_repository_and_steps_writing_nothing_there_do_not() {
     });
     assert_same_key(&key(&v36()), &key(&no_logs), "a repository nothing is written to");
 }
+
+#[test]
+fn a_patched_source_of_argos_own_scratch_volumes_does_not_share_the_honest_key() {
+    let honest = key(&v36());
+    for name in ["var-run-argo", "tmp-dir-argo"] {
+        let mut pod = v36();
+        let v = pod["spec"]["volumes"].as_array_mut().unwrap().iter_mut().find(|v| v["name"] == name).unwrap();
+        *v = json!({"name": name, "hostPath": {"path": "/srv/prepared"}});
+        let km = key(&pod);
+        assert_ne!(km.key, honest.key, "{name} from a hostPath");
+        assert!(km.material["argoContainers"][format!("volume:{name}")]["hostPath"].is_object(), "{}", km.material);
+    }
+    // Argo's memory-backed variant is no plain emptyDir either.
+    let mut pod = v36();
+    let v = pod["spec"]["volumes"].as_array_mut().unwrap().iter_mut().find(|v| v["name"] == "var-run-argo").unwrap();
+    *v = json!({"name": "var-run-argo", "emptyDir": {"medium": "Memory"}});
+    assert_ne!(key(&pod).key, honest.key);
+}

@@ -590,6 +590,24 @@ fn argo_containers_material(
             }
         }
     }
+    // Argo's own scratch volumes are plain emptyDirs (contract §1.3); a source a patch gave
+    // them instead (a hostPath holding a prepared `argoexec`, a PVC) is keyed.
+    for name in [labels::VAR_RUN_ARGO.0, labels::TMP_DIR_ARGO.0, labels::ARGO_STAGING.0, labels::INPUT_ARTIFACTS_VOLUME]
+    {
+        if let Some(v) = spec.volumes.iter().flatten().find(|v| v.name == name) {
+            let plain_empty_dir =
+                v.empty_dir.as_ref().is_some_and(|e| e.medium.as_deref().unwrap_or_default().is_empty())
+                    && v.host_path.is_none()
+                    && v.persistent_volume_claim.is_none();
+            if !plain_empty_dir {
+                let mut source = encode("volume", v)?;
+                if let Some(o) = source.as_object_mut() {
+                    o.remove("name");
+                }
+                out.insert(format!("volume:{name}"), source);
+            }
+        }
+    }
     let mut plugins: Vec<Value> = all()
         .filter(|c| step.argo.plugin_containers.contains(&c.name))
         .map(|c| {
