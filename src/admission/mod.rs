@@ -755,32 +755,18 @@ impl Admitter {
     /// key's. Closes the window in which the watch cache still shows contents changed a moment
     /// ago. Nothing to check when the key read no ConfigMap.
     async fn changed_configmaps(&self, step: &StepPod, km: &KeyMaterial) -> Option<String> {
-        let read = km.material.get(stepcache_core::key::field::CONFIG_MAPS)?.as_object()?;
         let cache = self.ports.configmaps.as_ref()?;
-        for (name, want) in read {
-            match cache.fresh_digest(step.namespace.as_str(), name).await {
-                Ok(Some(now)) if Some(now.as_str()) == want.as_str() => {}
-                Ok(_) => return Some(format!("configmap-changed: {name} (changed since the watch cache saw it)")),
-                Err(e) => return Some(format!("configmap-unverified: {e}")),
-            }
-        }
-        None
+        let fresh = |name: String| async move {
+            cache.fresh_digest(step.namespace.as_str(), &name).await.map_err(|e| e.to_string())
+        };
+        changed_objects(km, stepcache_core::key::field::CONFIG_MAPS, "configmap", fresh).await
     }
 
-    /// Why a hit must not be served because a Secret whose contents the key read
-    /// (`--key-secret-contents`) is not (provably) what the API server holds now, as for
-    /// ConfigMaps.
+    /// The same for the Secrets whose contents the key read (`--key-secret-contents`).
     async fn changed_secrets(&self, step: &StepPod, km: &KeyMaterial) -> Option<String> {
-        let read = km.material.get(stepcache_core::key::field::SECRETS)?.as_object()?;
         let cache = self.ports.secret_digests.as_ref()?;
-        for (name, want) in read {
-            match cache.fresh_digest(step.namespace.as_str(), name).await {
-                Ok(Some(now)) if Some(now.as_str()) == want.as_str() => {}
-                Ok(_) => return Some(format!("secret-changed: {name} (changed since the watch cache saw it)")),
-                Err(e) => return Some(format!("secret-unverified: {e}")),
-            }
-        }
-        None
+        let fresh = |name: String| async move { cache.fresh_digest(step.namespace.as_str(), &name).await };
+        changed_objects(km, stepcache_core::key::field::SECRETS, "secret", fresh).await
     }
 
     /// The LimitRanges of the step's namespace from the watch cache; none known without a
@@ -961,6 +947,25 @@ fn decision_record(
 /// [`skip`], boxed for the early returns of the steps before a lookup.
 fn skipped(detail: Decision, reason: String) -> Box<Explain> {
     Box::new(skip(detail, reason))
+}
+
+/// Why a hit must not be served because an object whose digest the key holds under `field`
+/// (name → digest) reads otherwise now (`<what>-changed`), or could not be re-read
+/// (`<what>-unverified`); `None` when every one matches or the key holds none.
+async fn changed_objects<F, Fut>(km: &KeyMaterial, field: &str, what: &str, fresh: F) -> Option<String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, String>>,
+{
+    let read = km.material.get(field)?.as_object()?;
+    for (name, want) in read {
+        match fresh(name.clone()).await {
+            Ok(Some(now)) if Some(now.as_str()) == want.as_str() => {}
+            Ok(_) => return Some(format!("{what}-changed: {name} (changed since the watch cache saw it)")),
+            Err(e) => return Some(format!("{what}-unverified: {e}")),
+        }
+    }
+    None
 }
 
 fn skip(detail: Decision, reason: String) -> Explain {

@@ -263,6 +263,26 @@ pub fn derive_key_with(
     Ok(KeyMaterial { key: CacheKey::from_digest(&digest), material })
 }
 
+/// Names of the objects (ConfigMaps or Secrets) the step reads: through the env of its user
+/// containers (`container_refs`) and through the volumes kept in `volumes` (`volume_refs`).
+fn read_objects(
+    spec: &PodSpec,
+    user: &[&Container],
+    user_init: &[&Container],
+    referenced: &BTreeSet<String>,
+    container_refs: fn(&Container, &mut BTreeSet<String>),
+    volume_refs: fn(&k8s_openapi::api::core::v1::Volume, &mut BTreeSet<String>),
+) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for c in user.iter().chain(user_init) {
+        container_refs(c, &mut names);
+    }
+    for v in spec.volumes.iter().flatten().filter(|v| referenced.contains(&v.name)) {
+        volume_refs(v, &mut names);
+    }
+    names
+}
+
 /// Name → content digest of every ConfigMap the step reads: user containers' env references
 /// and the configMap (or projected configMap) volumes kept in `volumes`. The first unknown one
 /// stops the derivation.
@@ -274,13 +294,7 @@ fn configmaps_material(
     referenced: &BTreeSet<String>,
     known: &dyn ConfigMaps,
 ) -> Result<Value, KeyError> {
-    let mut names = BTreeSet::new();
-    for c in user.iter().chain(user_init) {
-        configmaps::container_refs(c, &mut names);
-    }
-    for v in spec.volumes.iter().flatten().filter(|v| referenced.contains(&v.name)) {
-        configmaps::volume_refs(v, &mut names);
-    }
+    let names = read_objects(spec, user, user_init, referenced, configmaps::container_refs, configmaps::volume_refs);
     let mut out = Map::new();
     for name in names {
         let d = known.digest(step.namespace.as_str(), &name).ok_or_else(|| KeyError::ConfigMapUnknown(name.clone()))?;
@@ -300,13 +314,14 @@ fn secrets_material(
     referenced: &BTreeSet<String>,
     known: &dyn ConfigMaps,
 ) -> Result<Value, KeyError> {
-    let mut names = BTreeSet::new();
-    for c in user.iter().chain(user_init) {
-        configmaps::container_secret_refs(c, &mut names);
-    }
-    for v in spec.volumes.iter().flatten().filter(|v| referenced.contains(&v.name)) {
-        configmaps::volume_secret_refs(v, &mut names);
-    }
+    let names = read_objects(
+        spec,
+        user,
+        user_init,
+        referenced,
+        configmaps::container_secret_refs,
+        configmaps::volume_secret_refs,
+    );
     let mut out = Map::new();
     for name in names {
         match known.secret(step.namespace.as_str(), &name) {

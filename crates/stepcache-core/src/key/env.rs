@@ -45,11 +45,7 @@ pub fn argo_block(env: &[EnvVar], layout: ArgoLayout, facts: &ArgoFacts, role: R
     let Some(start) = env.iter().rposition(|e| e.name == BLOCK_START) else {
         return 0..0;
     };
-    let len = env
-        .iter()
-        .skip(start)
-        .take_while(|e| contract::is_injected_env(&e.name, layout, facts, role) || e.name == BLOCK_START)
-        .count();
+    let len = env.iter().skip(start).take_while(|e| contract::is_injected_env(&e.name, layout, facts, role)).count();
     start..start + len
 }
 
